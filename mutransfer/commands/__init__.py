@@ -1,0 +1,1 @@
+"""One module per `mutransfer` subcommand; each defines ``register(subparsers)`` and ``run(args)``."""
