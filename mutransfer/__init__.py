@@ -41,13 +41,20 @@ _EXPORTS = {
 }
 _SUBMODULES = ("data", "zoo", "bench")
 
+# Core names bound eagerly: importing a submodule sets a package attribute of the same name
+# (mutransfer.parametrize the module), which would otherwise hide the function.
+from .parametrize import Plan, parametrize  # noqa: E402
+from .roles import ParamInfo, Role, infer_roles  # noqa: E402
+from .scaling import attention_scale, multipliers, muon_alpha, spectral_sigma  # noqa: E402
+
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
         module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
+        value = globals()[name] = getattr(module, name)  # beats the same-named submodule
+        return value
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'mutransfer' has no attribute {name!r}")

@@ -1,0 +1,122 @@
+"""Optimizers from a Plan: param groups over torch's AdamW/Adam/SGD, or Muon (+AdamW groups).
+
+Each group carries ``lr = base_lr * lr_mult`` and records ``lr_mult``, so torch LR schedulers
+(which scale each group's ``initial_lr``) keep the multipliers. Weight-decay policies
+(scaling.md section 5), for a group with lr multiplier ``k``:
+
+| policy          | group weight decay   | decay per step             |
+|-----------------|----------------------|----------------------------|
+| fixed_product   | wd / k               | lr * wd (same at any width)|
+| coupled         | wd                   | lr * k * wd                |
+| independent     | wd / (lr * k)        | wd * scheduled_lr / peak_lr|
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .scaling import check_choice
+
+if TYPE_CHECKING:
+    from .parametrize import Plan
+
+WD_POLICIES = ("fixed_product", "coupled", "independent")
+
+
+def group_weight_decay(wd: float, lr: float, lr_mult: float, policy: str) -> float:
+    """A group's weight decay under ``policy`` (see the module table).
+
+        >>> group_weight_decay(0.1, 1e-3, 0.25, "fixed_product")
+        0.4
+    """
+    check_choice("wd_policy", policy, WD_POLICIES)
+    if policy == "fixed_product":
+        return wd / lr_mult
+    if policy == "coupled":
+        return wd
+    return wd / (lr * lr_mult)
+
+
+def _check_numbers(lr, weight_decay, eps, adam_lr) -> None:
+    for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False),
+                                  ("eps", eps, False), ("adam_lr", adam_lr, True)):
+        if value is None and name == "adam_lr":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number; got {value!r}")
+        if (value <= 0) if positive else (value < 0):
+            bound = "> 0" if positive else ">= 0"
+            raise ValueError(f"{name} must be {bound}; got {value!r}. Use e.g. {name}=1e-3")
+
+
+def param_groups(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: float = 0.0,
+                 eps: float = 1e-8, adam_lr: float | None = None,
+                 wd_policy: str = "fixed_product") -> list[dict]:
+    """Param groups of ``model`` with the plan's multipliers: one group per distinct
+    (update rule, lr_mult, eps_mult, muon_alpha, role).
+
+    ``group["lr"] = lr * lr_mult`` (``adam_lr`` for Muon's AdamW groups),
+    ``group["eps"] = eps * eps_mult``, ``group["weight_decay"]`` from :func:`group_weight_decay`.
+
+        >>> groups = param_groups(plan, plan.model, 1e-3)
+        >>> torch.optim.AdamW(groups)
+    """
+    _check_numbers(lr, weight_decay, eps, adam_lr)
+    check_choice("wd_policy", wd_policy, WD_POLICIES)
+    named = dict(model.named_parameters())
+    missing = sorted(set(named) - set(plan.params))
+    if missing:
+        raise ValueError(f"parameters {missing[:8]} of the model are not in the plan; "
+                         f"call parametrize() on this model (or pass the model the plan was made for)")
+    groups: dict[tuple, dict] = {}
+    for name, p in named.items():
+        pp = plan.params[name]
+        muon = pp.optimizer == "muon"
+        base_lr = lr if (muon or plan.optimizer_name != "muon" or adam_lr is None) else adam_lr
+        key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if muon else None, pp.role)
+        if key not in groups:
+            group = {"params": [], "names": [], "role": pp.role, "lr_mult": pp.lr_mult,
+                     "lr": base_lr * pp.lr_mult,
+                     "weight_decay": group_weight_decay(weight_decay, base_lr, pp.lr_mult, wd_policy)}
+            if muon:
+                group.update(use_muon=True, alpha=pp.muon_alpha)
+            else:
+                group["eps"] = eps * pp.eps_mult
+                if plan.optimizer_name == "muon":
+                    group["use_muon"] = False
+            groups[key] = group
+        groups[key]["params"].append(p)
+        groups[key]["names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: float = 0.0,
+                    betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                    momentum: float | None = None, adam_lr: float | None = None,
+                    wd_policy: str = "fixed_product", nesterov: bool = True,
+                    **kwargs) -> torch.optim.Optimizer:
+    """The torch optimizer for ``plan.optimizer_name`` over :func:`param_groups`.
+
+    adamw/adam -> torch.optim.AdamW/Adam; sgd -> torch.optim.SGD (momentum default 0);
+    muon -> :class:`mutransfer.muon.Muon` (momentum default 0.95) with AdamW groups at ``adam_lr``
+    (default ``lr``) for embeddings, the readout and vectors. Extra ``kwargs`` go to the optimizer.
+
+        >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64, optimizer="muon")
+        >>> opt = plan.optimizer(0.02, adam_lr=3e-3, weight_decay=0.01)
+    """
+    groups = param_groups(plan, model, lr, weight_decay=weight_decay, eps=eps, adam_lr=adam_lr,
+                          wd_policy=wd_policy)
+    name = plan.optimizer_name
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, **kwargs)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum or 0.0,
+                               nesterov=nesterov and bool(momentum), **kwargs)
+    from .muon import Muon
+
+    return Muon(groups, lr=lr, momentum=0.95 if momentum is None else momentum, nesterov=nesterov,
+                betas=betas, eps=eps, **kwargs)

@@ -1,0 +1,361 @@
+"""``parametrize``: roles + scheme -> a Plan; the model's init is rewritten in place.
+
+The Plan is plain data (name -> role, fans, multipliers). Nothing is attached to tensors, so a
+parametrized model saves, loads, compiles and wraps like any other module.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .roles import ParamInfo, Role, infer_roles
+from .scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, check_choice, multipliers,
+                      spectral_sigma)
+
+# Relative std changes smaller than this are treated as "already there": this makes
+# parametrizing twice give bit-identical tensors to parametrizing once.
+_RESCALE_TOL = 1e-6
+COLUMNS = ("name", "shape", "role", "fan_in", "fan_out", "width_mult", "init_std", "init_mult",
+           "lr_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha")
+
+
+@dataclass(frozen=True)
+class ParamPlan:
+    """One parameter's row of the plan: role, fans and multipliers relative to the base."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+    fan_in: int
+    fan_out: int
+    width_mult: float
+    init_std: float  # target RMS about zero of the initial values; NaN when unknown (meta base)
+    init_mult: float
+    lr_mult: float
+    wd_mult: float  # for the default wd_policy "fixed_product": 1 / lr_mult
+    eps_mult: float
+    optimizer: str
+    muon_alpha: float
+    kind: str = "linear"
+    tied: bool = False
+
+
+class ReadoutScale:
+    """Forward pre-hook multiplying a readout's input by ``scale`` (muP's multiplier form).
+
+    ``scale = output_mult / m``: the readout keeps its base init and lr, and its logits keep their
+    base size at any width. A class (not a closure) so that it pickles with the module.
+    """
+
+    def __init__(self, scale: float):
+        self.scale = float(scale)
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        return (args[0] * self.scale,) + tuple(args[1:])
+
+    def __repr__(self) -> str:
+        return f"ReadoutScale({self.scale:g})"
+
+
+@dataclass
+class Plan:
+    """The result of :func:`parametrize`: per-parameter roles and multipliers, plus settings.
+
+        >>> plan = parametrize(nn.Linear(256, 256), nn.Linear(64, 64))
+        >>> plan.table()[["name", "role", "lr_mult"]]
+    """
+
+    params: dict[str, ParamPlan]
+    scheme: str = "mup"
+    optimizer_name: str = "adamw"
+    muon_scale: str = "spectral"
+    readout: str = "init"
+    output_mult: float = 1.0
+    readout_scales: dict[str, float] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def roles(self) -> dict[str, Role]:
+        return {n: Role(p.role) for n, p in self.params.items()}
+
+    def table(self):
+        """One row per parameter: name, shape, role, fans, width_mult and every multiplier."""
+        import pandas as pd
+
+        rows = [{c: getattr(p, c) for c in COLUMNS} for p in self.params.values()]
+        return pd.DataFrame(rows, columns=list(COLUMNS))
+
+    def __str__(self) -> str:
+        df = self.table()
+        df["shape"] = df["shape"].map(lambda s: "x".join(map(str, s)))
+        head = (f"mutransfer Plan: scheme={self.scheme} optimizer={self.optimizer_name} "
+                f"muon_scale={self.muon_scale} readout={self.readout} output_mult={self.output_mult:g}")
+        counts = ", ".join(f"{r}: {n}" for r, n in df["role"].value_counts().sort_index().items())
+        with _pandas_display():
+            body = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        hooks = "".join(f"\nreadout multiplier on {m!r}: x{s:.4g}" for m, s in self.readout_scales.items())
+        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}"
+
+    def optimizer(self, lr: float, *, model: nn.Module | None = None, **kwargs) -> torch.optim.Optimizer:
+        """A torch optimizer whose param groups carry this plan's multipliers; see
+        :func:`mutransfer.optim.build_optimizer` for the arguments."""
+        from .optim import build_optimizer
+
+        target = model if model is not None else self.model
+        if target is None:
+            raise ValueError("this plan has no model (it was loaded from JSON); pass model=your_model")
+        return build_optimizer(self, target, lr, **kwargs)
+
+    def apply_(self, model: nn.Module) -> nn.Module:
+        """Rewrite ``model``'s init to this plan's target stds and register its readout hooks;
+        for a plan loaded from JSON. Returns the model."""
+        named = dict(model.named_parameters())
+        missing = sorted(set(self.params) - set(named))
+        if missing:
+            raise ValueError(f"model lacks parameters {missing[:8]} named in the plan; "
+                             f"apply the plan to the model it was made for")
+        for name, pp in self.params.items():
+            _rescale_(named[name], pp.init_std, name)
+        _set_readout_hooks(model, self.readout_scales)
+        self.model = model
+        return model
+
+    def save(self, path: str | Path) -> None:
+        """Write the plan as JSON (the model itself is not saved: use its state_dict)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("model", "params")}
+        data["params"] = [asdict(p) for p in self.params.values()]
+        Path(path).write_text(json.dumps(data, indent=1, default=_json_float))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        """Read a plan written by :meth:`save`."""
+        data = json.loads(Path(path).read_text())
+        params = {}
+        for p in data.pop("params"):
+            p["shape"] = tuple(p["shape"])
+            params[p["name"]] = ParamPlan(**{k: _float_or(v) for k, v in p.items()})
+        return cls(params=params, **data)
+
+
+def _json_float(v):
+    raise TypeError(f"cannot serialize {v!r}")
+
+
+def _float_or(v):
+    return float("nan") if v is None else v
+
+
+class _pandas_display:
+    def __enter__(self):
+        import pandas as pd
+
+        self._ctx = pd.option_context("display.width", 200, "display.max_rows", 500,
+                                      "display.max_columns", 20)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+
+def _rms(t: torch.Tensor) -> float:
+    return float(t.detach().float().pow(2).mean().sqrt()) if t.numel() else 0.0
+
+
+@torch.no_grad()
+def _rescale_(p: torch.Tensor, target: float, name: str) -> None:
+    """Scale ``p`` in place so that its RMS about zero becomes ``target`` (uniform stays uniform)."""
+    if p.is_meta or math.isnan(target):
+        return
+    if target == 0.0:
+        p.zero_()
+        return
+    own = _rms(p)
+    if own == 0.0:
+        raise ValueError(
+            f"parameter {name!r} is all zeros and cannot be rescaled to std {target:.3g}; "
+            f"it was probably zero-initialized by an earlier parametrize(readout='zero'): "
+            f"build the model again before parametrizing it with another readout."
+        )
+    factor = target / own
+    if abs(factor - 1.0) > _RESCALE_TOL:
+        p.mul_(factor)
+
+
+def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
+    """RMS of every base parameter; a meta base is materialized on CPU and re-initialized by its
+    modules' ``reset_parameters()`` (torch's default init)."""
+    params = dict(base.named_parameters())
+    if not any(p.is_meta for p in params.values()):
+        return {n: _rms(p) for n, p in params.items()}
+    real = copy.deepcopy(base).to_empty(device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if seed is None else seed)
+        with torch.no_grad():
+            for p in real.parameters():
+                p.fill_(float("nan"))
+            for module in real.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    out, uncovered = {}, []
+    for n, p in real.named_parameters():
+        if torch.isnan(p).any():
+            uncovered.append(n)
+        out[n] = _rms(p)
+    if uncovered:
+        raise ValueError(
+            f"the base model is on the meta device and nothing re-initializes {uncovered[:8]} "
+            f"(their modules have no reset_parameters()), so their base init std is unknown. "
+            f"Pass a real base model (it is the small one), or use the factory form."
+        )
+    return out
+
+
+def _target_std(info: ParamInfo, mult, base_rms: float, scheme: str, readout: str) -> float:
+    output = info.role is Role.OUTPUT
+    if output and (info.tied or readout == "multiplier"):
+        return base_rms  # multiplier form: the readout keeps its base init
+    if output and readout == "zero" and scheme != "sp":
+        return 0.0
+    if scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT):
+        return spectral_sigma(info.fan_in, info.fan_out)
+    return base_rms * mult.init
+
+
+def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout) -> ParamPlan:
+    mult = multipliers(info.role, info.width_mult, scheme=scheme, optimizer=optimizer,
+                       fan_in=info.fan_in, fan_out=info.fan_out, ndim=len(info.shape),
+                       is_embedding=info.is_embedding, muon_scale=muon_scale, m_max=info.max_mult)
+    lr_mult, eps_mult, init_mult = mult.lr, mult.eps, mult.init
+    if info.role is Role.OUTPUT and (info.tied or readout == "multiplier") and scheme != "sp":
+        # multiplier form: base init and base Adam lr; SGD's lr grows like an input's (x m)
+        init_mult, eps_mult = 1.0, 1.0
+        lr_mult = info.width_mult if mult.optimizer == "sgd" else 1.0
+    std = _target_std(info, replace(mult, init=init_mult), base_rms, scheme, readout)
+    return ParamPlan(info.name, info.shape, info.role.value, info.fan_in, info.fan_out,
+                     info.width_mult, std, init_mult, lr_mult, 1.0 / lr_mult, eps_mult,
+                     mult.optimizer, mult.muon_alpha, info.kind, info.tied)
+
+
+def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, output_mult) -> dict[str, float]:
+    if scheme == "sp":
+        return {}
+    scales = {}
+    for info in infos.values():
+        if info.role is not Role.OUTPUT:
+            continue
+        multiplier_form = info.tied or readout == "multiplier"
+        scale = output_mult / info.width_mult if multiplier_form else output_mult
+        for module in info.readout_modules:
+            if scale != 1.0:
+                scales[module] = scale
+    return scales
+
+
+def _set_readout_hooks(model: nn.Module, scales: dict[str, float]) -> None:
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for module in modules.values():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, ReadoutScale):
+                del module._forward_pre_hooks[key]
+    for name, scale in scales.items():
+        modules[name].register_forward_pre_hook(ReadoutScale(scale))
+
+
+def _check_settings(scheme, optimizer, muon_scale, readout, output_mult) -> None:
+    check_choice("scheme", scheme, SCHEMES)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("muon_scale", muon_scale, MUON_SCALES)
+    check_choice("readout", readout, READOUTS)
+    if not isinstance(output_mult, (int, float)) or not output_mult > 0:
+        raise ValueError(f"output_mult must be a positive number; got {output_mult!r}")
+
+
+def _from_factory(factory: Callable, width, base_width, delta_width, device):
+    if width is None or base_width is None:
+        raise ValueError("the factory form needs width= and base_width=, "
+                         "e.g. parametrize(make_model, width=1024, base_width=64)")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {"width": None}
+    if "width" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(f"factory {getattr(factory, '__name__', factory)!r} does not accept the "
+                        f"keyword 'width'; make it def make_model(width, ...) -> nn.Module")
+    with torch.device(device or "cpu"):
+        model = factory(width=width)
+    base = factory(width=base_width)  # small and real: its init std is measured
+    with torch.device("meta"):
+        delta = factory(width=delta_width or 2 * base_width)
+    return model, base, delta
+
+
+def parametrize(
+    model: nn.Module | Callable,
+    base: nn.Module | None = None,
+    *,
+    delta: nn.Module | None = None,
+    scheme: str = "mup",
+    optimizer: str = "adamw",
+    overrides: dict[str, str] | None = None,
+    muon_scale: str = "spectral",
+    readout: str = "init",
+    output_mult: float = 1.0,
+    seed: int | None = None,
+    width: int | None = None,
+    base_width: int | None = None,
+    delta_width: int | None = None,
+    device: str | torch.device | None = None,
+) -> Plan:
+    """Wrap ``model`` for muP: infer roles against ``base``, rewrite the init, return the Plan.
+
+    Each parameter's init std becomes ``base_std * m ** INIT_EXPONENT[role]`` (``mup``), the
+    absolute ``sqrt(fan_out/fan_in) / (sqrt(fan_in) + sqrt(fan_out))`` for matrices (``spectral``),
+    or stays as is (``sp``); lr/eps multipliers follow scaling.md section 3 for ``optimizer``.
+    The factory form builds the model at ``width``, a real base at ``base_width`` and a meta
+    delta at ``delta_width`` (default ``2 * base_width``).
+
+        >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
+        >>> opt = plan.optimizer(lr=1e-3)
+    """
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module or a factory width -> nn.Module; got {model!r}")
+        if base is not None:
+            raise TypeError("with a factory, give width= and base_width= instead of a base model")
+        model, base, default_delta = _from_factory(model, width, base_width, delta_width, device)
+        delta = delta if delta is not None else default_delta
+    elif base is None:
+        raise TypeError("parametrize(model, base) needs the base model (the same architecture at "
+                        "the base width; torch.device('meta') costs no memory)")
+    _check_settings(scheme, optimizer, muon_scale, readout, output_mult)
+    infos = infer_roles(model, base, delta, overrides)
+    base_rms = _base_rms(base, seed) if scheme != "sp" else {n: float("nan") for n in infos}
+    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout) for n, i in infos.items()}
+    plan = Plan(rows, scheme, optimizer, muon_scale, readout, float(output_mult),
+                _readout_scales(infos, scheme, readout, output_mult))
+    if scheme != "sp":
+        _rewrite_init_(model, plan, base)
+    else:  # sp leaves the init alone; the table reports what the model has
+        named = dict(model.named_parameters())
+        plan.params = {n: replace(p, init_std=float("nan") if named[n].is_meta else _rms(named[n]))
+                       for n, p in plan.params.items()}
+    _set_readout_hooks(model, plan.readout_scales)
+    plan.model = model
+    return plan
+
+
+def _rewrite_init_(model: nn.Module, plan: Plan, base: nn.Module) -> None:
+    named, base_named = dict(model.named_parameters()), dict(base.named_parameters())
+    for name, pp in plan.params.items():
+        same_shape = tuple(base_named[name].shape) == pp.shape
+        if same_shape and pp.init_mult == 1.0 and plan.scheme == "mup" and pp.init_std != 0.0:
+            continue  # at the base shape mup is the user's own init, bit for bit
+        _rescale_(named[name], pp.init_std, name)
