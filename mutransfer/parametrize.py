@@ -291,7 +291,10 @@ def _from_factory(factory: Callable, width, base_width, delta_width, device):
                         f"keyword 'width'; make it def make_model(width, ...) -> nn.Module")
     with torch.device(device or "cpu"):
         model = factory(width=width)
-    base = factory(width=base_width)  # small and real: its init std is measured
+    with torch.random.fork_rng(devices=[]):
+        # small and real: its init std is measured; seeded so that repeated calls agree exactly
+        torch.manual_seed(0)
+        base = factory(width=base_width)
     with torch.device("meta"):
         delta = factory(width=delta_width or 2 * base_width)
     return model, base, delta
@@ -337,7 +340,9 @@ def parametrize(
                         "the base width; torch.device('meta') costs no memory)")
     _check_settings(scheme, optimizer, muon_scale, readout, output_mult)
     infos = infer_roles(model, base, delta, overrides)
-    base_rms = _base_rms(base, seed) if scheme != "sp" else {n: float("nan") for n in infos}
+    model_is_meta = any(p.is_meta for p in model.parameters())
+    measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
+    base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
     rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout) for n, i in infos.items()}
     plan = Plan(rows, scheme, optimizer, muon_scale, readout, float(output_mult),
                 _readout_scales(infos, scheme, readout, output_mult))
