@@ -210,6 +210,10 @@ def _apply_overrides(infos: dict[str, ParamInfo], overrides: dict[str, str] | No
         for name in infos:
             if fnmatch.fnmatchcase(name, glob):
                 p, uses = model_uses[name]
+                if role in ("input", "hidden", "output") and p.ndim < 2:
+                    raise ValueError(
+                        f"override {glob!r} -> {role!r}: {name!r} has shape {tuple(p.shape)}, but the "
+                        f"{role} role (and Muon) needs a matrix; give 1-D parameters 'vector' or 'fixed'")
                 use, base = uses[0], base_uses[name][1][0]
                 readouts = [use.module] if role == "output" else []
                 out[name] = _info(name, p, Role(role), use, base, False, readouts)

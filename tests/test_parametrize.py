@@ -360,6 +360,8 @@ class Other(nn.Module):
      r"override pattern\(s\) \['nope\.\*'\] match no parameter"),
     (lambda: parametrize(Net(64), Net(32), overrides={"temperature": "big"}), ValueError, "unknown role"),
     (lambda: parametrize(Net(32), Net(32)), ValueError, "Pass delta="),
+    (lambda: parametrize(Net(64), Net(32), optimizer="muon", overrides={"norm.weight": "hidden"}),
+     ValueError, r"'norm.weight' has shape \(128,\), but the hidden role \(and Muon\) needs a matrix"),
     (lambda: parametrize(lambda size: Net(size), width=64, base_width=32), TypeError,
      "does not accept the keyword 'width'"),
     (lambda: parametrize(Net, width=64), ValueError, "needs width= and base_width="),
