@@ -1,0 +1,262 @@
+"""Micro-benchmarks: ``python -m mutransfer.bench {optim,gpt} [--repeats N] [--device cpu|cuda]``.
+
+optim: the per-step time of ``plan.optimizer()`` against the plain torch AdamW on the same GPT
+(target ratio <= 1.02), and our Muon against ``torch.optim.Muon`` on the same matrices (target
+<= 1.0). gpt: training tokens/s of ``mutransfer.zoo.gpt`` across widths. Each prints a table of
+medians; the variants are timed in interleaved rounds so that load from other processes hits all
+of them alike. Add a benchmark by adding an entry to ``BENCHMARKS``.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from .muon import Muon, default_ns_dtype
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, device,
+                        warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, timed in ``repeats`` interleaved rounds.
+
+        >>> interleaved_medians({"noop": lambda: None}, repeats=3, device="cpu")["noop"] < 1e-3
+        True
+    """
+    device = torch.device(device)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        names = list(fns)
+        names = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        for name in names:
+            _sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def gpt_hidden_shapes(width: int, depth: int = 2) -> list[tuple[int, int]]:
+    """The (out, in) shapes of a GPT's hidden matrices: q, k, v, o, fc (4x) and proj per block.
+
+        >>> gpt_hidden_shapes(256, depth=1)
+        [(256, 256), (256, 256), (256, 256), (256, 256), (1024, 256), (256, 1024)]
+    """
+    block = [(width, width)] * 4 + [(4 * width, width), (width, 4 * width)]
+    return block * depth
+
+
+def _matrices_with_grads(shapes, device, seed=0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    params = []
+    for shape in shapes:
+        p = torch.randn(shape, generator=g).to(device).requires_grad_()
+        p.grad = torch.randn(shape, generator=g).to(device)
+        params.append(p)
+    return params
+
+
+def _groups_by_alpha(params) -> list[dict]:
+    """One param group per keller alpha sqrt(max(1, out/in)), as a Plan groups them."""
+    groups: dict[float, list] = {}
+    for p in params:
+        groups.setdefault(max(1.0, p.shape[0] / p.shape[1]) ** 0.5, []).append(p)
+    return [{"params": ps, "alpha": alpha} for alpha, ps in groups.items()]
+
+
+def muon_step_times(shapes, repeats: int = 20, device="cpu", lr: float = 0.02,
+                    weight_decay: float = 0.01) -> pd.DataFrame:
+    """Step time of our Muon (auto and fp32 Newton-Schulz) against torch.optim.Muon.
+
+    Both get the keller rule (ours via alpha = sqrt(max(1, out/in))), the same matrices and grads.
+
+        >>> bool(muon_step_times([(32, 32)], repeats=2)["ratio"].notna().all())
+        True
+    """
+    device = torch.device(device)
+    theirs = torch.optim.Muon(_matrices_with_grads(shapes, device), lr=lr,
+                              weight_decay=weight_decay, adjust_lr_fn="original")
+    variants = {"torch.optim.Muon (bf16)": theirs.step}
+    auto = default_ns_dtype(device)
+    for label, dtype in ((f"mutransfer Muon (auto={str(auto)[6:]})", None),
+                         ("mutransfer Muon (fp32)", torch.float32)):
+        groups = _groups_by_alpha(_matrices_with_grads(shapes, device))
+        variants[label] = Muon(groups, lr=lr, weight_decay=weight_decay, ns_dtype=dtype).step
+    medians = interleaved_medians(variants, repeats, device)
+    base = medians["torch.optim.Muon (bf16)"]
+    rows = [{"benchmark": "muon step", "variant": name, "ms": 1e3 * t, "ratio": t / base,
+             "target": "<= 1.0" if name.startswith("mutransfer") else ""}
+            for name, t in medians.items()]
+    return pd.DataFrame(rows)
+
+
+def plan_adamw_step_times(repeats: int = 20, device="cpu", width: int = 256,
+                          base_width: int = 64, lr: float = 1e-3,
+                          weight_decay: float = 0.1) -> pd.DataFrame:
+    """Step time of ``plan.optimizer()`` (muP AdamW groups) against one plain torch AdamW group.
+
+    Same GPT (``mutransfer.zoo.gpt``, depth 2), same parameters and gradients, same lr, betas,
+    eps and weight decay.
+
+        >>> bool(plan_adamw_step_times(repeats=2, width=64, base_width=32)["ratio"].iloc[-1] > 0)
+        True
+    """
+    from . import zoo
+    from .parametrize import parametrize
+
+    device = torch.device(device)
+    plan = parametrize(functools.partial(zoo.gpt, depth=2), width=width, base_width=base_width,
+                       optimizer="adamw")
+    model = plan.model.to(device)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    ours = plan.optimizer(lr, weight_decay=weight_decay, betas=(0.9, 0.95), eps=1e-8)
+    plain = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                              betas=(0.9, 0.95), eps=1e-8)
+    medians = interleaved_medians({"torch.optim.AdamW": plain.step, "plan.optimizer()": ours.step},
+                                  repeats, device)
+    base = medians["torch.optim.AdamW"]
+    label = f"AdamW step, gpt w{width} (base {base_width}), {len(ours.param_groups)} groups"
+    return pd.DataFrame([{"benchmark": label, "variant": name, "ms": 1e3 * t, "ratio": t / base,
+                          "target": "<= 1.02" if name == "plan.optimizer()" else ""}
+                         for name, t in medians.items()])
+
+
+def bench_optim(args: argparse.Namespace) -> pd.DataFrame:
+    """The optim benchmark: plan.optimizer() vs torch AdamW, then our Muon vs torch's on the
+    hidden matrices of the depth-2 GPT at the base width and at the width."""
+    tables = []
+    try:
+        tables.append(plan_adamw_step_times(args.repeats, args.device, args.width, args.base_width))
+    except ModuleNotFoundError as err:  # the model zoo or parametrize is not installed yet
+        print(f"skipped the plan.optimizer() benchmark: {err}", file=sys.stderr)
+    for width in sorted({args.base_width, args.width}):  # overhead-bound and compute-bound sizes
+        table = muon_step_times(gpt_hidden_shapes(width, depth=2), args.repeats, args.device)
+        tables.append(table.assign(benchmark=f"Muon step, gpt w{width} hidden matrices"))
+    return pd.concat(tables, ignore_index=True)
+
+
+def gpt_tokens_per_second(widths, repeats: int = 5, device="cpu", depth: int = 2,
+                          seq_len: int = 128, batch_size: int = 32) -> pd.DataFrame:
+    """Training throughput (forward + backward + AdamW step) of ``zoo.gpt`` per width.
+
+    tokens/s = batch_size * seq_len / median step seconds.
+
+        >>> table = gpt_tokens_per_second([32], repeats=2, seq_len=16, batch_size=4)
+        >>> bool(table["tokens_per_s"].min() > 0)
+        True
+    """
+    from . import zoo
+
+    device = torch.device(device)
+    rows = []
+    for width in widths:
+        torch.manual_seed(0)
+        model = zoo.gpt(width, depth=depth, seq_len=seq_len).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+        ids = torch.randint(0, 256, (batch_size, seq_len + 1), device=device)
+
+        def train_step():
+            logits = model(ids[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        seconds = interleaved_medians({"step": train_step}, repeats, device, warmup=2)["step"]
+        n_params = sum(p.numel() for p in model.parameters())
+        rows.append({"width": width, "params": n_params, "ms_per_step": 1e3 * seconds,
+                     "tokens_per_s": batch_size * seq_len / seconds})
+    return pd.DataFrame(rows)
+
+
+def bench_gpt(args: argparse.Namespace) -> pd.DataFrame:
+    """The gpt benchmark: tokens/s of zoo.gpt training steps at each of ``--widths``."""
+    return gpt_tokens_per_second(args.widths, args.repeats, args.device, depth=args.depth,
+                                 seq_len=args.seq_len, batch_size=args.batch_size)
+
+
+def _optim_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", type=int, default=256, help="GPT width (default 256)")
+    parser.add_argument("--base-width", type=int, default=64, help="muP base width (default 64)")
+
+
+def _gpt_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512, 1024],
+                        help="model widths (default 64 128 256 512 1024)")
+    parser.add_argument("--depth", type=int, default=2, help="transformer blocks (default 2)")
+    parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (128)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per step (32)")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    run: Callable[[argparse.Namespace], pd.DataFrame]
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    default_repeats: int
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "optim": Benchmark(bench_optim, "optimizer step time: plan.optimizer() vs torch AdamW, "
+                       "our Muon vs torch.optim.Muon", _optim_arguments, 30),
+    "gpt": Benchmark(bench_gpt, "training tokens/s of mutransfer.zoo.gpt across widths",
+                     _gpt_arguments, 5),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mutransfer.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, bench in BENCHMARKS.items():
+        p = sub.add_parser(name, help=bench.help, description=bench.help)
+        p.add_argument("--repeats", type=int, default=bench.default_repeats,
+                       help="timed rounds; the table shows medians "
+                            f"(default {bench.default_repeats})")
+        p.add_argument("--device", choices=("cpu", "cuda"),
+                       default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="where to run (default: cuda when available)")
+        p.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: torch's own choice)")
+        bench.add_arguments(p)
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1; got {args.repeats}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one benchmark from the command line and print its table of medians."""
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    table = BENCHMARKS[args.benchmark].run(args)
+    print(f"# {args.benchmark}: medians of {args.repeats} rounds on {args.device}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
