@@ -1,0 +1,79 @@
+"""``mutransfer transfer CONFIG``: fit the proxies' sweeps and write the target's plan (plan.json)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "transfer", help="project the proxies' optimal lr (and a batch size) to the target width",
+        description="Load the proxy studies of CONFIG (all studies named <name>-w<width> in the "
+                    "storage unless --studies), fit eta* per width and batch, the drift across "
+                    "width and the eta*(B) law, print the plan and write it as JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
+    p.add_argument("--storage", help="SQLAlchemy URL of the studies (default: [sweep] storage, "
+                                     "else the sqlite file reports/<name>/study.db)")
+    p.add_argument("--studies", help="comma-separated study names (default: every <name>-w* study)")
+    p.add_argument("--target-width", type=int, help="width to plan for (default: [model] width)")
+    p.add_argument("--target-batch", help="an int, or 'auto' (B_noise at the target's loss); "
+                                          "default: the best proxy trial's batch size")
+    p.add_argument("--max-batch", type=int, help="cap for --target-batch auto")
+    p.add_argument("--tokens", type=int, help="the target's training tokens (gives steps and "
+                                              "scales weight decay)")
+    p.add_argument("--correct-drift", action="store_true",
+                   help="extrapolate the fitted drift of eta* across width instead of assuming none")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out", help="plan file (default: reports/<name>/plan.json)")
+    p.add_argument("--reports", default="reports", help="reports folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..config import load_config
+    from ..storage import default_storage
+    from ..transfer import transfer
+
+    cfg = load_config(args.config)
+    url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
+    studies = load_studies(cfg, url, args.studies)
+    plan = transfer(studies, args.target_width or cfg.model.width,
+                    target_batch=_batch_arg(args.target_batch), tokens=args.tokens,
+                    scheme=cfg.parametrization.scheme, optimizer=cfg.parametrization.optimizer,
+                    max_batch=args.max_batch, correct_drift=args.correct_drift, seed=args.seed)
+    print(plan.summary())
+    out = Path(args.out or Path(args.reports) / cfg.name / "plan.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(plan.to_json())
+    print(f"wrote {out}")
+    return 0
+
+
+def load_studies(cfg, url: str, names: str | None) -> list:
+    """The named studies (comma-separated), or every ``<cfg.name>-w<width>`` study in ``url``."""
+    import optuna
+
+    from ..storage import open_storage
+
+    storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval,
+                           grace_period=cfg.sweep.grace_period)
+    present = sorted(optuna.get_all_study_names(storage=storage))
+    prefix = f"{cfg.name}-w"
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else \
+        sorted(n for n in present if n.startswith(prefix) and n[len(prefix):].isdigit())
+    missing = [n for n in wanted if n not in present]
+    if not wanted or missing:
+        what = f"no study {missing[0]!r}" if missing else f"no study named {prefix}<width>"
+        raise ValueError(f"{what} in {url} (studies there: {present or 'none'}); run "
+                         "`mutransfer sweep CONFIG` first, or pass --studies/--storage")
+    return [optuna.load_study(study_name=n, storage=storage) for n in wanted]
+
+
+def _batch_arg(value: str | None):
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--target-batch must be an int or 'auto'; got {value!r}") from None

@@ -1,0 +1,720 @@
+"""Transfer: move the proxies' optimal learning rate (and a batch size) to the target width.
+
+scaling.md section 6 as four fits over a tidy frame of trials (one row per trial), each with a
+bootstrap interval (trials resampled within each (width, batch) sweep; the math is in
+:mod:`mutransfer.laws`):
+
+1. eta* per (width, batch): a quadratic in log2 lr around the best trial.
+2. drift: log2 eta* against log2 width (octaves per doubling); muP predicts 0.
+3. the eta*(B) law (sgd / sign-like / surge, or constant) with the momentum correction
+   B -> B / c, c = (1 - beta1) / (1 + beta1), for every form (scaling.md states it for momentum
+   in general); beta1 is the optimizer's (Adam's beta1, Muon/SGD momentum) from the trials'
+   config, defaulting to 0.9 (Adam), 0.95 (Muon), 0 (SGD). c only rescales B_noise into
+   examples per gradient, so that it compares with the measured B_simple; the law choice and
+   eta*(B) do not depend on it.
+4. B_noise against loss (power law, from the trials' noise statistics) read at the target's
+   loss, itself from a plain power law of loss against width (with 2-3 proxy widths the
+   offset of L = a w^-b + c cannot be identified). The law's B_noise moves by the same factor.
+
+    >>> plan = mutransfer.transfer([study64, study128], target_width=1024, target_batch="auto")
+    >>> print(plan.summary()); opt = plan.optimizer(model, base=base_model)
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from . import laws
+from .laws import N_BOOT, VAR_FLOOR, WINDOW, interval
+from .scaling import OPTIMIZERS, SCHEMES, check_choice
+
+REQUIRED = ("width", "lr", "batch_size", "loss")
+OPTIONAL = ("scheme", "optimizer", "muon_scale", "diverged", "b_simple", "noise_loss", "adam_lr",
+            "weight_decay", "steps", "tokens", "beta1", "base_width", "study")
+DRIFT_LIMIT = 0.15  # octaves per doubling: more than this and the parametrization is suspect
+DEFAULT_BETA1 = {"adamw": 0.9, "adam": 0.9, "muon": 0.95, "sgd": 0.0}
+NOISE_MISMATCH = 4.0  # the law's B_noise and the measured B_simple may differ by this factor
+
+
+def trials_frame(results, *, keep_diverged: bool = False):
+    """One row per finished trial: width, lr, batch_size, loss and the optional columns
+    :data:`OPTIONAL`, from Optuna studies (as the sweeper writes them) or DataFrames.
+
+    FAIL, PRUNED, RUNNING and (unless ``keep_diverged``) diverged trials are dropped and counted
+    in ``frame.attrs["dropped"]``.
+
+        >>> df = trials_frame([study64, study128])
+        >>> df.groupby("width").lr.count(), df.attrs["dropped"]
+    """
+    import pandas as pd
+
+    items = list(results) if isinstance(results, (list, tuple)) else [results]
+    if not items:
+        raise ValueError("results is empty; pass an Optuna study, a list of studies or a DataFrame")
+    frames, dropped = [], Counter()
+    for item in items:
+        if isinstance(item, pd.DataFrame):
+            frames.append(_check_frame(item))
+        elif hasattr(item, "get_trials"):
+            rows, counts = _study_rows(item)
+            frames.append(pd.DataFrame(rows, columns=list(REQUIRED + OPTIONAL)))
+            dropped.update(counts)
+        else:
+            raise TypeError(f"results must be Optuna studies or DataFrames with columns "
+                            f"{', '.join(REQUIRED)}; got {type(item).__name__}")
+    df = pd.concat(frames, ignore_index=True)
+    flagged = df["diverged"].astype("boolean").fillna(False).astype(bool)
+    df["diverged"] = flagged | ~np.isfinite(df["loss"].astype(float))
+    dropped["diverged"] = int(df["diverged"].sum())
+    if not keep_diverged:
+        df = df[~df["diverged"]].reset_index(drop=True)
+    if df.empty or df["diverged"].all():
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(dropped.items()) if n) or "none"
+        raise ValueError(f"no usable trials (dropped: {counts}); every trial failed, was pruned or "
+                         f"diverged: check the sweep's log, lower the lr range, then rerun `mutransfer sweep`")
+    df.attrs["dropped"] = dict(dropped)
+    return df
+
+
+def _check_frame(df):
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"the trials DataFrame lacks columns {missing}; it needs {', '.join(REQUIRED)} "
+                         f"(one row per trial), e.g. from trials_frame(study)")
+    out = df.copy()
+    for col in OPTIONAL:
+        if col not in out.columns:
+            out[col] = None if col in ("scheme", "optimizer", "muon_scale", "study") else np.nan
+    for col in ("width", "lr", "batch_size"):
+        bad = out.loc[~(out[col].astype(float) > 0), col]
+        if len(bad):
+            raise ValueError(f"column {col!r} must be > 0 in every row; got {bad.iloc[0]!r}")
+    return out[list(REQUIRED + OPTIONAL)]
+
+
+def _study_rows(study) -> tuple[list[dict], Counter]:
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        raise ValueError(f"study {study.study_name!r} has no trials; run `mutransfer sweep CONFIG` "
+                         f"first, or check the study name and storage URL")
+    counts = Counter(t.state.name for t in trials)
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    return [_trial_row(t, study.study_name) for t in done], Counter(
+        {k: n for k, n in counts.items() if k != "COMPLETE"})
+
+
+def _trial_row(t, study_name: str) -> dict:
+    ua, params = t.user_attrs, t.params
+    cfg = ua.get("config") or {}
+    train = cfg.get("train", {})
+    where = f"trial {t.number} of study {study_name!r}"
+    if "width" not in ua:
+        raise ValueError(f"{where} has no user_attr 'width' (the sweeper writes it); for a study of "
+                         f"your own call trial.set_user_attr('width', W), or pass a DataFrame")
+    lr = params.get("lr", train.get("lr"))
+    batch = ua.get("batch_size", params.get("batch_size", train.get("batch_size")))
+    if lr is None or batch is None:
+        raise ValueError(f"{where} has no lr/batch_size in params, user_attrs or config; "
+                         f"sweep 'lr' and set user_attr 'batch_size'")
+    optimizer = ua.get("optimizer")
+    return {"width": int(ua["width"]), "lr": float(lr), "batch_size": int(batch),
+            "loss": float(t.value), "scheme": ua.get("scheme"), "optimizer": optimizer,
+            "muon_scale": ua.get("muon_scale"), "diverged": bool(ua.get("diverged", False)),
+            "b_simple": ua.get("b_simple", np.nan), "noise_loss": ua.get("noise_loss", np.nan),
+            "adam_lr": params.get("adam_lr", train.get("adam_lr")),
+            "weight_decay": params.get("weight_decay", train.get("weight_decay")),
+            "steps": train.get("steps"), "tokens": ua.get("tokens"),
+            "beta1": _beta1(optimizer, params, train),
+            "base_width": cfg.get("model", {}).get("base_width"), "study": study_name}
+
+
+def _beta1(optimizer, params: dict, train: dict):
+    if optimizer in ("adamw", "adam"):
+        return float(train.get("betas", (0.9,))[0])
+    momentum = params.get("momentum", train.get("momentum"))
+    if optimizer in ("muon", "sgd"):
+        return float(DEFAULT_BETA1[optimizer] if momentum is None else momentum)
+    return None
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """What :func:`transfer` recommends for the target, with 95% bootstrap intervals.
+
+        >>> plan = transfer(study, target_width=1024)
+        >>> plan.lr, plan.lr_interval, plan.warnings
+    """
+
+    lr: float
+    lr_interval: tuple[float, float]
+    batch_size: int
+    target_width: int
+    adam_lr: float | None = None  # Muon's AdamW groups: carried as its ratio to lr in the best trials
+    weight_decay: float | None = None  # keeps lr*wd (and its share of training, given tokens)
+    batch_interval: tuple[float, float] | None = None  # "auto": the projected B_noise's interval
+    steps: int | None = None  # tokens / (batch_size * tokens per example), when tokens is given
+    scheme: str | None = None
+    optimizer_name: str | None = None  # as Plan.optimizer_name (.optimizer() builds the optimizer)
+    muon_scale: str | None = None
+    base_width: int | None = None
+    law: str | None = None  # the chosen eta*(B) law; None with < 3 batch sizes
+    eta_max: float | None = None  # the law's eta_max (surge: eta_peak)
+    eta_max_interval: tuple[float, float] | None = None
+    b_noise: float | None = None  # the law's B_noise at the proxies (surge: B_peak), in examples
+    b_noise_interval: tuple[float, float] | None = None
+    b_noise_target: float | None = None  # B_noise projected to the target's loss
+    b_noise_target_interval: tuple[float, float] | None = None
+    drift_slope: float | None = None  # octaves of eta* per doubling of width
+    drift_interval: tuple[float, float] | None = None
+    predicted_loss: float | None = None  # at the reference batch and the proxies' steps
+    loss_interval: tuple[float, float] | None = None
+    optima: tuple[dict, ...] = ()  # eta* per proxy (width, batch_size)
+    warnings: tuple[str, ...] = ()
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def eta_table(self):
+        """eta* per proxy (width, batch_size) with its interval, as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self.optima))
+
+    def to_json(self) -> str:
+        """The plan as JSON (NaN -> null); :meth:`from_json` reads it back."""
+        return json.dumps(_clean(asdict(self)), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TransferPlan":
+        """A plan from :meth:`to_json`'s text."""
+        data = json.loads(text)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"not a TransferPlan JSON: unknown keys {sorted(unknown)}")
+        for key, value in data.items():
+            if isinstance(value, list) and key not in ("optima", "warnings"):
+                data[key] = tuple(value)
+        data["optima"] = tuple(data.get("optima", ()))
+        data["warnings"] = tuple(data.get("warnings", ()))
+        return cls(**data)
+
+    def summary(self) -> str:
+        """A readable table of the recommendation, the fits, eta* per proxy and the warnings."""
+        return _summary(self)
+
+    def group_lrs(self, model, base=None, *, scheme: str | None = None, optimizer: str | None = None):
+        """Per-parameter lrs for the target: ``lr * lr_mult`` (``adam_lr`` for Muon's AdamW params).
+
+        ``model``: an nn.Module (with ``base``, its base-width twin; neither is modified), a
+        factory width -> nn.Module (``base`` = base width, default the trials'), or a Plan.
+
+            >>> plan.group_lrs(mutransfer.zoo.mlp, base=64)[["name", "role", "lr"]]
+        """
+        table = self._plan_for(model, base, scheme, optimizer, copy_model=True).table()
+        muon_adam = (table["optimizer"] != "muon") & (self.optimizer_name == "muon") & (self.adam_lr is not None)
+        table["lr"] = np.where(muon_adam, self.adam_lr or 0.0, self.lr) * table["lr_mult"]
+        return table[["name", "shape", "role", "optimizer", "lr_mult", "lr"]]
+
+    def optimizer(self, model, base=None, *, scheme: str | None = None, optimizer: str | None = None,
+                  **kwargs):
+        """The target's torch optimizer: ``mutransfer.parametrize(model, base)`` (the init is
+        rewritten in place) with this plan's lr, adam_lr and weight_decay; ``kwargs`` (betas,
+        wd_policy, ...) go to ``Plan.optimizer``. ``model`` may also be a ready Plan.
+
+            >>> opt = plan.optimizer(model, base=base_model)
+        """
+        from .parametrize import Plan
+
+        if not isinstance(model, Plan) and not hasattr(model, "parameters"):
+            raise TypeError(f"model must be an nn.Module (with base=) or a mutransfer Plan; got "
+                            f"{type(model).__name__}; for a factory call it first: model = factory(width=W)")
+        p = self._plan_for(model, base, scheme, optimizer, copy_model=False)
+        settings = {"weight_decay": self.weight_decay or 0.0, "adam_lr": self.adam_lr, **kwargs}
+        return p.optimizer(self.lr, **settings)
+
+    def _plan_for(self, model, base, scheme, optimizer, copy_model: bool):
+        from .parametrize import Plan, parametrize
+
+        scheme, optimizer = scheme or self.scheme or "mup", optimizer or self.optimizer_name or "adamw"
+        if isinstance(model, Plan):
+            if (model.scheme, model.optimizer_name) != (scheme, optimizer):
+                raise ValueError(f"the Plan is for scheme {model.scheme!r}/optimizer "
+                                 f"{model.optimizer_name!r} but the lr is for {scheme!r}/{optimizer!r}; "
+                                 f"parametrize with scheme={scheme!r}, optimizer={optimizer!r}")
+            return model
+        settings = {"scheme": scheme, "optimizer": optimizer, "muon_scale": self.muon_scale or "spectral"}
+        if not hasattr(model, "parameters"):  # a factory
+            base_width = base if base is not None else self.base_width
+            if base_width is None:
+                raise ValueError("a factory needs base= (the base width), e.g. base=64")
+            return parametrize(model, width=self.target_width, base_width=base_width,
+                               device="meta", **settings)
+        if base is None:
+            raise TypeError("pass base= (the same model at the base width) or a Plan from "
+                            "mutransfer.parametrize(model, base)")
+        return parametrize(_meta_copy(model) if copy_model else model, base, **settings)
+
+
+def _meta_copy(model):
+    """A copy of ``model`` on the meta device without copying its tensors (roles need shapes only)."""
+    from torch import nn
+
+    memo = {id(p): nn.Parameter(p.detach().to("meta"), p.requires_grad) for p in model.parameters()}
+    memo.update({id(b): b.detach().to("meta") for b in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def _fmt(value, ci=None, fmt="{:.4g}") -> str:
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    return text + (f"   [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
+
+
+def _summary(p: TransferPlan) -> str:
+    widths = sorted({o["width"] for o in p.optima})
+    rows = [("lr", _fmt(p.lr, p.lr_interval)), ("adam_lr", _fmt(p.adam_lr)),
+            ("batch_size", _fmt(p.batch_size, p.batch_interval, "{:.0f}")),
+            ("weight_decay", _fmt(p.weight_decay)), ("steps", _fmt(p.steps, None, "{:d}")),
+            ("eta*(B) law", p.law or "- (needs >= 3 batch sizes)"),
+            ("eta_max", _fmt(p.eta_max, p.eta_max_interval)),
+            ("B_noise (proxies)", _fmt(p.b_noise, p.b_noise_interval, "{:.0f}")),
+            ("B_noise (target)", _fmt(p.b_noise_target, p.b_noise_target_interval, "{:.0f}")),
+            ("drift (oct/doubling)", _fmt(p.drift_slope, p.drift_interval, "{:+.3f}")),
+            ("predicted loss", _fmt(p.predicted_loss, p.loss_interval))]
+    head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width} "
+            f"(scheme {p.scheme}, optimizer {p.optimizer_name}); 95% bootstrap intervals")
+    body = "\n".join(f"  {k:<22}{v}" for k, v in rows)
+    table = p.eta_table
+    if not table.empty:
+        table = table.assign(lr=table["lr"].map("{:.4g}".format), lr_low=table["lr_low"].map("{:.4g}".format),
+                             lr_high=table["lr_high"].map("{:.4g}".format), loss=table["loss"].map("{:.4g}".format))
+        body += "\n\neta* per proxy:\n" + table.to_string(index=False)
+    notes = "".join(f"\n  - {w}" for w in p.warnings) or "\n  (none)"
+    return f"{head}\n{body}\n\nwarnings:{notes}"
+
+def transfer(results, target_width: int, *, target_batch: int | str | None = None,
+             tokens: int | None = None, optimizer: str | None = None, scheme: str | None = None,
+             max_batch: int | None = None, correct_drift: bool = False, beta1: float | None = None,
+             window: float = WINDOW, n_boot: int = N_BOOT, seed: int = 0) -> TransferPlan:
+    """Project eta* (and a batch size) from proxy sweeps to ``target_width`` (scaling.md section 6).
+
+    lr = eta*(B_target) of the chosen law, eta_max / (1 + B_noise c / B) (sgd),
+    eta_max / sqrt(1 + B_noise c / B) (sign) or 2 eta_max / (sqrt(B_noise c / B) + sqrt(B / (B_noise c)))
+    (surge), c = (1 - beta1) / (1 + beta1), with B_noise moved to the target's projected loss;
+    with < 3 batch sizes, eta* at the nearest swept batch. muP's width invariance is assumed
+    unless ``correct_drift`` extrapolates the fitted log2 eta* ~ slope * log2 width.
+
+    Args:
+        results: Optuna studies (as the sweeper writes them) or a DataFrame of trials.
+        target_width: the width to train. target_batch: an int, None (the best proxy trial's)
+            or "auto" (B_noise at the target's loss, a multiple of 8, <= max_batch).
+        tokens: the target's training tokens (gives steps and scales weight decay).
+        optimizer, scheme: the target's; trials swept otherwise are an error.
+        beta1: momentum for B -> B / c (default: from the trials' config, else per optimizer).
+        window: octaves around the best lr used by the quadratic fit. n_boot, seed: bootstrap.
+
+        >>> plan = transfer([study64, study128], 1024, target_batch="auto", max_batch=512)
+        >>> plan.lr, plan.batch_size, plan.warnings
+    """
+    _check_args(target_width, target_batch, tokens, max_batch, n_boot, window)
+    frame = trials_frame(results, keep_diverged=True)
+    ok = frame[~frame["diverged"]]
+    scheme = _resolve(ok, "scheme", scheme, SCHEMES)
+    optimizer = _resolve(ok, "optimizer", optimizer, OPTIMIZERS)
+    notes: list[str] = []
+    if scheme == "sp":
+        notes.append("scheme 'sp' does not keep eta* fixed across width: expect a drift; "
+                     "use scheme 'mup' for transfer")
+    rng = np.random.default_rng(seed)
+    groups, E, L = _optima(frame, window, n_boot, rng, notes)
+    drift = _drift(groups, E, notes)
+    if correct_drift and drift is None:
+        raise ValueError(f"correct_drift=True needs eta* at >= 2 proxy widths with a common batch "
+                         f"size; got widths {sorted(groups['width'].unique().tolist())}: sweep another "
+                         f"width or drop correct_drift")
+    lw = np.log2(groups["width"].to_numpy(float))
+    En = E + drift[:, None] * (np.log2(target_width) - lw)[None] if correct_drift else E
+    b1 = _resolve_beta1(ok, beta1, optimizer)
+    c = laws.momentum_c(b1)
+    law = _law(groups, En, c, notes)
+    loss = _loss_projection(groups, L, target_width, notes)
+    noise = _noise(ok, n_boot, rng, notes)
+    shift, bn_target = _noise_at_target(noise, loss, law, L, notes)
+    batch, batch_ci = _batch(target_batch, ok, groups, bn_target, max_batch, notes)
+    log2_lr, lr_proxy = _lr_at(batch, groups, En, law, c, shift, notes)
+    steps, tpe = _steps(ok, tokens, batch, notes)
+    diag = {"trials": int(len(ok)), "dropped": frame.attrs.get("dropped", {}), "beta1": b1,
+            "momentum_c": c, "window_octaves": window, "n_boot": n_boot, "seed": seed,
+            "correct_drift": correct_drift, "lr_proxy": float(2 ** lr_proxy[0]),
+            "tokens_per_example": tpe, "proxy_tokens": _median(ok["tokens"])}
+    plan = {"lr": float(2 ** log2_lr[0]), "lr_interval": _ci2(log2_lr), "batch_size": int(batch),
+            "batch_interval": batch_ci, "target_width": int(target_width), "steps": steps,
+            "scheme": scheme, "optimizer_name": optimizer, "muon_scale": _unique(ok["muon_scale"]),
+            "base_width": _unique(ok["base_width"], int), "optima": _optima_records(groups)}
+    plan.update(adam_lr=_adam_lr(ok, groups, plan["lr"]),
+                weight_decay=_weight_decay(ok, groups, plan["lr"] / diag["lr_proxy"], steps, tokens, tpe))
+    plan.update(_law_fields(law, diag), **_drift_fields(drift), **_loss_fields(loss, diag))
+    if bn_target is not None:
+        plan.update(b_noise_target=float(2 ** bn_target[0]), b_noise_target_interval=_ci2(bn_target))
+    if noise is not None:
+        diag.update(noise_exponent=float(noise[0, 0]), noise_exponent_interval=interval(noise[1:, 0]))
+    return TransferPlan(**plan, warnings=tuple(notes), diagnostics=_clean(diag))
+
+
+def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window) -> None:
+    for name, value, optional in (("target_width", target_width, False), ("tokens", tokens, True),
+                                  ("max_batch", max_batch, True), ("n_boot", n_boot, False)):
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if not (target_batch is None or target_batch == "auto" or (
+            isinstance(target_batch, (int, np.integer)) and not isinstance(target_batch, bool) and target_batch >= 1)):
+        raise ValueError(f"target_batch must be a positive int, 'auto' or None; got {target_batch!r}")
+    if not (isinstance(window, (int, float)) and window > 0):
+        raise ValueError(f"window must be a positive number of octaves, e.g. 2; got {window!r}")
+
+
+def _resolve(ok, column: str, wanted, choices):
+    have = sorted({str(v) for v in ok[column] if isinstance(v, str)})
+    if wanted is None:
+        if len(have) > 1:
+            raise ValueError(f"the trials mix {column}s {have}; pass {column}= for the target and "
+                             f"give transfer() only the studies swept with it")
+        return have[0] if have else None
+    check_choice(column, wanted, choices)
+    other = [h for h in have if h != wanted]
+    if other:
+        studies = sorted({str(s) for s in ok.loc[ok[column] == other[0], "study"] if s is not None})
+        source = f"study {', '.join(studies)}" if studies else "the trials"
+        raise ValueError(f"{source} swept {column} {other[0]!r} but the target asks for {wanted!r}: an "
+                         f"optimum does not carry across {column}s. Sweep the proxy with {column} "
+                         f"{wanted!r} ([parametrization] {column} = \"{wanted}\") or transfer with "
+                         f"{column}={other[0]!r}")
+    return wanted
+
+
+def _resolve_beta1(ok, beta1, optimizer) -> float:
+    if beta1 is not None:
+        return float(beta1)
+    values = ok["beta1"].dropna().astype(float).unique()
+    if len(values) > 1:
+        raise ValueError(f"the trials use different momenta {sorted(values)}; pass beta1= explicitly")
+    return float(values[0]) if len(values) else DEFAULT_BETA1.get(optimizer, 0.0)
+
+
+def _optima(frame, window, n_boot, rng, notes):
+    """eta* per (width, batch): the groups' table and (R+1, G) replicates of log2 eta* and loss."""
+    import pandas as pd
+
+    rows, E, L, skipped = [], [], [], []
+    for (width, batch), sub in frame.groupby(["width", "batch_size"], sort=True):
+        where = f"width {width}, batch {batch}"
+        stable = sub[~sub["diverged"]]
+        try:
+            opt = laws.quadratic_optimum(np.log2(stable["lr"].to_numpy(float)), stable["loss"].to_numpy(float),
+                                         window=window, n_boot=n_boot, rng=rng)
+        except ValueError as e:
+            skipped.append(f"{where}: {e}")
+            continue
+        notes.extend(_edge_notes(opt, sub, where, window))
+        lo, hi = _ci2(opt.log2_lr)
+        rows.append({"width": int(width), "batch_size": int(batch), "lr": float(2 ** opt.log2_lr[0]),
+                     "lr_low": lo, "lr_high": hi, "loss": float(opt.loss[0]),
+                     "n_trials": int(len(sub)), "n_fit": opt.n_fit})
+        E.append(opt.log2_lr)
+        L.append(opt.loss)
+    if not rows:
+        raise ValueError("too few trials near the optimum in every (width, batch) sweep: "
+                         + "; ".join(skipped) + ". Sweep at least 3-5 lrs around the optimum")
+    notes.extend(f"{s}; this sweep is skipped" for s in skipped)
+    return pd.DataFrame(rows), np.stack(E, 1), np.stack(L, 1)
+
+
+def _edge_notes(opt, sub, where: str, window: float) -> list[str]:
+    x = np.log2(sub["lr"].to_numpy(float))
+    stable = x[~sub["diverged"].to_numpy(bool)]
+    best, out = opt.best_log2_lr, []
+    if best >= x.max():
+        out.append(f"{where}: the best lr {2 ** best:.3g} is the largest searched; the optimum may lie "
+                   f"above it: widen the lr range higher (to ~{2 ** (best + 2):.3g})")
+    elif best >= stable.max():
+        above = x[x > best].min()
+        out.append(f"{where}: the best lr {2 ** best:.3g} is the largest that did not diverge (lr "
+                   f"{2 ** above:.3g} diverged): the optimum is at the stability edge; sample lrs between them")
+    if best <= x.min():
+        out.append(f"{where}: the best lr {2 ** best:.3g} is the smallest searched; the optimum may lie "
+                   f"below it: widen the lr range lower (to ~{2 ** (best - 2):.3g})")
+    if opt.curvature <= 0:
+        side = "higher" if opt.log2_lr[0] > best else "lower"
+        out.append(f"{where}: the loss does not curve upward around lr {2 ** best:.3g} (flat or noisy): "
+                   f"add lrs around it or widen the lr range {side}")
+    if opt.exact and not opt.weak:
+        out.append(f"{where}: only 3 lrs within +-{window:g} octaves of the best lr {2 ** best:.3g}: the "
+                   f"parabola passes through them, so its interval is the lr grid's resolution, not "
+                   f"measured; sample more lrs near the optimum")
+    if opt.weak:
+        out.append(f"{where}: too few trials near the optimum: under 3 distinct lrs within +-{window:g} "
+                   f"octaves of the best lr {2 ** best:.3g}, so the fit used the nearest 3 (weak): "
+                   f"sample more lrs near it")
+    return out
+
+
+def _drift(groups, E, notes):
+    widths = sorted(groups["width"].unique().tolist())
+    counts = groups.groupby("batch_size")["width"].nunique()
+    shared = counts.index[counts >= 2]
+    if len(widths) < 2 or not len(shared):
+        notes.append(f"proxy widths {widths} share no batch size at >= 2 widths: no drift fit; assuming "
+                     f"muP's width invariance of eta* (sweep a second width, e.g. {2 * widths[-1]}, to test it)")
+        return None
+    m = groups["batch_size"].isin(shared).to_numpy()
+    weights = 1 / np.maximum(E[1:, m].var(0), VAR_FLOOR)
+    slope = laws.fit_line(np.log2(groups.loc[m, "width"].to_numpy(float)), E[:, m], weights,
+                          groups.loc[m, "batch_size"].to_numpy())[:, 0]
+    if abs(slope[0]) > DRIFT_LIMIT:
+        lo, hi = interval(slope[1:])
+        unsure = " (the interval includes 0: sample more lrs near the optimum to tell)" if lo < 0 < hi else ""
+        notes.append(f"eta* drifts {slope[0]:+.2f} octaves per doubling of width (95% CI [{lo:+.2f}, "
+                     f"{hi:+.2f}]){unsure}, beyond +-{DRIFT_LIMIT}: the parametrization is suspect; run "
+                     f"`mutransfer coord-check`, or pass correct_drift=True to extrapolate the drift")
+    return slope
+
+
+def _law(groups, En, c, notes):
+    batches = sorted(groups["batch_size"].unique().tolist())
+    if len(batches) < 3:
+        if len(batches) == 2:
+            notes.append(f"batch sizes {batches}: too few to fit the eta*(B) law (needs >= 3)")
+        return None
+    lb = np.log2(groups["batch_size"].to_numpy(float) / c)
+    out = laws.fit_laws(lb, En, 1 / np.maximum(En[1:].var(0), VAR_FLOOR))
+    share = out["support"][out["law"]]
+    if share < 0.6:
+        ranked = ", ".join(f"{k} {v:.0%}" for k, v in sorted(out["support"].items(), key=lambda kv: -kv[1]))
+        notes.append(f"the eta*(B) law is uncertain: bootstrap picks {ranked}; sweep more batch sizes")
+    t1 = out["theta"][0, 1]
+    if out["law"] != "constant" and not (lb.min() - 4 < t1 < lb.max() + 4):
+        notes.append(f"B_noise ~ {2 ** t1:.3g} lies far outside the swept batches {batches} (after the "
+                     f"momentum correction c = {c:.3g}): only a bound is known; sweep batches nearer it")
+    if out["law"] == "constant":
+        notes.append(f"eta* does not change with batch size over {batches}: B_noise is well below them")
+    return out
+
+
+def _loss_projection(groups, L, target_width, notes):
+    """log2 loss at the target from log2 L = a - b log2 width at the batch swept at most widths."""
+    per_batch = groups.groupby("batch_size")["width"].nunique()
+    ref = int(per_batch[per_batch == per_batch.max()].index.max())
+    m = (groups["batch_size"] == ref).to_numpy()
+    if per_batch.max() < 2:
+        return None
+    if (L[:, m] <= 0).any():
+        notes.append("losses <= 0: no power law of loss against width; the target's loss is not projected")
+        return None
+    coef = laws.fit_line(np.log2(groups.loc[m, "width"].to_numpy(float)), np.log2(L[:, m]))
+    if coef[0, 0] >= 0:
+        notes.append(f"the loss does not fall with width across the proxies (batch {ref}): the projected "
+                     f"loss, and B_noise read from it, are not reliable")
+    return {"log2_loss": coef[:, 1] + coef[:, 0] * np.log2(target_width), "batch": ref,
+            "exponent": -coef[:, 0]}
+
+
+def _noise(ok, n_boot, rng, notes):
+    """(R+1, 2) replicates of (slope, intercept) of log2 B_simple ~ log2 noise_loss, or None."""
+    b, l = ok["b_simple"].to_numpy(float), ok["noise_loss"].to_numpy(float)
+    m = np.isfinite(b) & np.isfinite(l) & (b > 0) & (l > 0)
+    if m.sum() < 3:
+        if m.any():
+            notes.append(f"only {int(m.sum())} trial(s) carry noise statistics; need >= 3 to fit B_noise(loss)")
+        return None
+    x, y = np.log2(l[m]), np.log2(b[m])
+    counts = laws.bootstrap_counts(len(x), n_boot, rng)
+    if np.ptp(x) < 0.01:  # no spread in loss: only the level of B_noise is known
+        notes.append("the noise statistics span too narrow a loss range to fit how B_noise grows as the "
+                     "loss falls; B_noise is held at its measured level")
+        level = (counts * y).sum(1) / counts.sum(1)
+        return np.c_[np.zeros_like(level), level]
+    coef = laws.fit_line(x, np.broadcast_to(y, counts.shape), counts)
+    coef[np.isnan(coef[:, 0])] = coef[0]
+    return coef
+
+
+def _noise_at_target(noise, loss, law, L, notes):
+    """(octaves to add to the law's log2 B_noise, log2 B_noise at the target or None)."""
+    zero = np.zeros(len(L))
+    if loss is None:
+        if law is not None or noise is not None:
+            notes.append("one proxy width: the target's loss cannot be projected, so B_noise is the "
+                         "proxies' (it grows as the loss falls: larger at the target)")
+        target_log2_loss = None
+    else:
+        target_log2_loss = loss["log2_loss"]
+    if noise is None:
+        if law is not None and loss is not None:
+            notes.append("no noise statistics (set [train] measure_noise = true): B_noise is held at "
+                         "the proxies' value although it grows as the loss falls; at batches near or "
+                         "above it the lr may be too high")
+        return zero, (law["theta"][:, 1] if law is not None and law["law"] != "constant" else None)
+    x = target_log2_loss if target_log2_loss is not None else np.full(len(L), np.nan)
+    direct = noise[:, 1] + noise[:, 0] * x
+    if target_log2_loss is None:
+        return zero, noise[:, 1] + noise[:, 0] * np.median(np.log2(np.maximum(L, 1e-12)), 1)
+    if law is None or law["law"] == "constant":
+        return zero, direct
+    ref = np.log2(np.maximum(L, 1e-12)).mean(1)  # the loss level the law was fitted at
+    shift = noise[:, 0] * (target_log2_loss - ref)
+    measured = noise[0, 1] + noise[0, 0] * ref[0]
+    ratio = 2 ** (law["theta"][0, 1] - measured)
+    if not 1 / NOISE_MISMATCH < ratio < NOISE_MISMATCH:
+        notes.append(f"the law's B_noise ({2 ** law['theta'][0, 1]:.3g}) and the measured B_simple "
+                     f"({2 ** measured:.3g}) at the proxies' loss differ {ratio:.2g}x: the batch uses "
+                     f"B_simple, the lr uses the law")
+    return shift, direct
+
+
+def _batch(target_batch, ok, groups, bn_target, max_batch, notes):
+    if target_batch is None:
+        widest = ok[ok["width"] == ok["width"].max()]
+        return int(widest.loc[widest["loss"].idxmin(), "batch_size"]), None
+    if target_batch != "auto":
+        return int(target_batch), None
+    if bn_target is None:
+        raise ValueError("target_batch='auto' needs noise statistics ([train] measure_noise = true) or "
+                         f"trials at >= 3 batch sizes (got {sorted(groups['batch_size'].unique().tolist())}) "
+                         "for the eta*(B) law; or pass target_batch=<int>")
+    batch = _round_batch(2 ** bn_target[0])
+    if max_batch is not None and batch > max_batch:
+        notes.append(f"the recommended batch {batch} (~B_noise {2 ** bn_target[0]:.3g}) is capped by "
+                     f"max_batch={max_batch}")
+        batch = int(max_batch)
+    return batch, _ci2(bn_target)
+
+
+def _round_batch(b: float) -> int:
+    """A multiple of 8 (tensor-core friendly) near ``b``; below 8 the nearest power of two."""
+    return int(8 * round(b / 8)) if b >= 8 else int(2 ** max(0, round(math.log2(max(b, 1)))))
+
+
+def _lr_at(batch, groups, En, law, c, shift, notes):
+    """(R+1,) log2 lr at the target batch, and the proxies' log2 eta* at the nearest swept batch."""
+    lb = np.log2(groups["batch_size"].to_numpy(float))
+    nearest = lb[np.argmin(np.abs(lb - np.log2(batch)))]
+    m = lb == nearest
+    w = 1 / np.maximum(En[1:, m].var(0), VAR_FLOOR)
+    pooled = (En[:, m] * w).sum(1) / w.sum()
+    if law is None:
+        if 2 ** nearest != batch:
+            notes.append(f"target batch {batch} was not swept and there is no eta*(B) law: eta* at "
+                         f"batch {2 ** nearest:.0f} is used unchanged; sweep >= 3 batch sizes to move it")
+        return pooled, pooled
+    if not lb.min() - 1 <= np.log2(batch) <= lb.max() + 1:
+        notes.append(f"batch {batch} extrapolates the {law['law']} law beyond the swept batches "
+                     f"{2 ** lb.min():.0f}..{2 ** lb.max():.0f}")
+    theta = law["theta"].copy()
+    if law["law"] == "constant":
+        return theta[:, 0], pooled
+    theta[:, 1] += shift
+    return laws.law_log2_eta(law["law"], [np.log2(batch / c)], theta)[:, 0], pooled
+
+
+def _steps(ok, tokens, batch, notes):
+    t, s = ok["tokens"].to_numpy(float), ok["steps"].to_numpy(float)
+    per = t / (s * ok["batch_size"].to_numpy(float))
+    tpe = _median(per)
+    if tokens is None:
+        return None, tpe
+    proxy = _median(t)
+    if proxy and not 0.5 <= tokens / proxy <= 2:
+        notes.append(f"the proxies trained on ~{proxy:.3g} tokens, the target on {tokens:.3g}: eta* "
+                     f"usually falls for longer training; this plan does not correct for it")
+    if tpe is None:
+        notes.append("tokens given but the trials record no tokens/steps: steps are not computed")
+        return None, None
+    return max(1, int(round(tokens / (batch * tpe)))), tpe
+
+
+def _best_rows(ok, groups):
+    keys = set(zip(groups["width"], groups["batch_size"]))
+    idx = ok.groupby(["width", "batch_size"])["loss"].idxmin()
+    return ok.loc[[i for k, i in idx.items() if k in keys]]
+
+
+def _adam_lr(ok, groups, lr):
+    best = _best_rows(ok, groups)
+    ratio = _median(np.log2(best["adam_lr"].to_numpy(float) / best["lr"].to_numpy(float)))
+    return None if ratio is None else float(lr * 2 ** ratio)
+
+
+def _weight_decay(ok, groups, lr_ratio, steps, tokens, tpe):
+    """Keep lr * wd (the decay timescale in steps, scaling.md section 5), and with a token
+    budget keep that timescale the same share of training."""
+    wd = _median(_best_rows(ok, groups)["weight_decay"])
+    if wd is None:
+        return None
+    proxy_steps = _median(ok["steps"])
+    share = proxy_steps / steps if steps and proxy_steps else 1.0
+    return float(wd / lr_ratio * share)
+
+
+def _law_fields(law, diag) -> dict:
+    if law is None:
+        return {}
+    theta = law["theta"]
+    diag.update(law_aic=law["aic"], law_support=law["support"],
+                law_fits={k: [float(2 ** v) for v in t[0]] for k, t in law["fits"].items()})
+    out = {"law": law["law"], "eta_max": float(2 ** theta[0, 0]), "eta_max_interval": _ci2(theta[:, 0])}
+    if law["law"] != "constant":
+        out.update(b_noise=float(2 ** theta[0, 1]), b_noise_interval=_ci2(theta[:, 1]))
+    return out
+
+
+def _drift_fields(drift) -> dict:
+    if drift is None:
+        return {}
+    return {"drift_slope": float(drift[0]), "drift_interval": interval(drift[1:])}
+
+
+def _loss_fields(loss, diag) -> dict:
+    if loss is None:
+        return {}
+    diag.update(loss_reference_batch=loss["batch"], loss_width_exponent=float(loss["exponent"][0]))
+    return {"predicted_loss": float(2 ** loss["log2_loss"][0]), "loss_interval": _ci2(loss["log2_loss"])}
+
+
+def _ci2(log2_reps) -> tuple[float, float]:
+    lo, hi = interval(log2_reps[1:])
+    return float(2 ** lo), float(2 ** hi)
+
+
+def _median(values):
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if len(v) else None
+
+
+def _unique(values, cast=str):
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return cast(v[0]) if v and len(set(v)) == 1 else None
+
+
+def _optima_records(groups) -> tuple[dict, ...]:
+    return tuple({k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+                 for row in groups.to_dict("records"))
