@@ -8,7 +8,7 @@ import sys
 from . import __version__
 
 # Subcommand modules, in the order `mutransfer --help` lists them.
-COMMANDS = ("describe",)
+COMMANDS = ("describe", "transfer")
 
 
 def build_parser() -> argparse.ArgumentParser:
