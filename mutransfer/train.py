@@ -1,0 +1,331 @@
+"""One small training loop shared by the coordinate check's users, the sweeper and validation.
+
+``train`` runs ``steps`` optimizer steps on any dataset of the :mod:`mutransfer.data` protocol,
+under a warmup + decay schedule that multiplies each param group's *initial* lr (so a Plan's
+per-group multipliers are kept), and returns a :class:`TrainResult` with a tidy history.
+
+Divergence ends a run early as a result, not an exception: a non-finite loss or gradient norm,
+or a smoothed train loss (EMA, decay ``DIVERGE_SMOOTHING``, bias-corrected) above
+``max(DIVERGE_FACTOR * L0, L0 + DIVERGE_MARGIN)`` where ``L0`` is the first step's loss (the loss
+at init).
+
+    >>> res = train(model, torch.optim.AdamW(model.parameters(), 1e-3), data.pycorpus(),
+    ...             steps=100, batch_size=16, seq_len=64)
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+SCHEDULES = ("cosine", "linear", "constant")
+DTYPES = {"auto": None, "fp32": torch.float32, "float32": torch.float32,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+DIVERGE_FACTOR = 2.0  # a train loss above 2x the loss at init has left the basin ...
+DIVERGE_MARGIN = 1.0  # ... or 1 nat above it, whichever is larger (a loss near 0 is not hair-trigger)
+DIVERGE_SMOOTHING = 0.9  # the EMA that is compared: one unlucky small batch is not a divergence
+# Eval batches come from this fixed seed, not the run's, so every run with the same batch size
+# is scored on the same windows (trials at different seeds stay comparable).
+EVAL_SEED = 20_240_601
+NOISE_DECAY = 0.98  # EMA decay of the noise-scale terms: ~100 steps at steady state
+COLUMNS = ("step", "lr", "train_loss", "eval_loss", "grad_norm", "tokens", "seconds")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns.
+
+    history: DataFrame, one row per step: step (1-based), lr (the scheduled lr of the first param
+        group divided by its lr_mult: the lr the plan's optimizer was given), train_loss
+        (before the step's update), eval_loss (NaN between evals), grad_norm (before clipping),
+        tokens (cumulative), seconds (cumulative); plus g2_small, g2_big with ``measure_noise``.
+    final_loss: the last eval loss (NaN if the run diverged).
+    diverged / reason / diverged_step: why and when the run ended early (reason is also set,
+        with diverged False, when the callback stopped it).
+    noise: None, or the gradient-noise statistics (see :func:`train`).
+    """
+
+    history: "object"
+    final_loss: float
+    diverged: bool
+    reason: str | None
+    diverged_step: int | None
+    tokens: int
+    seconds: float
+    steps: int
+    noise: dict | None
+    device: str
+
+
+def lr_factor(step: int, steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr at 0-based ``step``: linear warmup ``(step + 1) / warmup_steps``,
+    then with ``p = (step - warmup_steps) / (steps - warmup_steps)``: cosine ``(1 + cos(pi p)) / 2``,
+    linear ``1 - p``, or constant ``1``.
+
+        >>> lr_factor(0, 100, 10, "cosine"), lr_factor(10, 100, 10, "cosine")
+        (0.1, 1.0)
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    p = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * p)) if schedule == "cosine" else 1.0 - p
+
+
+def warmup_steps_of(warmup: float, steps: int) -> int:
+    """Warmup length: a fraction of ``steps`` when ``warmup < 1``, else a number of steps."""
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0:
+        raise ValueError(f"warmup must be a fraction of steps (0 <= warmup < 1) or a number of "
+                         f"steps (>= 1); got {warmup!r}")
+    n = round(warmup * steps) if warmup < 1 else int(warmup)
+    if n >= steps:
+        raise ValueError(f"warmup of {n} steps leaves none of the {steps} steps at the peak lr; "
+                         f"use a smaller warmup (e.g. warmup=0.05) or more steps")
+    return n
+
+
+class NoiseMeter:
+    """Two-batch gradient-noise statistics (scaling.md section 6), averaged with a bias-corrected
+    EMA of the numerator and denominator separately (never of their ratio):
+
+        |G|^2     ~ (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small)
+        tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1/B_small - 1/B_big),   B_simple = tr(Sigma) / |G|^2
+    """
+
+    def __init__(self, b_small: int, b_big: int, decay: float = NOISE_DECAY):
+        self.b_small, self.b_big, self.decay = b_small, b_big, decay
+        self.sums = {"g2": 0.0, "trace_sigma": 0.0, "loss": 0.0}
+        self.weight, self.n = 0.0, 0
+
+    def update(self, g2_small: float, g2_big: float, loss: float) -> None:
+        bs, bb = self.b_small, self.b_big
+        terms = {"g2": (bb * g2_big - bs * g2_small) / (bb - bs),
+                 "trace_sigma": (g2_small - g2_big) / (1 / bs - 1 / bb), "loss": loss}
+        for key, value in terms.items():
+            self.sums[key] = self.decay * self.sums[key] + (1 - self.decay) * value
+        self.weight = self.decay * self.weight + (1 - self.decay)
+        self.n += 1
+
+    def result(self) -> dict:
+        """b_simple (NaN unless both terms are positive), g2, trace_sigma, loss (train loss under
+        the same EMA), n (steps measured), b_small, b_big, decay."""
+        avg = {k: (v / self.weight if self.weight else math.nan) for k, v in self.sums.items()}
+        ok = avg["g2"] > 0 and avg["trace_sigma"] > 0
+        return {"b_simple": avg["trace_sigma"] / avg["g2"] if ok else math.nan, **avg, "n": self.n,
+                "b_small": self.b_small, "b_big": self.b_big, "decay": self.decay}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``"auto"`` -> bf16 autocast on CUDA, fp32 elsewhere; or "fp32" / "bf16"."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if DTYPES[dtype] is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[dtype]
+
+
+def _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every, eval_batches,
+                measure_noise) -> None:
+    if not (hasattr(data, "batch") and hasattr(data, "loss")):
+        raise TypeError(f"data must implement batch(split, batch_size, seq_len, generator, device) "
+                        f"and loss(outputs, y), e.g. mutransfer.data.pycorpus(); got {type(data).__name__}")
+    counts = [("steps", steps), ("batch_size", batch_size), ("grad_accum", grad_accum),
+              ("eval_batches", eval_batches)] + ([("eval_every", eval_every)] if eval_every is not None else [])
+    for name, value in counts:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    if batch_size % grad_accum:
+        raise ValueError(f"batch_size {batch_size} is not divisible by grad_accum {grad_accum}; "
+                         f"the micro-batch is batch_size // grad_accum, so pick a multiple")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    if not isinstance(clip, (int, float)) or clip < 0:
+        raise ValueError(f"clip must be a max grad norm >= 0 (0 disables clipping); got {clip!r}")
+    if measure_noise and grad_accum < 2:
+        raise ValueError(f"measure_noise compares the first micro-batch's gradient with the whole "
+                         f"batch's, so it needs grad_accum >= 2; got grad_accum={grad_accum}. "
+                         f"Set grad_accum=2 (or more) and a batch_size divisible by it")
+
+
+class _Run:
+    """The mutable state of one run; :func:`train` is its public face."""
+
+    def __init__(self, model, optimizer, data, device, dtype, batch_size, seq_len, grad_accum,
+                 eval_batches, clip):
+        self.model, self.opt, self.data, self.device = model, optimizer, data, device
+        self.autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+        self.batch_size, self.seq_len, self.grad_accum, self.clip = batch_size, seq_len, grad_accum, clip
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        gen = torch.Generator().manual_seed(EVAL_SEED)
+        self.eval_set = [data.batch("val", batch_size, seq_len, gen, device) for _ in range(eval_batches)]
+
+    def micro_batches(self, x, y):
+        return zip(x.chunk(self.grad_accum), y.chunk(self.grad_accum))
+
+    def forward_loss(self, x, y) -> torch.Tensor:
+        with torch.autocast(**self.autocast):
+            return self.data.loss(self.model(x), y)
+
+    def grad_sq(self) -> float:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) ** 2 if grads else 0.0
+
+    def step_grads(self, generator, noise: bool):
+        """Accumulate the batch's gradient; returns (mean loss, |G_small|^2 or None)."""
+        self.opt.zero_grad(set_to_none=True)
+        x, y = self.data.batch("train", self.batch_size, self.seq_len, generator, self.device)
+        total, g2_small = 0.0, None
+        for i, (xb, yb) in enumerate(self.micro_batches(x, y)):
+            loss = self.forward_loss(xb, yb)
+            (loss / self.grad_accum).backward()
+            total += float(loss.detach())
+            if noise and i == 0:  # the first micro-batch alone: grads hold G_small / grad_accum
+                g2_small = self.grad_sq() * self.grad_accum**2
+        return total / self.grad_accum, g2_small
+
+    def clip_grads(self) -> float:
+        if self.clip > 0:
+            return float(torch.nn.utils.clip_grad_norm_(self.params, self.clip))
+        return self.grad_sq() ** 0.5
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        losses = [float(self.forward_loss(xb, yb)) for x, y in self.eval_set
+                  for xb, yb in self.micro_batches(x, y)]
+        self.model.train()
+        return sum(losses) / len(losses)
+
+
+class _Smoothed:
+    """Bias-corrected EMA of the train loss, and the loss at init it is compared with."""
+
+    def __init__(self, decay: float = DIVERGE_SMOOTHING):
+        self.decay, self.sum, self.weight, self.start = decay, 0.0, 0.0, None
+
+    def update(self, loss: float) -> float:
+        self.start = loss if self.start is None else self.start
+        self.sum = self.decay * self.sum + (1 - self.decay) * loss
+        self.weight = self.decay * self.weight + (1 - self.decay)
+        return self.sum / self.weight
+
+
+def _divergence(loss: float, what: str, smooth: _Smoothed | None = None) -> str | None:
+    if not math.isfinite(loss):
+        return f"non-finite {what} ({loss})"
+    if smooth is None:
+        return None
+    avg, start = smooth.update(loss), smooth.start
+    if avg > max(DIVERGE_FACTOR * start, start + DIVERGE_MARGIN):
+        return f"{what} {avg:.4g} (smoothed) far above the initial loss {start:.4g}"
+    return None
+
+
+def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: int, batch_size: int,
+          seq_len: int | None, schedule: str = "cosine", warmup: float = 0.05, clip: float = 1.0,
+          device: str | torch.device = "auto", dtype: str = "auto", grad_accum: int = 1,
+          eval_every: int | None = None, eval_batches: int = 4, seed: int = 0,
+          callback: Callable[[int, float], bool | None] | None = None,
+          measure_noise: bool = False, noise_decay: float = NOISE_DECAY) -> TrainResult:
+    """Train ``model`` for ``steps`` optimizer steps on ``data``; returns a :class:`TrainResult`.
+
+    Each step draws one batch of ``batch_size`` examples (windows of ``seq_len`` tokens; None for
+    synthetic data) from a generator seeded with ``seed``, split into ``grad_accum`` micro-batches.
+    Group lrs follow ``initial_lr * lr_factor(step)`` (LambdaLR; warmup: fraction of steps if < 1,
+    else steps). Gradients are clipped to norm ``clip`` (0: off). Eval: mean loss over
+    ``eval_batches`` fixed val batches (seeded by ``EVAL_SEED``) every ``eval_every`` steps and at
+    the end; ``callback(step, eval_loss)`` runs after each eval, a truthy return stops the run, and
+    its exceptions (e.g. ``optuna.TrialPruned``) propagate. ``device="auto"``: CUDA if present;
+    ``dtype="auto"``: bf16 autocast on CUDA, fp32 on CPU. Deterministic on CPU for a given seed.
+
+    ``measure_noise`` (needs ``grad_accum >= 2``): after warmup, each step records |G_small|^2 (first
+    micro-batch, ``B_small = batch_size // grad_accum``) and |G_big|^2 (the whole batch,
+    ``B_big = batch_size``; both in examples, i.e. sequences for byte corpora) before clipping;
+    ``noise`` holds ``b_simple = tr(Sigma) / |G|^2``, g2, trace_sigma and loss, each a
+    bias-corrected EMA with decay ``noise_decay`` (:class:`NoiseMeter`;
+    0.98 weighs about the last 100 steps; closer to 1 averages longer at a fixed point).
+
+        >>> res = train(model, opt, mutransfer.data.pycorpus(), steps=50, batch_size=16, seq_len=64)
+        >>> res.final_loss, res.history.tail()
+    """
+    _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every, eval_batches,
+                measure_noise)
+    if not 0 <= noise_decay < 1:
+        raise ValueError(f"noise_decay must be in [0, 1); got {noise_decay!r} (e.g. 0.98)")
+    n_warmup = warmup_steps_of(warmup, steps)
+    dev = resolve_device(device)
+    run = _Run(model.to(dev), optimizer, data, dev, resolve_dtype(dtype, dev), batch_size, seq_len,
+               grad_accum, eval_batches, clip)
+    fork = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):  # seeds dropout etc. without touching the caller's RNG
+        torch.manual_seed(seed)
+        meter = NoiseMeter(batch_size // grad_accum, batch_size, noise_decay) if measure_noise else None
+        return _loop(run, steps, n_warmup, schedule, eval_every, seed, callback, meter)
+
+
+def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, meter):
+    import pandas as pd
+
+    factor = functools.partial(lr_factor, steps=steps, warmup_steps=n_warmup, schedule=schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(run.opt, factor)
+    group = run.opt.param_groups[0]
+    base_lr = group["initial_lr"] / group.get("lr_mult", 1.0)  # the lr the caller's plan was given
+    gen = torch.Generator().manual_seed(seed)
+    per_step = run.batch_size * (run.seq_len or 1)
+    rows, smooth, t0 = [], _Smoothed(), time.perf_counter()
+    reason, final, done, diverged_step = None, math.nan, 0, None
+    run.model.train()
+    for s in range(steps):
+        row, reason = _step(run, gen, smooth, meter if s >= n_warmup else None, meter is not None)
+        row.update(step=s + 1, lr=base_lr * factor(s), tokens=(s + 1) * per_step)
+        if reason is None:
+            sched.step()
+            done = s + 1
+            if (eval_every and done % eval_every == 0) or done == steps:
+                row["eval_loss"] = final = run.evaluate()
+                reason = _divergence(final, "eval loss")
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        if reason is not None:
+            final, diverged_step = math.nan, s + 1
+            break
+        if not math.isnan(row["eval_loss"]) and callback is not None and callback(done, final):
+            reason = f"stopped by callback at step {done}"
+            break
+    history = pd.DataFrame(rows, columns=list(COLUMNS) + (["g2_small", "g2_big"] if meter else []))
+    return TrainResult(history, final, diverged_step is not None, reason, diverged_step,
+                       len(rows) * per_step, time.perf_counter() - t0, done,
+                       meter.result() if meter else None, str(run.device))
+
+
+def _step(run: _Run, gen, smooth: _Smoothed, meter: NoiseMeter | None, noise_columns: bool):
+    """One optimizer step (unless the loss or gradient diverged): returns (history row, reason)."""
+    loss, g2_small = run.step_grads(gen, meter is not None)
+    row = {"train_loss": loss, "eval_loss": math.nan, "grad_norm": math.nan}
+    if noise_columns:
+        row["g2_small"] = math.nan if g2_small is None else g2_small
+        row["g2_big"] = math.nan
+    reason = _divergence(loss, "train loss", smooth)
+    if reason is not None:
+        return row, reason
+    row["grad_norm"] = norm = run.clip_grads()  # the pre-clip norm
+    reason = _divergence(norm, "gradient norm")
+    if reason is None:
+        if meter is not None:
+            row["g2_big"] = norm**2
+            meter.update(g2_small, norm**2, loss)
+        run.opt.step()
+    return row, reason
