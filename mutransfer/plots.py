@@ -1,0 +1,163 @@
+"""Figures, one function per figure; the shared styling helpers come first.
+
+Every figure function takes the tidy DataFrame its module produces and a path, writes a PNG
+and returns the path. matplotlib is imported lazily (Agg backend), so ``import mutransfer``
+stays fast and works without a display.
+
+    >>> plot_coord_check(coord_check(make_model, [64, 128, 256, 512], batches, lr=3e-3), "coord.png")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+DPI = 110
+PANEL = (1.7, 1.6)  # inches per small-multiple panel (width, height)
+# One colour per role, the same in every figure; judged roles get the strong colours.
+ROLE_COLORS = {"hidden": "#d62728", "output": "#1f77b4", "input": "#2ca02c", "vector": "#9467bd",
+               "fixed": "#8c564b", "activation": "#9a9a9a"}
+SCHEME_LABELS = {"sp": "SP", "mup": "muP", "spectral": "spectral"}
+OPTIMIZER_LABELS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "muon": "Muon"}
+KIND_LABELS = {"out": "RMS of output", "delta": "RMS of change\nsince step 0",
+               "update": "RMS of own\nupdate"}
+
+
+# ---------------------------------------------------------------- shared styling
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _style_axes(ax, *, grid: bool = True) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=7)
+    if grid:
+        ax.grid(True, which="major", lw=0.4, alpha=0.4)
+
+
+def _log2_width_axis(ax, widths) -> None:
+    """x axis in log2(width) with the widths themselves as tick labels."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(widths))
+    ax.set_xticklabels([str(w) for w in widths], fontsize=7)
+    ax.minorticks_off()
+
+
+def _role_legend(fig, roles) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=ROLE_COLORS.get(r, "k"), lw=2, label=r) for r in roles]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False, title="module role (one line per module)", title_fontsize=8)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
+    return path
+
+
+def _label(scheme: str, optimizer: str) -> str:
+    return f"{SCHEME_LABELS.get(scheme, scheme)} + {OPTIMIZER_LABELS.get(optimizer, optimizer)}"
+
+
+# ---------------------------------------------------------------- coordinate check
+
+
+def _scheme_order(df: pd.DataFrame) -> list[str]:
+    """SP first (the baseline on the left), then the others in order of appearance."""
+    schemes = list(dict.fromkeys(df["scheme"]))
+    return sorted(schemes, key=lambda s: s != "sp")
+
+
+def _coord_panel(ax, rows: pd.DataFrame, widths) -> None:
+    mean = rows.groupby(["module", "role", "width"], sort=False)["rms"].mean().reset_index()
+    for (module, role), g in mean.groupby(["module", "role"], sort=False):
+        judged = role in ("hidden", "output")
+        g = g.sort_values("width")
+        ax.plot(g["width"], g["rms"].where(g["rms"] > 0), color=ROLE_COLORS.get(role, "k"),
+                lw=1.4 if judged else 0.8, alpha=0.9 if judged else 0.55, marker=".", ms=3,
+                zorder=3 if judged else 2)
+    _log2_width_axis(ax, widths)
+    ax.set_yscale("log")
+
+
+def plot_coord_check(df: pd.DataFrame, path, *, verdict=None, title: str | None = None) -> Path:
+    """The coordinate-check figure: a row per kind (out, delta, update), a panel per step, and for
+    several schemes one block of panels per scheme side by side (SP | muP).
+
+    Each line is one module (mean RMS over seeds), coloured by role; x is width on a log2 axis,
+    y is RMS on a log axis shared along the row, so blocks compare at a glance. A flat line is
+    width-independent; a rising one blows up with width. The verdict (``coord_verdict(df)``
+    unless given) heads each block.
+
+    Args:
+        df: :func:`mutransfer.coord_check` records (concatenate two schemes for SP | muP).
+        path: the PNG to write. verdict: a precomputed :class:`CoordVerdict`. title: figure title.
+
+        >>> df = pd.concat([coord_check(f, ws, b, scheme=s, lr=3e-3) for s in ("sp", "mup")])
+        >>> plot_coord_check(df, "reports/coord/coord.png")
+    """
+    from .coord_check import RECORD_COLUMNS, _check_columns, coord_verdict
+
+    _check_columns(df, RECORD_COLUMNS, "plot_coord_check")
+    verdict = verdict if verdict is not None else coord_verdict(df)
+    schemes, steps = _scheme_order(df), sorted(df["step"].unique())
+    kinds = [k for k in KIND_LABELS if k in set(df["kind"])]
+    widths = sorted(df["width"].unique())
+    plt = _pyplot()
+    ncols = len(schemes) * len(steps)
+    fig, axes = plt.subplots(len(kinds), ncols, sharey="row", squeeze=False,
+                             figsize=(PANEL[0] * ncols + 0.8, PANEL[1] * len(kinds) + 1.6))
+    for b, scheme in enumerate(schemes):
+        rows = df[df["scheme"] == scheme]
+        for r, kind in enumerate(kinds):
+            for c, step in enumerate(steps):
+                ax = axes[r, b * len(steps) + c]
+                _style_axes(ax)
+                panel = rows[(rows["kind"] == kind) & (rows["step"] == step)]
+                if panel.empty:  # delta/update start at step 1
+                    ax.text(0.5, 0.5, f"no {kind}\nat step {step}", ha="center", va="center",
+                            fontsize=7, color="0.5", transform=ax.transAxes)
+                    ax.set_xticks([])  # the y axis stays: it labels the row's shared scale
+                    ax.spines["bottom"].set_visible(False)
+                else:
+                    _coord_panel(ax, panel, widths)
+                if r == 0:
+                    ax.set_title(f"step {step}", fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(KIND_LABELS[kind], fontsize=8)
+                if r == len(kinds) - 1:
+                    ax.set_xlabel("width", fontsize=7)
+    roles = [r for r in ROLE_COLORS if r in set(df["role"])]
+    _role_legend(fig, roles)
+    fig.suptitle(title or f"Coordinate check verdict: {'PASS' if verdict.passed else 'FAIL'}   "
+                          f"(flat line = width-independent; judged: hidden and output modules at "
+                          f"steps >= 1, |slope of log RMS vs log width| <= {verdict.tol:g})", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.89), w_pad=0.2, h_pad=0.5)
+    for b, scheme in enumerate(schemes):  # after tight_layout, which moves the axes
+        _block_header(fig, axes[0, b * len(steps)], axes[0, (b + 1) * len(steps) - 1], scheme,
+                      df[df["scheme"] == scheme], verdict)
+    return _save(fig, path)
+
+
+def _block_header(fig, left_ax, right_ax, scheme: str, rows: pd.DataFrame, verdict) -> None:
+    """A scheme's verdict centred over its block of panels."""
+    v = verdict.schemes.get(scheme)
+    optimizer = rows["optimizer"].iloc[0]
+    text = _label(scheme, optimizer)
+    if v is not None:
+        text += (f": {'PASS' if v.passed else 'FAIL'}, worst slope {v.worst_slope:+.2f} "
+                 f"({v.worst_where})")
+    x = (left_ax.get_position().x0 + right_ax.get_position().x1) / 2
+    fig.text(x, 0.895, text, ha="center", va="bottom", fontsize=10, fontweight="bold",
+             color="#2a7a2a" if v is not None and v.passed else "#b22222")
