@@ -1,0 +1,223 @@
+"""The Optuna sweeper end to end on a tiny MLP: completion, resume, workers, SIGKILL, divergence,
+--rerun. Every test uses the real objective (zoo + parametrize + train)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mutransfer.config import load_config
+from mutransfer.storage import open_storage, worker_devices
+from mutransfer.sweep import rerun, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+MLP = ROOT / "sweeps" / "mlp-synthetic.toml"
+# the shipped MLP sweep shrunk to milliseconds a trial
+TINY = {"sweep.width": 16, "model.base_width": 8, "train.steps": 12, "train.eval_every": 4,
+        "train.eval_batches": 1, "model.kwargs": {"depth": 2}, "sweep.space": {
+            "lr": {"low": 1e-4, "high": 1e-1, "log": True}, "batch_size": [16, 32]}}
+ATTRS = {"width", "batch_size", "scheme", "optimizer", "muon_scale", "diverged", "reason", "seed",
+         "device", "seconds", "tokens", "config"}
+
+
+def tiny(**extra):
+    return load_config(MLP, {**TINY, **extra})
+
+
+def states(study) -> list[str]:
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory):
+    """A 6-trial sweep, shared by the tests that only read it."""
+    reports = tmp_path_factory.mktemp("reports")
+    return sweep(tiny(), trials=6, device="cpu", show_progress=False, reports_dir=reports), reports
+
+
+def test_six_trial_sweep_completes_with_attrs_and_reports(six):
+    study, reports = six
+    assert len(study.trials) == 6
+    assert set(states(study)) <= {"COMPLETE", "PRUNED"}
+    for t in study.trials:
+        assert ATTRS - {"diverged", "reason", "seconds", "tokens"} <= set(t.user_attrs)
+        assert t.user_attrs["width"] == 16 and t.user_attrs["device"] == "cpu"
+        assert t.intermediate_values, "the eval loss is reported for pruning"
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert complete and all(ATTRS <= set(t.user_attrs) for t in complete)
+    assert all(math.isfinite(t.value) and t.user_attrs["tokens"] > 0 for t in complete)
+    out = reports / "mlp-synthetic" / study.study_name
+    for name in ("trials.csv", "history.png", "slice.png"):
+        assert (out / name).stat().st_size > 0
+    assert (reports / "mlp-synthetic" / "study.db").is_file()
+
+
+def test_rerun_reproduces_each_trial_loss_on_cpu(six):
+    study, reports = six
+    for t in study.trials:  # complete ones, and pruned ones up to their pruning step
+        stored, new = rerun(tiny(), t.number, reports_dir=reports)
+        assert stored == t.value
+        assert abs(new - stored) <= 1e-6, (t.number, t.state.name)
+
+
+def test_pruned_trial_keeps_its_attrs_and_reruns_to_its_step(tmp_path):
+    import optuna
+
+    from mutransfer.sweep import make_objective
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    study = optuna.create_study(storage=url, study_name="mlp-synthetic-w16",
+                                pruner=optuna.pruners.ThresholdPruner(upper=1e-9))  # prunes all
+    study.optimize(make_objective(tiny(), width=16, device="cpu"), n_trials=1)
+    t = study.trials[0]
+    assert t.state.name == "PRUNED" and list(t.intermediate_values) == [4]  # the first eval
+    assert {"width", "batch_size", "seed", "config"} <= set(t.user_attrs)
+    stored, new = rerun(tiny(), 0, storage=url)
+    assert stored == t.value and abs(new - stored) <= 1e-6
+
+
+def test_resume_adds_trials_without_duplicates(tmp_path):
+    first = sweep(tiny(), trials=6, device="cpu", show_progress=False, reports_dir=tmp_path)
+    values = {t.number: t.value for t in first.trials}
+    study = sweep(tiny(), trials=12, device="cpu", show_progress=False, reports_dir=tmp_path)
+    assert [t.number for t in study.trials] == list(range(12))
+    assert {t.number: t.value for t in study.trials[:6]} == values
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 12
+    again = sweep(tiny(), trials=12, device="cpu", show_progress=False, reports_dir=tmp_path)
+    assert len(again.trials) == 12, "a finished sweep rerun adds nothing"
+
+
+def test_two_workers_give_distinct_trials(tmp_path):
+    study = sweep(tiny(), trials=4, workers=2, device="cpu", show_progress=False, reports_dir=tmp_path)
+    trials = study.trials
+    assert 4 <= len(trials) <= 5  # racing workers may add one trial each past the total
+    assert set(states(study)) <= {"COMPLETE", "PRUNED"}
+    assert len({t.params["lr"] for t in trials}) == len(trials)
+
+
+def _beating_and_done(db: Path) -> tuple[int, int]:
+    """(RUNNING trials with a heartbeat, COMPLETE + PRUNED trials), read straight from SQLite."""
+    if not db.exists():
+        return 0, 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            beating = con.execute("SELECT COUNT(*) FROM trials JOIN trial_heartbeats USING (trial_id) "
+                                  "WHERE state = 'RUNNING'").fetchone()[0]
+            done = con.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0, 0
+    return beating, done
+
+
+def test_sigkilled_worker_loses_nothing_and_leaves_no_zombie(tmp_path):
+    # trials long enough (~0.3 s) to be caught RUNNING; heartbeats every second
+    overrides = {**TINY, "train.steps": 300, "train.eval_every": 100, "sweep.pruner": "none",
+                 "sweep.heartbeat_interval": 1, "sweep.grace_period": 2}
+    script = ("import json, sys, torch; torch.set_num_threads(1)\n"
+              "from mutransfer.config import load_config; from mutransfer.sweep import sweep\n"
+              "cfg = load_config(sys.argv[1], json.loads(sys.argv[2]))\n"
+              "sweep(cfg, trials=5, device='cpu', show_progress=False, reports_dir=sys.argv[3])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(MLP), json.dumps(overrides), str(tmp_path)],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                [str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    db = tmp_path / "mlp-synthetic" / "study.db"
+    deadline = time.time() + 60
+    while min(_beating_and_done(db)) < 1:
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert time.time() < deadline, "no trial was RUNNING within 60 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    cfg = load_config(MLP, overrides)
+    storage = open_storage(f"sqlite:///{db}", heartbeat_interval=1, grace_period=2)
+    import optuna
+
+    before = {t.number: (t.state.name, t.value) for t in optuna.load_study(
+        study_name="mlp-synthetic-w16", storage=storage).trials}
+    killed = [n for n, (s, _) in before.items() if s == "RUNNING"]
+    assert len(killed) == 1
+    study = sweep(cfg, trials=5, device="cpu", show_progress=False, reports_dir=tmp_path)
+    after = {t.number: t for t in study.trials}
+    for n, (state, value) in before.items():  # nothing completed is lost or rerun
+        if state in ("COMPLETE", "PRUNED"):
+            assert (after[n].state.name, after[n].value) == (state, value)
+    assert after[killed[0]].state.name == "FAIL"
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    # the retry keeps what the killed trial had sampled (it may die before sampling all)
+    assert after[killed[0]].params.items() <= retried[0].params.items()
+    assert "RUNNING" not in states(study) and "WAITING" not in states(study)
+    assert states(study).count("COMPLETE") + states(study).count("PRUNED") == 5
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_trial_killed_before_its_first_heartbeat_is_failed_and_replaced(tmp_path):
+    import optuna
+
+    cfg = tiny(**{"sweep.heartbeat_interval": 1, "sweep.grace_period": 2})
+    url = f"sqlite:///{tmp_path}/study.db"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    orphan = optuna.create_study(storage=storage, study_name="mlp-synthetic-w16").ask()  # no beat
+    time.sleep(4.1)  # twice the grace period: trials that beat get failed by Optuna first
+    study = sweep(cfg, trials=3, storage=url, device="cpu", show_progress=False, reports_dir=tmp_path)
+    assert study.trials[orphan.number].state.name == "FAIL"
+    assert states(study).count("COMPLETE") + states(study).count("PRUNED") == 3
+    assert "RUNNING" not in states(study)
+
+
+def test_diverging_trials_are_kept_as_worst_values(tmp_path):
+    cfg = tiny(**{"sweep.space": {"lr": [1e-3, 1e4]}, "sweep.sampler": "grid", "sweep.trials": 2,
+                  "sweep.pruner": "none", "parametrization.optimizer": "sgd"})
+    study = sweep(cfg, trials=2, device="cpu", show_progress=False, reports_dir=tmp_path)
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    good, bad = by_lr[1e-3], by_lr[1e4]
+    assert bad.state.name == good.state.name == "COMPLETE"
+    assert bad.user_attrs["diverged"] is True and bad.user_attrs["reason"]
+    assert math.isfinite(bad.value) and bad.value > 2 * good.value
+    assert good.user_attrs["diverged"] is False
+
+
+def test_cli_rerun_prints_both_losses(six, capsys):
+    from mutransfer.commands import sweep as command
+
+    study, reports = six
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", str(MLP), "--width", "16", "--rerun", "0",
+                              "--reports", str(reports)])
+    # the file only locates the study (name, --width); the trial trains from its stored config
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "trial 0: stored loss" in out and "rerun loss" in out
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"storage": "study.db"}, r"storage must be an SQLAlchemy URL .* got 'study.db'"),
+    ({"workers": 0}, r"workers must be a positive int, e.g. --workers 2; got 0"),
+    ({"device": "tpu"}, r"device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
+    ({"width": "wide"}, r"overrides: \[sweep\] width must be an int, got 'wide'"),
+])
+def test_bad_sweep_arguments(tmp_path, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        sweep(tiny(), show_progress=False, reports_dir=tmp_path, **kwargs)
+
+
+def test_worker_devices_on_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU defaults")
+    assert worker_devices("auto", None) == ["cpu"]
+    assert worker_devices("cpu", 3) == ["cpu"] * 3
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU; use --device cpu"):
+        worker_devices("cuda", None)
