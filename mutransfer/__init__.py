@@ -1,64 +1,38 @@
 """mutransfer: hyperparameter transfer (muP) for PyTorch.
 
-Three verbs: ``parametrize`` a model for muP, ``sweep`` a small proxy with Optuna, and
-``transfer`` the optimum to the target width. Heavy parts (optuna, matplotlib) are imported
-lazily, so ``import mutransfer`` stays fast.
+Three verbs: :func:`parametrize` a model for muP, :func:`sweep` a small proxy with Optuna, and
+:func:`transfer` the optimum to the target width; :func:`coord_check` and :func:`validate` measure
+that it works. Heavy optional parts (optuna, matplotlib) are imported inside the functions that
+need them, so ``import mutransfer`` costs little more than ``import torch``.
 
     >>> import mutransfer
     >>> plan = mutransfer.parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
+
+Several functions share their module's name (``mutransfer.sweep`` is the function; its module is
+reached with ``from mutransfer.sweep import ...`` or ``importlib.import_module``).
 """
 from __future__ import annotations
 
-import importlib
-
 __version__ = "0.1.0"
 
-# public name -> module that defines it (resolved on first access)
-_EXPORTS = {
-    "Role": "roles",
-    "ParamInfo": "roles",
-    "infer_roles": "roles",
-    "attention_scale": "scaling",
-    "multipliers": "scaling",
-    "spectral_sigma": "scaling",
-    "muon_alpha": "scaling",
-    "parametrize": "parametrize",
-    "Plan": "parametrize",
-    "Muon": "muon",
-    "newton_schulz": "muon",
-    "train": "train",
-    "TrainResult": "train",
-    "coord_check": "coord_check",
-    "coord_slopes": "coord_check",
-    "coord_verdict": "coord_check",
-    "plot_coord_check": "plots",
-    "sweep": "sweep",
-    "load_config": "config",
-    "transfer": "transfer",
-    "TransferPlan": "transfer",
-    "validate": "validate",
-    "write_report": "report",
-}
-_SUBMODULES = ("data", "zoo", "bench")
+# Every submodule is imported here, before the functions are bound: importing a submodule sets a
+# package attribute of the same name, which must not hide the same-named function afterwards.
+from . import (config, coord_check, data, laws, muon, optim, parametrize, plots, roles,  # noqa: F401
+               scaling, storage, sweep, train, transfer, zoo)
+from .config import ExperimentConfig, load_config
+from .coord_check import coord_check, coord_slopes, coord_verdict
+from .muon import Muon, newton_schulz
+from .parametrize import Plan, parametrize
+from .plots import plot_coord_check
+from .roles import ParamInfo, Role, infer_roles
+from .scaling import attention_scale, multipliers, muon_alpha, spectral_sigma
+from .sweep import sweep
+from .train import TrainResult, train
+from .transfer import TransferPlan, transfer
 
-# Core names bound eagerly: importing a submodule sets a package attribute of the same name
-# (mutransfer.parametrize the module), which would otherwise hide the function.
-from .parametrize import Plan, parametrize  # noqa: E402
-from .roles import ParamInfo, Role, infer_roles  # noqa: E402
-from .scaling import attention_scale, multipliers, muon_alpha, spectral_sigma  # noqa: E402
-
-__all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["__version__"]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        value = globals()[name] = getattr(module, name)  # beats the same-named submodule
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'mutransfer' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "ExperimentConfig", "Muon", "ParamInfo", "Plan", "Role", "TrainResult", "TransferPlan",
+    "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
+    "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
+    "plot_coord_check", "spectral_sigma", "sweep", "train", "transfer", "zoo",
+]
