@@ -17,22 +17,25 @@ __version__ = "0.1.0"
 
 # Every submodule is imported here, before the functions are bound: importing a submodule sets a
 # package attribute of the same name, which must not hide the same-named function afterwards.
-from . import (config, coord_check, data, laws, muon, optim, parametrize, plots, roles,  # noqa: F401
-               scaling, storage, sweep, train, transfer, zoo)
+from . import (config, coord_check, data, landscape, laws, muon, optim, parametrize,  # noqa: F401
+               plots, report, roles, scaling, storage, sweep, train, transfer, validate, zoo)
 from .config import ExperimentConfig, load_config
 from .coord_check import coord_check, coord_slopes, coord_verdict
 from .muon import Muon, newton_schulz
 from .parametrize import Plan, parametrize
-from .plots import plot_coord_check
+from .plots import plot_coord_check, plot_lr_landscape
+from .report import write_report
 from .roles import ParamInfo, Role, infer_roles
 from .scaling import attention_scale, multipliers, muon_alpha, spectral_sigma
 from .sweep import sweep
 from .train import TrainResult, train
 from .transfer import TransferPlan, transfer
+from .validate import validate
 
 __all__ = [
     "ExperimentConfig", "Muon", "ParamInfo", "Plan", "Role", "TrainResult", "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
     "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
-    "plot_coord_check", "spectral_sigma", "sweep", "train", "transfer", "zoo",
+    "plot_coord_check", "plot_lr_landscape", "spectral_sigma", "sweep", "train", "transfer",
+    "validate", "write_report", "zoo",
 ]

@@ -8,7 +8,7 @@ import sys
 from . import __version__
 
 # Subcommand modules, in the order `mutransfer --help` lists them.
-COMMANDS = ("describe", "coord-check", "sweep", "transfer")
+COMMANDS = ("quickstart", "describe", "coord-check", "sweep", "transfer", "validate", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -161,3 +161,89 @@ def _block_header(fig, left_ax, right_ax, scheme: str, rows: pd.DataFrame, verdi
     x = (left_ax.get_position().x0 + right_ax.get_position().x1) / 2
     fig.text(x, 0.895, text, ha="center", va="bottom", fontsize=10, fontweight="bold",
              color="#2a7a2a" if v is not None and v.passed else "#b22222")
+
+
+# ---------------------------------------------------------------- lr landscapes (validation)
+
+
+def plot_lr_landscape(df: pd.DataFrame, path) -> Path:
+    """The transfer figure: final loss against log2 lr, one curve per width (seed means; seeds
+    as dots; x at the top where a run diverged), each curve's fitted eta* marked with a
+    triangle; schemes as columns, optimizers as rows. Under muP the minima line up across
+    widths; under SP they slide to smaller lrs as width grows.
+
+        >>> df = mutransfer.validate(cfg, widths=[64, 256], schemes=["sp", "mup"], ...)
+        >>> plot_lr_landscape(df, "reports/quickstart/validate.png")
+    """
+    if len(df) == 0:
+        raise ValueError("no runs to plot; run mutransfer validate first")
+    plt = _pyplot()
+    with plt.style.context("default"):  # Optuna's plots switch the global style to ggplot
+        return _plot_lr_landscape(plt, df, path)
+
+
+def _plot_lr_landscape(plt, df: pd.DataFrame, path) -> Path:
+    import numpy as np
+
+    from .landscape import curve_means, eta_stars, loss_at, survivors
+
+    means, etas, live = curve_means(df), eta_stars(df), survivors(df)
+    schemes, opts = _known_first(df["scheme"], SCHEME_LABELS), _known_first(df["optimizer"], OPTIMIZER_LABELS)
+    widths = sorted(df["width"].unique())
+    colours = dict(zip(widths, plt.cm.viridis(np.linspace(0.0, 0.85, len(widths)))))
+    fig, axes = plt.subplots(len(opts), len(schemes), squeeze=False, sharex=True,
+                             figsize=(3.4 * len(schemes) + 0.4, 2.7 * len(opts) + 0.6),
+                             layout="constrained")
+    for i, opt in enumerate(opts):
+        for j, scheme in enumerate(schemes):
+            ax = axes[i][j]
+            _style_axes(ax)
+            ax.set_title(_label(scheme, opt), fontsize=9)
+            pick = [f[(f["scheme"] == scheme) & (f["optimizer"] == opt)] for f in (means, live, etas)]
+            _landscape_panel(ax, *pick, colours, loss_at)
+            if i == len(opts) - 1:
+                ax.set_xlabel("log2 lr", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("final eval loss", fontsize=8)
+    handles = [plt.Line2D([], [], color=colours[w], lw=2, label=str(w)) for w in widths]
+    handles += [plt.Line2D([], [], color="k", marker="v", ls="", label="fitted eta*"),
+                plt.Line2D([], [], color="k", marker="x", ls="", label="diverged")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
+               frameon=False, title="width", title_fontsize=8)
+    return _save(fig, path)
+
+
+def _known_first(values, known) -> list[str]:
+    """The distinct ``values``, in ``known``'s order (SP | muP | spectral), unknown ones last."""
+    order = list(known)
+    return sorted(set(values), key=lambda v: (order.index(v) if v in order else len(order), v))
+
+
+def _landscape_panel(ax, means, live, etas, colours, loss_at) -> None:
+    import numpy as np
+
+    finite = means["loss"].dropna()
+    if finite.empty:
+        ax.text(0.5, 0.5, "every run diverged", transform=ax.transAxes, ha="center", fontsize=8)
+        return
+    # Zoom on the minima: the top of the view is a little above the median loss, so curves
+    # leave the panel far from their optimum instead of squashing the region that matters.
+    low = float(finite.min())
+    top = low + 1.2 * (float(finite.median()) - low) or low + 0.01
+    pad = 0.05 * (top - low)
+    for w, colour in colours.items():
+        c = means[means["width"] == w]
+        if c.empty:
+            continue
+        ax.plot(c["log2_lr"], c["loss"], "-", color=colour, lw=1.3)
+        runs = live[live["width"] == w]
+        ax.plot(runs["log2_lr"], runs["loss"], ".", color=colour, ms=3, alpha=0.5)
+        dead = c[c["n_diverged"] > 0]
+        if len(dead):  # an empty unclipped line has no extent and breaks constrained layout
+            ax.plot(dead["log2_lr"], np.full(len(dead), top + pad), "x", color=colour, ms=5, clip_on=False)
+        e = etas[etas["width"] == w]["log2_eta"]
+        x = float(e.iloc[0]) if len(e) else float("nan")
+        y = loss_at(c["log2_lr"], c["loss"], x)
+        if np.isfinite(y):
+            ax.plot([x], [min(y, top + pad)], "v", color=colour, ms=7, mec="black", mew=0.5, zorder=5)
+    ax.set_ylim(low - pad, top + pad)

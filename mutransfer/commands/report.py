@@ -1,0 +1,24 @@
+"""``mutransfer report CONFIG``: gather every step's outputs into reports/<name>/index.md."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="write reports/<name>/index.md from the steps' outputs",
+        description="Collect what coord-check, sweep, transfer and validate wrote into "
+                    "reports/<name>/ into one markdown page with its figures (it trains nothing). "
+                    "A step not run yet is listed with the command that runs it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
+    p.add_argument("--reports", default="reports", help="reports folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..report import write_report
+
+    path = write_report(args.config, args.reports)
+    print(f"wrote {path}")
+    return 0

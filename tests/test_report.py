@@ -1,0 +1,103 @@
+"""The report gathers every step's files into index.md: each section is there, names the command
+that regenerates it, and links only images that exist; a step not run yet says so."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from mutransfer.commands import coord_check as coord_cmd
+from mutransfer.commands import report as report_cmd
+from mutransfer.report import write_report
+from mutransfer.sweep import sweep
+from mutransfer.transfer import transfer
+from mutransfer.validate import validate
+
+TOML = """
+name = "rep"
+[model]
+factory = "mutransfer.zoo:mlp"
+width = 64
+base_width = 8
+kwargs = { depth = 2 }
+[data]
+source = "synthetic"
+in_dim = 8
+out_dim = 4
+[train]
+steps = 10
+batch_size = 16
+eval_batches = 1
+[parametrization]
+scheme = "mup"
+optimizer = "adamw"
+[sweep]
+width = 16
+trials = 5
+sampler = "grid"
+pruner = "none"
+[sweep.space]
+lr = [0.001, 0.004, 0.016, 0.064, 0.25]
+"""
+SECTIONS = ("## What was run", "## Coordinate check", "## Proxy sweep", "## Transfer plan",
+            "## Validation: lr landscapes across widths")
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report writes paths relative to the working directory
+    path = tmp_path / "rep.toml"
+    path.write_text(TOML)
+    return path
+
+
+def links(markdown: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+
+def test_a_report_before_any_run_says_what_to_run(config):
+    path = write_report(config, "reports")
+    assert path == Path("reports/rep/index.md")
+    text = path.read_text()
+    assert [s for s in SECTIONS if s not in text] == []
+    for command in ("mutransfer coord-check rep.toml --out reports/rep", "mutransfer sweep rep.toml",
+                    "mutransfer transfer rep.toml --out reports/rep/plan.json",
+                    "mutransfer validate rep.toml"):
+        assert f"Not run yet: run `{command}" in text
+    assert text.count("Not run yet") == 4
+    assert 'name = "rep"' in text and "| torch |" in text and "| optuna |" in text
+    assert "| data | name `synthetic:classification`" in text and "seed `0`" in text
+    assert links(text) == []
+
+
+def test_a_full_report_has_every_section_and_working_links(config):
+    parser = argparse.ArgumentParser()
+    coord_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["coord-check", config.name, "--widths", "8,16,32,64", "--seeds", "1",
+                              "--steps", "2", "--out", "reports/rep"])
+    coord_cmd.run(args)
+    study = sweep(config, device="cpu", show_progress=False)
+    (Path("reports/rep") / "plan.json").write_text(transfer([study], 64, scheme="mup", optimizer="adamw").to_json())
+    validate(config, widths=[16, 32], schemes=["sp", "mup"], optimizers=["adamw"],
+             log2_lrs=[-9, -7, -5, -3], seeds=1, device="cpu", show_progress=False)
+
+    parser = argparse.ArgumentParser()
+    report_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["report", str(config)])
+    assert args.func(args) == 0
+    index = Path("reports/rep/index.md")
+    text = index.read_text()
+    assert [s for s in SECTIONS if s not in text] == []
+    assert "Not run yet" not in text
+    found = links(text)
+    assert {"coord.png", "validate.png", "rep-w16/history.png", "rep-w16/slice.png"} <= set(found)
+    for link in found:
+        assert not Path(link).is_absolute() and (index.parent / link).is_file(), link
+    for command in ("mutransfer coord-check rep.toml", "mutransfer sweep rep.toml",
+                    "mutransfer transfer rep.toml", "mutransfer validate rep.toml --widths 16,32"):
+        assert command in text
+    assert "### rep-w16" in text and "| number | value | lr |" in text
+    assert "mutransfer transfer plan" in text and "#### eta* per width: mup + adamw" in text
+    assert "### Coordinate check: " in text, "coord.md's heading sits under the report's section"
