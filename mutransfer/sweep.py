@@ -401,7 +401,9 @@ def _plots(study, out: Path) -> dict[str, Path]:
         return {}
     swept = [p for p in ("lr", "batch_size") if any(p in t.params for t in complete)]
     files = {"history": out / "history.png", "slice": out / "slice.png"}
-    with warnings.catch_warnings():  # the matplotlib backend is marked experimental
+    # style.context restores rcParams on exit: Optuna's plots switch the process to ggplot
+    with warnings.catch_warnings(), plt.style.context("default"):
+        # the matplotlib backend is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Attempting to set identical")  # one value swept
         for key, plot in (("history", lambda: optuna.visualization.matplotlib.plot_optimization_history(study)),

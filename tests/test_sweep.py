@@ -221,3 +221,20 @@ def test_worker_devices_on_cpu():
     assert worker_devices("cpu", 3) == ["cpu"] * 3
     with pytest.raises(ValueError, match="torch sees no CUDA GPU; use --device cpu"):
         worker_devices("cuda", None)
+
+
+def test_optuna_plots_leave_the_global_matplotlib_style_alone(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from mutransfer.sweep import write_reports
+
+    study = optuna.create_study()
+    study.optimize(lambda t: (t.suggest_float("lr", 1e-4, 1.0, log=True) - 0.01) ** 2, n_trials=4)
+    before = dict(plt.rcParams)
+    write_reports(study, tmp_path)
+    assert (tmp_path / "history.png").is_file()
+    assert plt.rcParams["axes.facecolor"] == before["axes.facecolor"]
