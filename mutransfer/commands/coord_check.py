@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .validate import int_list, str_list
 
+from . import HelpFormatter
+
 # Base lrs at which SP visibly blows up within 5 steps while muP stays flat on the zoo models
 # (measured: mutransfer coord-check --model mutransfer.zoo:gpt / zoo:mlp --data synthetic).
 DEFAULT_LR = {"adamw": 3e-3, "adam": 3e-3, "sgd": 0.1, "muon": 0.02}
@@ -23,7 +25,7 @@ def register(subparsers) -> None:
                     "RMS of every module's output, of its change since step 0 and of its own "
                     "update, fit log RMS against log width and judge the slopes (muP: flat). "
                     "Writes coord.csv, coord.png and coord.md to --out and prints the verdict.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("config", nargs="?", help="experiment file (sweeps/*.toml) for model, data and "
                                              "batch defaults; without it: --model on pycorpus")
     p.add_argument("--model", help="factory 'module:function' or 'file.py:function' "

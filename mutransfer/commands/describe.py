@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from . import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "describe", help="print the roles and multipliers parametrize() assigns to a model",
         description="Build FACTORY at --width (on the meta device: no memory) and its base at "
                     "--base-width, and print the plan: one row per parameter.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("factory", help="'package.module:function' or 'path/to/file.py:function'; "
                                    "the function takes width= and returns an nn.Module")
     p.add_argument("--width", type=int, required=True, help="the target width")

@@ -16,6 +16,8 @@ import os
 import time
 from pathlib import Path
 
+from . import HelpFormatter
+
 QUICKSTART_TOML = '''\
 # A tiny sweep that finishes in a few minutes on a laptop CPU:
 #   mutransfer sweep sweeps/quickstart.toml
@@ -76,7 +78,7 @@ def register(subparsers) -> None:
                     "4x its width, lr landscapes at 3 widths (SP vs muP) and the report "
                     "<out>/quickstart/index.md, all on the quickstart experiment (a 2-block GPT on "
                     "Python's standard library). Under 10 minutes on 2 CPU cores; resumable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--out", default="reports", help="reports folder")
     p.add_argument("--smoke", action="store_true",
                    help="seconds instead of minutes (also MUTRANSFER_SMOKE=1); for tests")

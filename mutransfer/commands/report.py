@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -10,7 +12,7 @@ def register(subparsers) -> None:
         description="Collect what coord-check, sweep, transfer and validate wrote into "
                     "reports/<name>/ into one markdown page with its figures (it trains nothing). "
                     "A step not run yet is listed with the command that runs it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
     p.add_argument("--reports", default="reports", help="reports folder")
     p.set_defaults(func=run)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -10,7 +12,7 @@ def register(subparsers) -> None:
         description="Run the Optuna sweep CONFIG describes (a TOML file in sweeps/) at the proxy "
                     "width. Rerunning the same command resumes the study up to --trials. "
                     "Several processes or machines can share one study through --storage.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
     p.add_argument("--width", type=int, help="proxy width (default: [sweep] width)")
     p.add_argument("--trials", type=int, help="total trials wanted (default: [sweep] trials)")

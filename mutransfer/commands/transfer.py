@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -11,7 +13,7 @@ def register(subparsers) -> None:
         description="Load the proxy studies of CONFIG (all studies named <name>-w<width> in the "
                     "storage unless --studies), fit eta* per width and batch, the drift across "
                     "width and the eta*(B) law, print the plan and write it as JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
     p.add_argument("--storage", help="SQLAlchemy URL of the studies (default: [sweep] storage, "
                                      "else the sqlite file reports/<name>/study.db)")

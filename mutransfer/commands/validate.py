@@ -6,6 +6,8 @@ import re
 
 import numpy as np
 
+from . import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers) -> None:
                     "once (resumable: finished points are kept in the sweeper's storage), then "
                     "write reports/<name>/validate.{csv,png,md}: the loss-vs-lr curves, eta* per "
                     "width, its drift per doubling of width and the regret of transfer.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
     p.add_argument("--widths", type=int_list, default=[64, 128, 256, 512], help="comma list")
     p.add_argument("--schemes", type=str_list, default=["sp", "mup", "spectral"], help="comma list")
