@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 # Every submodule is imported here, before the functions are bound: importing a submodule sets a
 # package attribute of the same name, which must not hide the same-named function afterwards.
 from . import (config, coord_check, data, landscape, laws, muon, optim, parametrize,  # noqa: F401
-               plots, report, roles, scaling, storage, sweep, train, transfer, validate, zoo)
+               plots, report, roles, scaling, storage, sweep, train, transfer, trials, validate,
+               zoo)
 from .config import ExperimentConfig, load_config
 from .coord_check import coord_check, coord_slopes, coord_verdict
 from .muon import Muon, newton_schulz

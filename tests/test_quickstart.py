@@ -2,7 +2,6 @@
 smoke size, and finds its experiment with or without a source checkout."""
 from __future__ import annotations
 
-import argparse
 import re
 import time
 from pathlib import Path
@@ -11,15 +10,13 @@ import pytest
 
 from mutransfer.commands import quickstart as qs
 from mutransfer.config import load_config
+from tiny import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*argv) -> int:
-    parser = argparse.ArgumentParser()
-    qs.register(parser.add_subparsers())
-    args = parser.parse_args(["quickstart", *argv])
-    return args.func(args)
+    return run_command(qs, "quickstart", *argv)
 
 
 def test_smoke_quickstart_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch, capsys):

@@ -2,7 +2,6 @@
 that regenerates it, and links only images that exist; a step not run yet says so."""
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -14,33 +13,8 @@ from mutransfer.report import write_report
 from mutransfer.sweep import sweep
 from mutransfer.transfer import transfer
 from mutransfer.validate import validate
+from tiny import run_command, write_tiny_mlp
 
-TOML = """
-name = "rep"
-[model]
-factory = "mutransfer.zoo:mlp"
-width = 64
-base_width = 8
-kwargs = { depth = 2 }
-[data]
-source = "synthetic"
-in_dim = 8
-out_dim = 4
-[train]
-steps = 10
-batch_size = 16
-eval_batches = 1
-[parametrization]
-scheme = "mup"
-optimizer = "adamw"
-[sweep]
-width = 16
-trials = 5
-sampler = "grid"
-pruner = "none"
-[sweep.space]
-lr = [0.001, 0.004, 0.016, 0.064, 0.25]
-"""
 SECTIONS = ("## What was run", "## Coordinate check", "## Proxy sweep", "## Transfer plan",
             "## Validation: lr landscapes across widths")
 
@@ -48,9 +22,8 @@ SECTIONS = ("## What was run", "## Coordinate check", "## Proxy sweep", "## Tran
 @pytest.fixture
 def config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the report writes paths relative to the working directory
-    path = tmp_path / "rep.toml"
-    path.write_text(TOML)
-    return path
+    return write_tiny_mlp(tmp_path, "rep", trials=5, lrs=[0.001, 0.004, 0.016, 0.064, 0.25],
+                          sampler="grid", pruner="none")
 
 
 def links(markdown: str) -> list[str]:
@@ -73,20 +46,14 @@ def test_a_report_before_any_run_says_what_to_run(config):
 
 
 def test_a_full_report_has_every_section_and_working_links(config):
-    parser = argparse.ArgumentParser()
-    coord_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["coord-check", config.name, "--widths", "8,16,32,64", "--seeds", "1",
-                              "--steps", "2", "--out", "reports/rep"])
-    coord_cmd.run(args)
+    run_command(coord_cmd, "coord-check", config.name, "--widths", "8,16,32,64", "--seeds", "1",
+                "--steps", "2", "--out", "reports/rep")
     study = sweep(config, device="cpu", show_progress=False)
     (Path("reports/rep") / "plan.json").write_text(transfer([study], 64, scheme="mup", optimizer="adamw").to_json())
     validate(config, widths=[16, 32], schemes=["sp", "mup"], optimizers=["adamw"],
              log2_lrs=[-9, -7, -5, -3], seeds=1, device="cpu", show_progress=False)
 
-    parser = argparse.ArgumentParser()
-    report_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["report", str(config)])
-    assert args.func(args) == 0
+    assert run_command(report_cmd, "report", str(config)) == 0
     index = Path("reports/rep/index.md")
     text = index.read_text()
     assert [s for s in SECTIONS if s not in text] == []

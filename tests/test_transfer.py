@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from mutransfer import laws
-from mutransfer.transfer import TransferPlan, transfer, trials_frame
+from mutransfer.transfer import TransferPlan, transfer
+from mutransfer.trials import trials_frame
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -15,6 +15,7 @@ from mutransfer.config import load_config
 from mutransfer.landscape import (check_runs, curve_means, drift, drift_slope, eta_stars, fit_curve,
                                   loss_at, summarize)
 from mutransfer.validate import command_line, make_grid, validate
+from tiny import run_command, write_tiny_mlp
 
 GRID = np.arange(-16.0, -4.99, 0.5)
 WIDTHS = (64, 128, 256, 512)
@@ -143,38 +144,12 @@ def test_lrs_flag_parses_ranges_and_lists():
 
 # ---- the command on a real, tiny grid ---------------------------------------------------------
 
-TINY_TOML = """
-name = "tiny"
-[model]
-factory = "mutransfer.zoo:mlp"
-width = 64
-base_width = 8
-kwargs = { depth = 2 }
-[data]
-source = "synthetic"
-in_dim = 8
-out_dim = 4
-[train]
-steps = 10
-batch_size = 16
-eval_batches = 1
-[parametrization]
-scheme = "mup"
-optimizer = "adamw"
-[sweep]
-width = 16
-trials = 4
-[sweep.space]
-lr = { low = 1e-4, high = 1e-1, log = true }
-"""
 LRS = [-10.0, -8.0, -6.0, -4.0, -2.0]
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_TOML)
-    return path
+    return write_tiny_mlp(tmp_path)
 
 
 def run_tiny(path, reports, **kwargs):
@@ -249,10 +224,7 @@ def test_a_study_from_another_training_setup_is_refused(tiny, tmp_path):
 
 
 def cli(*argv) -> int:
-    parser = argparse.ArgumentParser()
-    validate_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["validate", *argv])
-    return args.func(args)
+    return run_command(validate_cmd, "validate", *argv)
 
 
 def test_check_exits_nonzero_when_mup_drifts(tiny, tmp_path, capsys):
