@@ -1,8 +1,9 @@
-"""Micro-benchmarks: ``python -m mutransfer.bench {optim,gpt} [--repeats N] [--device cpu|cuda]``.
+"""Benchmarks: ``python -m mutransfer.bench {optim,gpt,coord,sweep} [--repeats N] [--device cpu|cuda]``.
 
 optim: the per-step time of ``plan.optimizer()`` against the plain torch AdamW on the same GPT
 (target ratio <= 1.02), and our Muon against ``torch.optim.Muon`` on the same matrices (target
-<= 1.0). gpt: training tokens/s of ``mutransfer.zoo.gpt`` across widths. Each prints a table of
+<= 1.0). gpt: training tokens/s of ``mutransfer.zoo.gpt`` across widths. coord: a full coordinate
+check's wall time. sweep: the sweep harness's overhead over training. Each prints a table of
 medians; the variants are timed in interleaved rounds so that load from other processes hits all
 of them alike. Add a benchmark by adding an entry to ``BENCHMARKS``.
 """
@@ -204,6 +205,54 @@ def _gpt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per step (32)")
 
 
+def bench_sweep(args: argparse.Namespace) -> pd.DataFrame:
+    """Sweep harness overhead over the training it runs, and trials per hour (medians)."""
+    from .sweep import bench_overhead
+
+    runs = [bench_overhead(args.config, args.trials) for _ in range(args.repeats)]
+    keys = ("overhead", "overhead_vs_bare", "trials_per_hour", "sweep_s", "train_s")
+    row = {k: statistics.median(r[k] for r in runs) for k in keys}
+    return pd.DataFrame([{"config": args.config, "trials": args.trials, **row, "target": "overhead <= 0.05"}])
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="sweeps/quickstart.toml", help="experiment TOML")
+    parser.add_argument("--trials", type=int, default=20, help="trials per timed sweep (20)")
+
+
+def bench_coord(args: argparse.Namespace) -> pd.DataFrame:
+    """Wall time of a full coordinate check of the zoo GPT (SP and muP), median of repeats."""
+    from .coord_check import coord_check
+    from .data import pycorpus
+    from .zoo import gpt
+
+    data = pycorpus()
+    gen = torch.Generator().manual_seed(0)
+    batches = [data.batch("train", 8, 32, gen, "cpu") for _ in range(args.steps)]
+    make = functools.partial(gpt, depth=args.depth, seq_len=32)
+
+    def full_check():
+        for scheme in ("sp", "mup"):
+            coord_check(make, args.widths, batches, scheme=scheme, lr=3e-3, steps=args.steps,
+                        seeds=tuple(range(args.seeds)), data=data)
+
+    seconds = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        full_check()
+        seconds.append(time.perf_counter() - start)
+    return pd.DataFrame([{"widths": ",".join(map(str, args.widths)), "seeds": args.seeds,
+                          "steps": args.steps, "schemes": "sp,mup", "median_s": statistics.median(seconds),
+                          "target": "well under 60 s"}])
+
+
+def _coord_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--widths", type=int, nargs="+", default=[64, 128, 256, 512])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--depth", type=int, default=2)
+
+
 @dataclass(frozen=True)
 class Benchmark:
     run: Callable[[argparse.Namespace], pd.DataFrame]
@@ -217,6 +266,10 @@ BENCHMARKS: dict[str, Benchmark] = {
                        "our Muon vs torch.optim.Muon", _optim_arguments, 30),
     "gpt": Benchmark(bench_gpt, "training tokens/s of mutransfer.zoo.gpt across widths",
                      _gpt_arguments, 5),
+    "coord": Benchmark(bench_coord, "wall time of a full GPT coordinate check (SP and muP)",
+                       _coord_arguments, 3),
+    "sweep": Benchmark(bench_sweep, "sweep harness overhead vs training time, trials/hour",
+                       _sweep_arguments, 3),
 }
 
 
