@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .frames import require_columns
 from .parametrize import parametrize
 from .roles import Role
 
@@ -313,12 +314,7 @@ def coord_check(
 
 
 def _check_columns(df, needed, what: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{what} needs a DataFrame from coord_check(); got {type(df).__name__}")
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what}: the DataFrame lacks columns {missing}; pass coord_check()'s "
-                         f"output (columns {list(needed)})")
+    require_columns(df, needed, what, "coord_check()'s output")
 
 
 def fit_slope(widths, rms) -> dict[str, float]:

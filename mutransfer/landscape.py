@@ -27,6 +27,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .frames import require_columns
+
 MUP_MAX_DRIFT = 0.25  # octaves of eta* per doubling of width (issue 7's target)
 MUP_MAX_REGRET = 1.0  # percent of the best loss at the largest width
 MUP_SCHEMES = ("mup", "spectral")  # the schemes that claim transfer; SP is the reference
@@ -37,12 +39,7 @@ REQUIRED = ("scheme", "optimizer", "width", "log2_lr", "seed", "loss", "diverged
 
 def check_runs(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with the columns a landscape needs, or a ValueError naming what is missing."""
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"expected the tidy DataFrame validate() returns, got {type(df).__name__}")
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"runs lack columns {missing}; need {list(REQUIRED)} "
-                         f"(the frame mutransfer.validate() returns / validate.csv)")
+    require_columns(df, REQUIRED, "landscape", "the frame mutransfer.validate() returns (validate.csv)")
     return df
 
 

@@ -112,7 +112,7 @@ def test_an_optimum_at_the_grid_edge_says_which_way_to_widen():
 def test_drift_slope_and_bad_input():
     assert drift_slope([64, 128, 256], [-8.0, -9.0, -10.0]) == pytest.approx(-1.0)
     assert math.isnan(drift_slope([64, 128], [-8.0, np.nan]))
-    with pytest.raises(ValueError, match=r"lack columns \['diverged'\]"):
+    with pytest.raises(ValueError, match=r"lacks columns \['diverged'\]"):
         check_runs(pd.DataFrame(columns=["scheme", "optimizer", "width", "log2_lr", "seed", "loss"]))
 
 
