@@ -223,8 +223,9 @@ def _landscape_panel(ax, means, live, etas, colours, loss_at) -> None:
     import numpy as np
 
     finite = means["loss"].dropna()
-    if finite.empty:
-        ax.text(0.5, 0.5, "every run diverged", transform=ax.transAxes, ha="center", fontsize=8)
+    if means.empty or finite.empty:
+        what = "not run" if means.empty else "every run diverged"
+        ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", fontsize=8)
         return
     # Zoom on the minima: the top of the view is a little above the median loss, so curves
     # leave the panel far from their optimum instead of squashing the region that matters.
