@@ -197,7 +197,10 @@ def make_sampler(cfg: ExperimentConfig, seed: int):
 
     s = cfg.sweep
     if s.sampler == "grid":
-        return optuna.samplers.GridSampler(dict(s.space), seed=seed)
+        # One seed for every worker: GridSampler shuffles its grid by the seed and hands grid
+        # id = trial number to the first trials, so workers must agree on the order or two of
+        # them run the same point (and one point never runs).
+        return optuna.samplers.GridSampler(dict(s.space), seed=s.seed)
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "qmc":

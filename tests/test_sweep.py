@@ -104,6 +104,24 @@ def test_two_workers_give_distinct_trials(tmp_path):
     assert len({t.params["lr"] for t in trials}) == len(trials)
 
 
+def test_grid_workers_with_different_seeds_never_repeat_a_point():
+    import optuna
+
+    from mutransfer.sweep import make_sampler
+
+    lrs = [2.0 ** k for k in range(-10, -4)]
+    cfg = tiny(**{"sweep.sampler": "grid", "sweep.pruner": "none", "sweep.trials": len(lrs),
+                  "sweep.space": {"lr": lrs}})
+    study = optuna.create_study()
+    workers = [make_sampler(cfg, seed) for seed in (11, 22)]  # each worker seeds its own sampler
+    for i in range(len(lrs) - 1):  # the last point would end the study (Study.stop)
+        study.sampler = workers[i % 2]
+        trial = study.ask()
+        study.tell(trial, trial.suggest_categorical("lr", lrs))
+    asked = [t.params["lr"] for t in study.trials]
+    assert len(set(asked)) == len(asked) == len(lrs) - 1
+
+
 def _beating_and_done(db: Path) -> tuple[int, int]:
     """(RUNNING trials with a heartbeat, COMPLETE + PRUNED trials), read straight from SQLite."""
     if not db.exists():
