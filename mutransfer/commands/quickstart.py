@@ -49,15 +49,14 @@ optimizer = "adamw"
 
 [sweep]
 width = 64           # the proxy
-trials = 12
-sampler = "tpe"
-pruner = "median"
+trials = 7
+sampler = "grid"     # one trial per lr: the transfer's quadratic fit needs points on both sides
+pruner = "none"      # of the optimum, and a pruned trial has no final loss to fit
 seed = 0
 
 [sweep.space]
-# lr only: a dozen trials at one batch size give the transfer's quadratic fit enough points
-# near the optimum (batch-size laws need >= 3 batch sizes: see sweeps/gpt-pycorpus.toml)
-lr = { low = 1e-4, high = 1e-1, log = true }
+# lr = 2^-10 ... 2^-4 (batch-size laws need >= 3 batch sizes: see sweeps/gpt-pycorpus.toml)
+lr = [0.0009765625, 0.001953125, 0.00390625, 0.0078125, 0.015625, 0.03125, 0.0625]
 '''
 
 # The smoke size: every step in about a second (a 1-block GPT on 16-byte windows, 6 steps).
