@@ -54,7 +54,8 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
         storage: SQLAlchemy URL (default: the sweeper's ``reports/<name>/study.db``).
         study_name: default ``<name>-validate``.
 
-    Returns the tidy DataFrame (columns ``COLUMNS``) of the requested grid.
+    Returns the tidy DataFrame (columns ``COLUMNS``) of the curves the grid asks for (scheme,
+    optimizer, width, seed), at every lr the study holds for them, the grid's own included.
     ``<reports_dir>/<name>/validate.csv``, validate.png and validate.md hold every finished
     point of the study (earlier runs with other grids included) and the commands that ran them.
 
@@ -77,8 +78,20 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
         study.set_user_attr("commands", commands)
     # The outputs show every point of the study (one training setup), so separate runs, e.g.
     # AdamW and Muon over different lr ranges, or an added width, land in one figure.
-    write_outputs(results(study), Path(reports_dir) / cfg.name, commands=commands)
-    return results(study, grid)
+    everything = results(study)
+    write_outputs(everything, Path(reports_dir) / cfg.name, commands=commands)
+    return curves_of(everything, grid)
+
+
+def curves_of(df: pd.DataFrame, grid: list[dict]) -> pd.DataFrame:
+    """The rows of ``df`` on the curves (scheme, optimizer, width, seed) that ``grid`` asks for,
+    at every lr the study holds: an lr range extended by a later command fits as one curve.
+
+        >>> curves_of(results(study), make_grid([64], ["mup"], ["adamw"], [-4, -3], 1))
+    """
+    asked = {(p["scheme"], p["optimizer"], p["width"], p["seed"]) for p in grid}
+    on_curve = [k in asked for k in zip(df["scheme"], df["optimizer"], df["width"], df["seed"])]
+    return df[on_curve].reset_index(drop=True)
 
 
 def command_line(source: str, grid: list[dict], steps: int, storage: str | None = None,

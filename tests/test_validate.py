@@ -195,6 +195,14 @@ def test_validate_writes_csv_figure_and_tables_and_resumes(tiny, tmp_path):
     assert md.count("Regenerate: `mutransfer validate") == 2 and "--widths 32,64 " in md
 
 
+def test_an_extended_lr_range_is_fitted_with_the_earlier_points(tiny, tmp_path):
+    reports = tmp_path / "reports"
+    run_tiny(tiny, reports, schemes=["mup"], seeds=1)
+    extended = run_tiny(tiny, reports, schemes=["mup"], seeds=1, log2_lrs=[-1])
+    for _, curve in extended.groupby("width"):
+        assert sorted(curve["log2_lr"]) == sorted(LRS + [-1]), "one curve: old lrs and the new one"
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell here stands for a worker
 def test_an_interrupted_point_is_run_again(tiny, tmp_path):
     reports = tmp_path / "reports"
