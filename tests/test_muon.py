@@ -18,6 +18,17 @@ def _params(shapes, seed=0):
     return [torch.randn(s, generator=g).requires_grad_() for s in shapes]
 
 
+def _assert_same_trajectory(opt, ours, ref, theirs, steps: int = 3) -> None:
+    """Step both optimizers on the same gradients; the parameters must stay bit-identical."""
+    for step in range(steps):
+        _set_grads(ours, step)
+        _set_grads(theirs, step)
+        opt.step()
+        ref.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def _set_grads(params, step, seed=1):
     g = torch.Generator().manual_seed(seed * 1000 + step)
     for p in params:
@@ -51,15 +62,9 @@ def test_equals_torch_muon_for_the_keller_rule(shapes, weight_decay, nesterov):
     opt = Muon(groups, lr=0.02, weight_decay=weight_decay, nesterov=nesterov, ns_dtype=BF16)
     ref = torch.optim.Muon(theirs, lr=0.02, weight_decay=weight_decay, nesterov=nesterov,
                            adjust_lr_fn="original")
-    for step in range(3):
-        _set_grads(ours, step)
-        _set_grads(theirs, step)
-        opt.step()
-        ref.step()
-    for a, b in zip(ours, theirs):
-        # Bitwise: the same bf16 products, the same EMA momentum, the same update order. Our
-        # X / (||X|| + 1e-7) equals torch's X / max(||X||, 1e-7) because 1e-7 vanishes in bf16.
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # Bitwise: the same bf16 products, the same EMA momentum, the same update order. Our
+    # X / (||X|| + 1e-7) equals torch's X / max(||X||, 1e-7) because 1e-7 vanishes in bf16.
+    _assert_same_trajectory(opt, ours, ref, theirs)
 
 
 def _normalized_svdvals(G):
@@ -129,13 +134,7 @@ def test_adamw_groups_equal_torch_adamw(weight_decay, betas, eps):
     opt = Muon([{"params": ours, "use_muon": False, "lr": 3e-3, "betas": betas, "eps": eps,
                  "weight_decay": weight_decay}])
     ref = torch.optim.AdamW(theirs, lr=3e-3, betas=betas, eps=eps, weight_decay=weight_decay)
-    for step in range(3):
-        _set_grads(ours, step)
-        _set_grads(theirs, step)
-        opt.step()
-        ref.step()
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    _assert_same_trajectory(opt, ours, ref, theirs)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
