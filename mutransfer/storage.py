@@ -141,6 +141,27 @@ def _fail_unstarted(study, grace_period: float) -> None:
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
+class SurplusTrial(Exception):
+    """A trial started by a worker that raced past the study's total; it is failed untrained."""
+
+
+def _capped(objective: Callable, total: int) -> Callable:
+    """``objective``, refusing a trial that has ``total`` live trials numbered before it."""
+    from optuna.trial import TrialState
+
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+    def run(trial):
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=live) if t.number < trial.number]
+        if len(earlier) >= total:
+            trial.set_user_attr("reason", f"surplus: {len(earlier)} trials were already under way "
+                                          f"for a total of {total}; nothing was trained")
+            raise SurplusTrial(f"trial {trial.number} is past the total of {total}")
+        return objective(trial)
+
+    return run
+
+
 def run_worker(study, objective: Callable, total: int, *, grace_period: float,
                deadline: float | None = None, poll: float = 1.0, progress: Callable[[Counter], None] | None = None,
                catch: tuple = ()) -> None:
@@ -148,11 +169,15 @@ def run_worker(study, objective: Callable, total: int, *, grace_period: float,
 
     A worker starts a new trial only while ``done + running + waiting < total``; retries
     (WAITING) are always taken. When the rest is in flight on other workers it waits, so a
-    trial of a dead worker is still failed and retried before the sweep ends. Races between
-    workers can add at most one trial per worker beyond ``total``.
+    trial of a dead worker is still failed and retried before the sweep ends. Two workers that
+    start a trial at the same moment can both pass that check; the one whose trial number comes
+    later finds ``total`` live trials before its own and ends as FAIL ("surplus") without
+    training, so no point runs twice.
 
         >>> run_worker(study, objective, total=20, grace_period=120)
     """
+    objective = _capped(objective, total)
+    catch = tuple(catch) + (SurplusTrial,)
     while True:
         c = counts(study)
         if c["RUNNING"]:  # some may belong to dead workers

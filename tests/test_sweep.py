@@ -256,3 +256,18 @@ def test_optuna_plots_leave_the_global_matplotlib_style_alone(tmp_path):
     write_reports(study, tmp_path)
     assert (tmp_path / "history.png").is_file()
     assert plt.rcParams["axes.facecolor"] == before["axes.facecolor"]
+
+
+def test_a_trial_started_past_the_total_is_failed_untrained():
+    import optuna
+
+    from mutransfer.storage import SurplusTrial, _capped
+
+    study = optuna.create_study()
+    racing = [study.ask() for _ in range(3)]  # three workers passed the check at once
+    trained = []
+    capped = _capped(lambda t: trained.append(t.number) or 1.0, total=2)
+    assert [capped(t) for t in racing[:2]] == [1.0, 1.0]
+    with pytest.raises(SurplusTrial, match="trial 2 is past the total of 2"):
+        capped(racing[2])
+    assert trained == [0, 1] and "surplus" in racing[2].user_attrs["reason"]
