@@ -11,3 +11,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or "default" in text or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
+
+
+CONFIG_HELP = "experiment file, e.g. sweeps/quickstart.toml"
+
+
+def add_command(subparsers, name: str, *, help: str, description: str,
+                config: bool = False) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` with the shared help formatter and, with ``config``, the
+    experiment-file positional every config-driven command takes."""
+    parser = subparsers.add_parser(name, help=help, description=description,
+                                   formatter_class=HelpFormatter)
+    if config:
+        parser.add_argument("config", help=CONFIG_HELP)
+    return parser

@@ -1,14 +1,13 @@
 """``mutransfer coord-check [CONFIG]``: activation sizes across widths, per scheme, with a verdict."""
 from __future__ import annotations
 
-import argparse
 import shlex
 import time
 from pathlib import Path
 
 from .validate import int_list, str_list
 
-from . import HelpFormatter
+from . import add_command
 
 # Base lrs at which SP visibly blows up within 5 steps while muP stays flat on the zoo models
 # (measured: mutransfer coord-check --model mutransfer.zoo:gpt / zoo:mlp --data synthetic).
@@ -19,13 +18,13 @@ SYNTHETIC_MODELS = ("mutransfer.zoo:mlp", "mutransfer.zoo:cnn")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "coord-check", help="record activation sizes across widths and judge the parametrization",
+    p = add_command(
+        subparsers, "coord-check",
+        help="record activation sizes across widths and judge the parametrization",
         description="Build the model at each width for each scheme, train a few steps, record the "
                     "RMS of every module's output, of its change since step 0 and of its own "
                     "update, fit log RMS against log width and judge the slopes (muP: flat). "
-                    "Writes coord.csv, coord.png and coord.md to --out and prints the verdict.",
-        formatter_class=HelpFormatter)
+                    "Writes coord.csv, coord.png and coord.md to --out and prints the verdict.")
     p.add_argument("config", nargs="?", help="experiment file (sweeps/*.toml) for model, data and "
                                              "batch defaults; without it: --model on pycorpus")
     p.add_argument("--model", help="factory 'module:function' or 'file.py:function' "

@@ -1,17 +1,15 @@
 """``mutransfer describe FACTORY --width W --base-width B``: print a model's muP plan."""
 from __future__ import annotations
 
-import argparse
-
-from . import HelpFormatter
+from . import add_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "describe", help="print the roles and multipliers parametrize() assigns to a model",
+    p = add_command(
+        subparsers, "describe",
+        help="print the roles and multipliers parametrize() assigns to a model",
         description="Build FACTORY at --width (on the meta device: no memory) and its base at "
-                    "--base-width, and print the plan: one row per parameter.",
-        formatter_class=HelpFormatter)
+                    "--base-width, and print the plan: one row per parameter.")
     p.add_argument("factory", help="'package.module:function' or 'path/to/file.py:function'; "
                                    "the function takes width= and returns an nn.Module")
     p.add_argument("--width", type=int, required=True, help="the target width")

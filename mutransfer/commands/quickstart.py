@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from . import HelpFormatter
+from . import add_command
 
 QUICKSTART_TOML = '''\
 # A tiny sweep that finishes in a few minutes on a laptop CPU:
@@ -71,13 +71,13 @@ SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "lrs": "-12:-5:1", "seeds"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "quickstart", help="run the whole path on a small GPT (minutes on a CPU) and write the report",
+    p = add_command(
+        subparsers, "quickstart",
+        help="run the whole path on a small GPT (minutes on a CPU) and write the report",
         description="Coordinate check at 4 widths, an Optuna sweep of the proxy, the transfer to "
                     "4x its width, lr landscapes at 3 widths (SP vs muP) and the report "
                     "<out>/quickstart/index.md, all on the quickstart experiment (a 2-block GPT on "
-                    "Python's standard library). Under 10 minutes on 2 CPU cores; resumable.",
-        formatter_class=HelpFormatter)
+                    "Python's standard library). Under 10 minutes on 2 CPU cores; resumable.")
     p.add_argument("--out", default="reports", help="reports folder")
     p.add_argument("--smoke", action="store_true",
                    help="seconds instead of minutes (also MUTRANSFER_SMOKE=1); for tests")

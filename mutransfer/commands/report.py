@@ -1,19 +1,17 @@
 """``mutransfer report CONFIG``: gather every step's outputs into reports/<name>/index.md."""
 from __future__ import annotations
 
-import argparse
-
-from . import HelpFormatter
+from . import add_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "report", help="write reports/<name>/index.md from the steps' outputs",
+    p = add_command(
+        subparsers, "report",
+        help="write reports/<name>/index.md from the steps' outputs",
         description="Collect what coord-check, sweep, transfer and validate wrote into "
                     "reports/<name>/ into one markdown page with its figures (it trains nothing). "
                     "A step not run yet is listed with the command that runs it.",
-        formatter_class=HelpFormatter)
-    p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
+        config=True)
     p.add_argument("--reports", default="reports", help="reports folder")
     p.set_defaults(func=run)
 

@@ -1,19 +1,17 @@
 """``mutransfer sweep CONFIG``: tune the proxy with Optuna (resumable, parallel, any storage)."""
 from __future__ import annotations
 
-import argparse
-
-from . import HelpFormatter
+from . import add_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "sweep", help="tune lr / batch size of the small proxy with Optuna",
+    p = add_command(
+        subparsers, "sweep",
+        help="tune lr / batch size of the small proxy with Optuna",
         description="Run the Optuna sweep CONFIG describes (a TOML file in sweeps/) at the proxy "
                     "width. Rerunning the same command resumes the study up to --trials. "
                     "Several processes or machines can share one study through --storage.",
-        formatter_class=HelpFormatter)
-    p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
+        config=True)
     p.add_argument("--width", type=int, help="proxy width (default: [sweep] width)")
     p.add_argument("--trials", type=int, help="total trials wanted (default: [sweep] trials)")
     p.add_argument("--storage", help="SQLAlchemy URL, e.g. postgresql://user@host/db "

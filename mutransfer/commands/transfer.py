@@ -1,20 +1,19 @@
 """``mutransfer transfer CONFIG``: fit the proxies' sweeps and write the target's plan (plan.json)."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from . import HelpFormatter
+from . import add_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "transfer", help="project the proxies' optimal lr (and a batch size) to the target width",
+    p = add_command(
+        subparsers, "transfer",
+        help="project the proxies' optimal lr (and a batch size) to the target width",
         description="Load the proxy studies of CONFIG (all studies named <name>-w<width> in the "
                     "storage unless --studies), fit eta* per width and batch, the drift across "
                     "width and the eta*(B) law, print the plan and write it as JSON.",
-        formatter_class=HelpFormatter)
-    p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
+        config=True)
     p.add_argument("--storage", help="SQLAlchemy URL of the studies (default: [sweep] storage, "
                                      "else the sqlite file reports/<name>/study.db)")
     p.add_argument("--studies", help="comma-separated study names (default: every <name>-w* study)")

@@ -6,18 +6,18 @@ import re
 
 import numpy as np
 
-from . import HelpFormatter
+from . import add_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "validate", help="train an lr grid at several widths and check that eta* does not drift",
+    p = add_command(
+        subparsers, "validate",
+        help="train an lr grid at several widths and check that eta* does not drift",
         description="For every scheme x optimizer x width x log2 lr x seed, train CONFIG's model "
                     "once (resumable: finished points are kept in the sweeper's storage), then "
                     "write reports/<name>/validate.{csv,png,md}: the loss-vs-lr curves, eta* per "
                     "width, its drift per doubling of width and the regret of transfer.",
-        formatter_class=HelpFormatter)
-    p.add_argument("config", help="experiment file, e.g. sweeps/quickstart.toml")
+        config=True)
     p.add_argument("--widths", type=int_list, default=[64, 128, 256, 512], help="comma list")
     p.add_argument("--schemes", type=str_list, default=["sp", "mup", "spectral"], help="comma list")
     p.add_argument("--optimizers", type=str_list, default=["adamw", "muon"], help="comma list")
