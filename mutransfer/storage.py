@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
+from .locks import NoLock
+
 SQLITE_TIMEOUT = 60.0  # seconds a writer waits on a locked SQLite file before giving up
 
 
@@ -102,13 +104,26 @@ def _sqlite_synchronous_normal(engine) -> None:
 
 
 def _sqlite_wal(path: str) -> None:
-    """WAL mode is a property of the file, so setting it once here holds for every process."""
+    """WAL mode is a property of the file, so setting it once here holds for every process.
+    Switching needs the file to itself: workers opening a new file at once retry until
+    ``SQLITE_TIMEOUT`` (the busy handler does not cover this pragma)."""
     if path in ("", ":memory:"):
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, timeout=SQLITE_TIMEOUT) as con:
-        con.execute("PRAGMA journal_mode=WAL")
-    con.close()
+    deadline = time.monotonic() + SQLITE_TIMEOUT
+    while True:
+        con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT)
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        finally:
+            con.close()
 
 
 def counts(study) -> Counter:
@@ -164,34 +179,55 @@ def _capped(objective: Callable, total: int) -> Callable:
 
 def run_worker(study, objective: Callable, total: int, *, grace_period: float,
                deadline: float | None = None, poll: float = 1.0, progress: Callable[[Counter], None] | None = None,
-               catch: tuple = ()) -> None:
+               catch: tuple = (), lock: NoLock | None = None) -> None:
     """Run trials one at a time until ``total`` are COMPLETE or PRUNED (or ``deadline`` passes).
 
     A worker starts a new trial only while ``done + running + waiting < total``; retries
     (WAITING) are always taken. When the rest is in flight on other workers it waits, so a
-    trial of a dead worker is still failed and retried before the sweep ends. Two workers that
-    start a trial at the same moment can both pass that check; the one whose trial number comes
-    later finds ``total`` live trials before its own and ends as FAIL ("surplus") without
-    training, so no point runs twice.
+    trial of a dead worker is still failed and retried before the sweep ends. ``lock``
+    (:func:`mutransfer.locks.start_lock`) is held from that count until the new trial exists,
+    so two workers never both start the last trial. Without a real lock the later of two such
+    trials finds ``total`` live trials before its own and ends as FAIL ("surplus") untrained.
 
-        >>> run_worker(study, objective, total=20, grace_period=120)
+        >>> run_worker(study, objective, total=20, grace_period=120, lock=start_lock(url, name))
     """
-    objective = _capped(objective, total)
+    lock = lock or NoLock()
+    objective = _released_first(_capped(objective, total), lock)
     catch = tuple(catch) + (SurplusTrial,)
     while True:
-        c = counts(study)
-        if c["RUNNING"]:  # some may belong to dead workers
-            fail_stale(study, grace_period)
-            c = counts(study)
-        if progress is not None:
-            progress(c)
-        done = c["COMPLETE"] + c["PRUNED"]
-        if done >= total or (deadline is not None and time.time() >= deadline):
-            return
-        if c["WAITING"] > 0 or done + c["RUNNING"] < total:
-            study.optimize(objective, n_trials=1, catch=catch)
-        else:
+        lock.acquire()
+        try:
+            c = _fresh_counts(study, grace_period)
+            if progress is not None:
+                progress(c)
+            done = c["COMPLETE"] + c["PRUNED"]
+            if done >= total or (deadline is not None and time.time() >= deadline):
+                return
+            start = c["WAITING"] > 0 or done + c["RUNNING"] < total
+            if start:  # the objective releases the lock as soon as Optuna has created the trial
+                study.optimize(objective, n_trials=1, catch=catch)
+        finally:
+            lock.release()
+        if not start:
             time.sleep(poll)
+
+
+def _fresh_counts(study, grace_period: float) -> Counter:
+    """Trial counts after failing the RUNNING trials of dead workers."""
+    c = counts(study)
+    if c["RUNNING"]:  # some may belong to dead workers
+        fail_stale(study, grace_period)
+        c = counts(study)
+    return c
+
+
+def _released_first(objective: Callable, lock: NoLock) -> Callable:
+    """``objective`` that first releases ``lock``: by then Optuna has stored the new trial."""
+    def run(trial):
+        lock.release()
+        return objective(trial)
+
+    return run
 
 
 def worker_devices(device: str, workers: int | None) -> list[str]:

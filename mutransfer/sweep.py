@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from .config import INT_SPACE_KEYS, DataConfig, ExperimentConfig, load_config
 from .roles import Role
+from .locks import start_lock
 from .storage import (counts, default_storage, open_storage, run_worker, threads_per_worker,
                       worker_devices)
 
@@ -230,6 +231,7 @@ def _sampler_seed(cfg: ExperimentConfig, n_existing: int, worker: int) -> int:
 
 
 def _load_study(cfg, url, study_name, worker: int):
+    """The study (created if new, with this worker's sampler) and the storage's start lock."""
     import optuna
 
     storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval,
@@ -237,7 +239,7 @@ def _load_study(cfg, url, study_name, worker: int):
     study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
                                 load_if_exists=True, pruner=make_pruner(cfg))
     study.sampler = make_sampler(cfg, _sampler_seed(cfg, len(study.get_trials(deepcopy=False)), worker))
-    return study
+    return study, start_lock(storage, study_name)
 
 
 def _worker_main(cfg_dict: dict, url: str, study_name: str, width: int, device: str,
@@ -249,9 +251,10 @@ def _worker_main(cfg_dict: dict, url: str, study_name: str, width: int, device: 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = ExperimentConfig.from_dict(cfg_dict)
-    study = _load_study(cfg, url, study_name, worker)
-    run_worker(study, make_objective(cfg, width=width, device=device), cfg.sweep.trials,
-               grace_period=cfg.sweep.grace_period, deadline=deadline, catch=_catch())
+    study, lock = _load_study(cfg, url, study_name, worker)
+    with lock:
+        run_worker(study, make_objective(cfg, width=width, device=device), cfg.sweep.trials,
+                   grace_period=cfg.sweep.grace_period, deadline=deadline, catch=_catch(), lock=lock)
 
 
 def _catch() -> tuple:
@@ -286,12 +289,12 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = _load_study(cfg, url, name, worker=0)
-        with _progress(study, cfg.sweep.trials, show_progress) as progress:
+        study, lock = _load_study(cfg, url, name, worker=0)
+        with lock, _progress(study, cfg.sweep.trials, show_progress) as progress:
             if len(devices) == 1:
                 run_worker(study, make_objective(cfg, width=cfg.sweep.width, device=devices[0]),
                            cfg.sweep.trials, grace_period=cfg.sweep.grace_period,
-                           deadline=deadline, progress=progress, catch=_catch())
+                           deadline=deadline, progress=progress, catch=_catch(), lock=lock)
             else:
                 _spawn(cfg, url, name, devices, deadline, study, progress)
     finally:
