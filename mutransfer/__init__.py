@@ -1,8 +1,8 @@
 """mutransfer: hyperparameter transfer (muP) for PyTorch.
 
 Three verbs: :func:`parametrize` a model for muP, :func:`sweep` a small proxy with Optuna, and
-:func:`transfer` the optimum to the target width; :func:`coord_check` and :func:`validate` measure
-that it works. Heavy optional parts (optuna, matplotlib) are imported inside the functions that
+:func:`transfer` the optimum to the target width (:func:`train_target` trains it with the plan);
+:func:`coord_check` and :func:`validate` measure that it works. Heavy optional parts (optuna, matplotlib) are imported inside the functions that
 need them, so ``import mutransfer`` costs little more than ``import torch``.
 
     >>> import mutransfer
@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 
 # Every submodule is imported here, before the functions are bound: importing a submodule sets a
 # package attribute of the same name, which must not hide the same-named function afterwards.
-from . import (config, coord_check, data, landscape, laws, muon, optim, parametrize,  # noqa: F401
-               plots, report, roles, scaling, storage, sweep, train, transfer, trials, validate,
-               zoo)
+from . import (config, coord_check, data, landscape, laws, locks, muon, optim,  # noqa: F401
+               parametrize, plots, report, roles, scaling, storage, sweep, target, train, transfer,
+               trials, validate, zoo)
 from .config import ExperimentConfig, load_config
 from .coord_check import coord_check, coord_slopes, coord_verdict
 from .muon import Muon, newton_schulz
@@ -29,6 +29,7 @@ from .report import write_report
 from .roles import ParamInfo, Role, infer_roles
 from .scaling import attention_scale, multipliers, muon_alpha, spectral_sigma
 from .sweep import sweep
+from .target import train_target
 from .train import TrainResult, train
 from .transfer import TransferPlan, transfer
 from .validate import validate
@@ -37,6 +38,6 @@ __all__ = [
     "ExperimentConfig", "Muon", "ParamInfo", "Plan", "Role", "TrainResult", "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
     "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
-    "plot_coord_check", "plot_lr_landscape", "spectral_sigma", "sweep", "train", "transfer",
+    "plot_coord_check", "plot_lr_landscape", "spectral_sigma", "sweep", "train", "train_target", "transfer",
     "validate", "write_report", "zoo",
 ]

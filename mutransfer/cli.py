@@ -8,7 +8,7 @@ import sys
 from . import __version__
 
 # Subcommand modules, in the order `mutransfer --help` lists them.
-COMMANDS = ("quickstart", "describe", "coord-check", "sweep", "transfer", "validate", "report")
+COMMANDS = ("quickstart", "describe", "coord-check", "sweep", "transfer", "train", "validate", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

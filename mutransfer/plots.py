@@ -248,3 +248,38 @@ def _landscape_panel(ax, means, live, etas, colours, loss_at) -> None:
         if np.isfinite(y):
             ax.plot([x], [min(y, top + pad)], "v", color=colour, ms=7, mec="black", mew=0.5, zorder=5)
     ax.set_ylim(low - pad, top + pad)
+
+
+# ---------------------------------------------------------------- target training
+
+
+def plot_training(history: pd.DataFrame, path, *, title: str = "",
+                  predicted: tuple[float, float, float] | None = None) -> Path:
+    """Train and eval loss against tokens (log x), with the lr schedule below; ``predicted`` =
+    (loss, low, high) draws the transfer plan's predicted final loss and its interval.
+
+        >>> plot_training(train_target(cfg, plan).history, "reports/x/train-w512/loss.png")
+    """
+    plt = _pyplot()
+    fig, (ax, lr_ax) = plt.subplots(2, 1, figsize=(6.4, 4.6), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
+    tokens = history["tokens"]
+    ax.plot(tokens, history["train_loss"], color="#9a9a9a", lw=0.8, label="train loss (batch)")
+    ev = history.dropna(subset=["eval_loss"])
+    ax.plot(ev["tokens"], ev["eval_loss"], "o-", color="#1f77b4", ms=3, lw=1.4, label="eval loss")
+    if predicted is not None and predicted[0] is not None:
+        loss, low, high = predicted
+        ax.axhline(loss, color="#d62728", lw=1, ls="--", label="predicted by the transfer plan")
+        if low is not None and high is not None:
+            ax.axhspan(low, high, color="#d62728", alpha=0.08, lw=0)
+    ax.set_ylabel("loss (nats)", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9)
+    lr_ax.plot(tokens, history["lr"], color="#2ca02c", lw=1)
+    lr_ax.set_ylabel("base lr", fontsize=8)
+    lr_ax.set_xlabel("tokens seen", fontsize=8)
+    lr_ax.set_xscale("log")
+    for a in (ax, lr_ax):
+        _style_axes(a)
+    fig.tight_layout()
+    return _save(fig, path)

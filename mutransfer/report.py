@@ -2,9 +2,10 @@
 
 It gathers what the steps already wrote into ``reports/<name>/`` (it runs nothing): the coord
 check (coord.csv/png/md), the proxy sweep(s) (``<study>/trials.csv`` and Optuna's PNGs), the
-transfer plan (plan.json) and the validation (validate.csv/png/md). Every section names the
-command that regenerates it; a step not run yet says so with the command to run. Image links
-are relative, so the file renders on GitHub and in any markdown viewer.
+transfer plan (plan.json), the target runs trained with it (train-w<W>/) and the validation
+(validate.csv/png/md). Every section names the command that regenerates it; a step not run yet
+says so with the command to run. Image links are relative, so the file renders on GitHub and in
+any markdown viewer.
 
     >>> path = write_report("sweeps/quickstart.toml")
     >>> path
@@ -52,6 +53,7 @@ def write_report(config: ExperimentConfig | str | Path, reports_dir: str | Path 
         coord_section(folder, arg, out),
         sweep_section(folder, cfg, arg, out),
         transfer_section(folder, arg, out),
+        target_section(folder, arg, out),
         validate_section(folder, arg, out),
     ]
     path = folder / "index.md"
@@ -157,6 +159,18 @@ def transfer_section(folder: Path, arg: str, out: str) -> list[str]:
     lines += [f"Regenerate: `{command}`", "", "```", summary, "```"]
     missing = [w for w in plan.warnings if w not in summary]  # the summary lists its warnings
     return lines + ([""] + [f"- {w}" for w in missing] if missing else [])
+
+
+def target_section(folder: Path, arg: str, out: str) -> list[str]:
+    """Each target run trained with the plan (``train-w<W>/train.md`` and ``loss.png``)."""
+    lines = ["## Target trained with the plan", ""]
+    runs = [md for md in folder.glob("train-w*/train.md") if md.parent.name[7:].isdigit()]
+    if not runs:
+        return lines + _not_run(f"mutransfer train {arg}{out}")
+    for md in sorted(runs, key=lambda md: int(md.parent.name[7:])):
+        body = md.read_text().split("\n", 1)[1].strip()  # below its own "# Target training"
+        lines += [f"### {md.parent.name}", "", body.replace("](loss.png)", f"]({md.parent.name}/loss.png)"), ""]
+    return lines[:-1]
 
 
 def validate_section(folder: Path, arg: str, out: str) -> list[str]:

@@ -31,7 +31,7 @@ BEST_ROWS = 10  # rows of the best-trials table
 
 
 def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, seed: int,
-              callback: Callable | None = None):
+              callback: Callable | None = None, progress: bool = False):
     """Train the model of ``cfg`` at ``width`` with the swept ``params`` (one trial, no Optuna).
 
     Knobs missing from ``params`` take ``cfg.train``/``cfg.parametrization`` values;
@@ -63,7 +63,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
                  schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
                  grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, t.steps // 10),
                  eval_batches=t.eval_batches, seed=seed, callback=callback,
-                 measure_noise=t.measure_noise)
+                 measure_noise=t.measure_noise, progress=progress)
 
 
 def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:

@@ -220,7 +220,12 @@ class _Smoothed:
         self.start = loss if self.start is None else self.start
         self.sum = self.decay * self.sum + (1 - self.decay) * loss
         self.weight = self.decay * self.weight + (1 - self.decay)
-        return self.sum / self.weight
+        return self.value
+
+    @property
+    def value(self) -> float:
+        """The current smoothed loss (NaN before the first update)."""
+        return self.sum / self.weight if self.weight else math.nan
 
 
 def _divergence(loss: float, what: str, smooth: _Smoothed | None = None) -> str | None:
@@ -239,7 +244,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
           device: str | torch.device = "auto", dtype: str = "auto", grad_accum: int = 1,
           eval_every: int | None = None, eval_batches: int = 4, seed: int = 0,
           callback: Callable[[int, float], bool | None] | None = None,
-          measure_noise: bool = False, noise_decay: float = NOISE_DECAY) -> TrainResult:
+          measure_noise: bool = False, noise_decay: float = NOISE_DECAY,
+          progress: bool = False) -> TrainResult:
     """Train ``model`` for ``steps`` optimizer steps on ``data``; returns a :class:`TrainResult`.
 
     Each step draws one batch of ``batch_size`` examples (windows of ``seq_len`` tokens; None for
@@ -257,6 +263,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
     ``noise`` holds ``b_simple = tr(Sigma) / |G|^2``, g2, trace_sigma and loss, each a
     bias-corrected EMA with decay ``noise_decay`` (:class:`NoiseMeter`;
     0.98 weighs about the last 100 steps; closer to 1 averages longer at a fixed point).
+    ``progress`` draws a tqdm bar (steps, with the smoothed train loss and the last eval loss).
 
         >>> res = train(model, opt, mutransfer.data.pycorpus(), steps=50, batch_size=16, seq_len=64)
         >>> res.final_loss, res.history.tail()
@@ -273,10 +280,17 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
     with torch.random.fork_rng(devices=fork):  # seeds dropout etc. without touching the caller's RNG
         torch.manual_seed(seed)
         meter = NoiseMeter(batch_size // grad_accum, batch_size, noise_decay) if measure_noise else None
-        return _loop(run, steps, n_warmup, schedule, eval_every, seed, callback, meter)
+        with _bar(steps, progress) as bar:
+            return _loop(run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar)
 
 
-def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, meter):
+def _bar(steps: int, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, unit="step", desc="train", disable=not show, dynamic_ncols=True)
+
+
+def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar):
     import pandas as pd
 
     factor = functools.partial(lr_factor, steps=steps, warmup_steps=n_warmup, schedule=schedule)
@@ -299,6 +313,7 @@ def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, mete
                 reason = _divergence(final, "eval loss")
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
+        _advance(bar, smooth, final)
         if reason is not None:
             final, diverged_step = math.nan, s + 1
             break
@@ -309,6 +324,12 @@ def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, mete
     return TrainResult(history, final, diverged_step is not None, reason, diverged_step,
                        len(rows) * per_step, time.perf_counter() - t0, done,
                        meter.result() if meter else None, str(run.device))
+
+
+def _advance(bar, smooth: "_Smoothed", eval_loss: float) -> None:
+    if not bar.disable:
+        bar.set_postfix(loss=f"{smooth.value:.4f}", eval=f"{eval_loss:.4f}", refresh=False)
+        bar.update()
 
 
 def _step(run: _Run, gen, smooth: _Smoothed, meter: NoiseMeter | None, noise_columns: bool):

@@ -9,6 +9,7 @@ import pytest
 
 from mutransfer.commands import coord_check as coord_cmd
 from mutransfer.commands import report as report_cmd
+from mutransfer.commands import train as train_cmd
 from mutransfer.report import write_report
 from mutransfer.sweep import sweep
 from mutransfer.transfer import transfer
@@ -16,7 +17,7 @@ from mutransfer.validate import validate
 from tiny import run_command, write_tiny_mlp
 
 SECTIONS = ("## What was run", "## Coordinate check", "## Proxy sweep", "## Transfer plan",
-            "## Validation: lr landscapes across widths")
+            "## Target trained with the plan", "## Validation: lr landscapes across widths")
 
 
 @pytest.fixture
@@ -37,9 +38,9 @@ def test_a_report_before_any_run_says_what_to_run(config):
     assert [s for s in SECTIONS if s not in text] == []
     for command in ("mutransfer coord-check rep.toml --out reports/rep", "mutransfer sweep rep.toml",
                     "mutransfer transfer rep.toml --out reports/rep/plan.json",
-                    "mutransfer validate rep.toml"):
+                    "mutransfer train rep.toml", "mutransfer validate rep.toml"):
         assert f"Not run yet: run `{command}" in text
-    assert text.count("Not run yet") == 4
+    assert text.count("Not run yet") == 5
     assert 'name = "rep"' in text and "| torch |" in text and "| optuna |" in text
     assert "| data | name `synthetic:classification`" in text and "seed `0`" in text
     assert links(text) == []
@@ -50,6 +51,7 @@ def test_a_full_report_has_every_section_and_working_links(config):
                 "--steps", "2", "--out", "reports/rep")
     study = sweep(config, device="cpu", show_progress=False)
     (Path("reports/rep") / "plan.json").write_text(transfer([study], 64, scheme="mup", optimizer="adamw").to_json())
+    run_command(train_cmd, "train", config.name, "--device", "cpu")
     validate(config, widths=[16, 32], schemes=["sp", "mup"], optimizers=["adamw"],
              log2_lrs=[-9, -7, -5, -3], seeds=1, device="cpu", show_progress=False)
 
@@ -59,11 +61,13 @@ def test_a_full_report_has_every_section_and_working_links(config):
     assert [s for s in SECTIONS if s not in text] == []
     assert "Not run yet" not in text
     found = links(text)
-    assert {"coord.png", "validate.png", "rep-w16/history.png", "rep-w16/slice.png"} <= set(found)
+    assert {"coord.png", "validate.png", "rep-w16/history.png", "rep-w16/slice.png",
+            "train-w64/loss.png"} <= set(found)
     for link in found:
         assert not Path(link).is_absolute() and (index.parent / link).is_file(), link
     for command in ("mutransfer coord-check rep.toml", "mutransfer sweep rep.toml",
-                    "mutransfer transfer rep.toml", "mutransfer validate rep.toml --widths 16,32"):
+                    "mutransfer transfer rep.toml", "mutransfer validate rep.toml --widths 16,32",
+                    "mutransfer train rep.toml --plan reports/rep/plan.json --width 64"):
         assert command in text
     assert "### rep-w16" in text and "| number | value | lr |" in text
     assert "mutransfer transfer plan" in text and "#### eta* per width: mup + adamw" in text

@@ -75,7 +75,8 @@ def register(subparsers) -> None:
         subparsers, "quickstart",
         help="run the whole path on a small GPT (minutes on a CPU) and write the report",
         description="Coordinate check at 4 widths, an Optuna sweep of the proxy, the transfer to "
-                    "4x its width, lr landscapes at 3 widths (SP vs muP) and the report "
+                    "4x its width, the target trained with the plan, lr landscapes at 3 widths "
+                    "(SP vs muP) and the report "
                     "<out>/quickstart/index.md, all on the quickstart experiment (a 2-block GPT on "
                     "Python's standard library). Under 10 minutes on 2 CPU cores; resumable.")
     p.add_argument("--out", default="reports", help="reports folder")
@@ -117,7 +118,7 @@ def quickstart_config(smoke: bool = False):
 
 
 def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str = "auto") -> Path:
-    """Run the five steps into ``<out>/<name>/`` and return the report's path.
+    """Run the six steps into ``<out>/<name>/`` and return the report's path.
 
         >>> quickstart("reports")
         PosixPath('reports/quickstart/index.md')
@@ -146,16 +147,29 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
     plan = transfer([study], target, scheme=p.scheme, optimizer=p.optimizer)
     (folder / "plan.json").write_text(plan.to_json())
     print(plan.summary())
+    _step(4, f"train the target (width {target}) with the plan", start)
+    _train_target(config, folder, target, device)
     widths = sorted({proxy, 2 * proxy, target})
-    _step(4, f"lr landscapes at widths {widths}, SP vs muP", start)
+    _step(5, f"lr landscapes at widths {widths}, SP vs muP", start)
     validate(config, widths=widths, schemes=["sp", p.scheme], optimizers=[p.optimizer],
              log2_lrs=log2_grid(size["lrs"]), seeds=size["seeds"], device=device, reports_dir=out)
-    _step(5, "report", start)
+    _step(6, "report", start)
     return write_report(config, out)
 
 
 def _step(n: int, what: str, start: float) -> None:
-    print(f"\n[{n}/5] {what} ({time.perf_counter() - start:.0f} s so far)", flush=True)
+    print(f"\n[{n}/6] {what} ({time.perf_counter() - start:.0f} s so far)", flush=True)
+
+
+def _train_target(config: Path, folder: Path, width: int, device: str) -> None:
+    """The train command in-process, on the plan just written (it owns train-w<W>/)."""
+    from . import train
+
+    parser = argparse.ArgumentParser(prog="mutransfer")
+    train.register(parser.add_subparsers())
+    train.run(parser.parse_args(["train", str(config), "--plan", str(folder / "plan.json"),
+                                 "--width", str(width), "--device", device,
+                                 "--out", str(folder / f"train-w{width}")]))
 
 
 def _coord_check(config: Path, widths: list[int], size: dict, folder: Path) -> None:
