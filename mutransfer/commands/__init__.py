@@ -25,3 +25,13 @@ def add_command(subparsers, name: str, *, help: str, description: str,
     if config:
         parser.add_argument("config", help=CONFIG_HELP)
     return parser
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``, as every training command spells it."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def add_reports(parser: argparse.ArgumentParser) -> None:
+    """``--reports``: the folder every command reads and writes ``<name>/`` in."""
+    parser.add_argument("--reports", default="reports", help="reports folder")

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from . import add_command
+from . import add_command, add_device
 
 QUICKSTART_TOML = '''\
 # A tiny sweep that finishes in a few minutes on a laptop CPU:
@@ -82,7 +82,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="reports", help="reports folder")
     p.add_argument("--smoke", action="store_true",
                    help="seconds instead of minutes (also MUTRANSFER_SMOKE=1); for tests")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(p)
     p.set_defaults(func=run)
 
 

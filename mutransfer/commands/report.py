@@ -1,7 +1,7 @@
 """``mutransfer report CONFIG``: gather every step's outputs into reports/<name>/index.md."""
 from __future__ import annotations
 
-from . import add_command
+from . import add_command, add_reports
 
 
 def register(subparsers) -> None:
@@ -12,7 +12,7 @@ def register(subparsers) -> None:
                     "reports/<name>/ into one markdown page with its figures (it trains nothing). "
                     "A step not run yet is listed with the command that runs it.",
         config=True)
-    p.add_argument("--reports", default="reports", help="reports folder")
+    add_reports(p)
     p.set_defaults(func=run)
 
 

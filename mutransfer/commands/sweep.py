@@ -1,7 +1,7 @@
 """``mutransfer sweep CONFIG``: tune the proxy with Optuna (resumable, parallel, any storage)."""
 from __future__ import annotations
 
-from . import add_command
+from . import add_command, add_device, add_reports
 
 
 def register(subparsers) -> None:
@@ -19,11 +19,11 @@ def register(subparsers) -> None:
     p.add_argument("--study", help="study name (default: <name>-w<width>)")
     p.add_argument("--workers", type=int, help="processes sharing the study (default: one per "
                                                "visible GPU, else 1)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(p)
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--rerun", type=int, metavar="TRIAL",
                    help="train trial TRIAL alone again (stored config/params/seed) and compare losses")
-    p.add_argument("--reports", default="reports", help="reports folder")
+    add_reports(p)
     p.set_defaults(func=run)
 
 

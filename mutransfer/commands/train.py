@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import add_command
+from . import add_command, add_device, add_reports
 
 
 def register(subparsers) -> None:
@@ -19,10 +19,10 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=int, help="width to train (default: the plan's target width)")
     p.add_argument("--steps", type=int, help="training steps (default: the plan's steps if it "
                                              "was given --tokens, else [train] steps)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device(p)
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--out", help="output folder (default: reports/<name>/train-w<W>)")
-    p.add_argument("--reports", default="reports", help="reports folder")
+    add_reports(p)
     p.set_defaults(func=run)
 
 

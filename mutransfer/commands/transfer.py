@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import add_command
+from . import add_command, add_reports
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                    help="extrapolate the fitted drift of eta* across width instead of assuming none")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--out", help="plan file (default: reports/<name>/plan.json)")
-    p.add_argument("--reports", default="reports", help="reports folder")
+    add_reports(p)
     p.set_defaults(func=run)
 
 

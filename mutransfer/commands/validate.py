@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from . import add_command
+from . import add_command, add_device, add_reports
 
 
 def register(subparsers) -> None:
@@ -27,8 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="training steps per run (default: [train] steps)")
     p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite file reports/<name>/study.db)")
     p.add_argument("--study", help="study name (default: <name>-validate)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--reports", default="reports", help="reports folder")
+    add_device(p)
+    add_reports(p)
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a muP-family scheme (mup, spectral) drifts by more than --max-drift")
     p.add_argument("--max-drift", type=float, default=0.25, help="octaves of eta* per doubling")
