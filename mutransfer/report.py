@@ -118,8 +118,7 @@ def sweep_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> li
     if not studies:
         return lines + _not_run(command)
     for study in studies:
-        width = study.name.removeprefix(f"{cfg.name}-w")
-        again = command + ("" if width == str(cfg.sweep.width) else f" --width {width}")
+        again = command + _sweep_flags(study.name, cfg)
         trials = pd.read_csv(study / "trials.csv")
         lines += ["", f"### {study.name}", "", f"Regenerate: `{again}` (resumes the stored study)",
                   "", f"{len(trials)} trials ({_states(trials)}); the best, best first:", ""]
@@ -127,6 +126,17 @@ def sweep_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> li
         for png in sorted(study.glob("*.png")):
             lines += ["", f"![{png.stem}]({study.name}/{png.name})"]
     return lines
+
+
+def _sweep_flags(study: str, cfg: ExperimentConfig) -> str:
+    """The ``--width``/``--seed`` flags that recreate study ``<name>-w<W>[-s<S>]``."""
+    from .sweep import STUDY_NAME
+
+    m = STUDY_NAME.match(study)
+    if m is None or m["name"] != cfg.name:
+        return f" --study {study}"
+    width = "" if int(m["width"]) == cfg.sweep.width else f" --width {m['width']}"
+    return width + (f" --seed {m['seed']}" if m["seed"] else "")
 
 
 def _states(trials: pd.DataFrame) -> str:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -266,11 +267,12 @@ def _catch() -> tuple:
 def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
           trials: int | None = None, storage: str | None = None, study_name: str | None = None,
           workers: int | None = 1, device: str = "auto", timeout: float | None = None,
-          show_progress: bool = True, reports_dir: str | Path = "reports"):
+          show_progress: bool = True, reports_dir: str | Path = "reports", seed: int | None = None):
     """Run (or resume) the proxy sweep until ``trials`` trials are COMPLETE or PRUNED.
 
     ``workers`` processes share the storage (``None``: one per visible GPU, else 1); the study
-    ``<name>-w<width>`` lives in ``storage`` (default SQLite ``reports/<name>/study.db``). At
+    ``<name>-w<width>`` (``-s<seed>`` added when ``seed`` overrides ``[sweep] seed``) lives in
+    ``storage`` (default SQLite ``reports/<name>/study.db``). At
     the end the best trials are printed (with ``show_progress``) and trials.csv, history.png
     and slice.png are written to ``reports/<name>/<study>/``.
 
@@ -280,10 +282,11 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
     import optuna
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    name = study_name or default_study_name(cfg, width, seed)
     cfg = cfg.override({k: v for k, v in {"sweep.width": width, "sweep.trials": trials,
-                                          "sweep.storage": storage}.items() if v is not None})
+                                          "sweep.storage": storage, "sweep.seed": seed}.items()
+                        if v is not None})
     url = cfg.sweep.storage or default_storage(cfg, reports_dir)
-    name = study_name or f"{cfg.name}-w{cfg.sweep.width}"
     devices = worker_devices(device, workers)
     deadline = None if timeout is None else time.time() + timeout
     verbosity = optuna.logging.get_verbosity()
@@ -301,6 +304,21 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
         optuna.logging.set_verbosity(verbosity)
     write_reports(study, Path(reports_dir) / cfg.name / name, show=show_progress)
     return study
+
+
+STUDY_NAME = re.compile(r"^(?P<name>.+)-w(?P<width>\d+)(?:-s(?P<seed>\d+))?$")
+
+
+def default_study_name(cfg: ExperimentConfig, width: int | None = None, seed: int | None = None) -> str:
+    """``<name>-w<width>``, or ``<name>-w<width>-s<seed>`` for a seed other than the config's
+    (a second seed of the same grid is its own study; transfer pools them).
+
+        >>> default_study_name(cfg, 64, seed=1)
+        'quickstart-w64-s1'
+    """
+    width = width or cfg.sweep.width
+    other = seed is not None and seed != cfg.sweep.seed
+    return f"{cfg.name}-w{width}" + (f"-s{seed}" if other else "")
 
 
 def _spawn(cfg, url, name, devices, deadline, study, progress) -> None:

@@ -271,3 +271,22 @@ def test_a_trial_started_past_the_total_is_failed_untrained():
     with pytest.raises(SurplusTrial, match="trial 2 is past the total of 2"):
         capped(racing[2])
     assert trained == [0, 1] and "surplus" in racing[2].user_attrs["reason"]
+
+
+def test_a_second_seed_is_its_own_study_and_transfer_finds_both(tmp_path):
+    from mutransfer.commands.transfer import load_studies
+    from mutransfer.report import _sweep_flags
+    from mutransfer.storage import default_storage
+
+    cfg = tiny()
+    first = sweep(cfg, trials=2, device="cpu", show_progress=False, reports_dir=tmp_path)
+    second = sweep(cfg, trials=2, seed=cfg.sweep.seed + 7, device="cpu", show_progress=False,
+                   reports_dir=tmp_path)
+    assert second.study_name == f"{first.study_name}-s{cfg.sweep.seed + 7}"
+    assert [t.user_attrs["seed"] for t in second.trials] == [cfg.sweep.seed + 7, cfg.sweep.seed + 8]
+    assert sweep(cfg, trials=2, seed=cfg.sweep.seed, device="cpu", show_progress=False,
+                 reports_dir=tmp_path).study_name == first.study_name, "the config's own seed: same study"
+    found = load_studies(cfg, default_storage(cfg, tmp_path), None)
+    assert [s.study_name for s in found] == sorted([first.study_name, second.study_name])
+    assert _sweep_flags(second.study_name, cfg) == f" --seed {cfg.sweep.seed + 7}"
+    assert _sweep_flags(f"{cfg.name}-w32", cfg) == " --width 32"

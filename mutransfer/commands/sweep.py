@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, help="processes sharing the study (default: one per "
                                                "visible GPU, else 1)")
     add_device(p)
+    p.add_argument("--seed", type=int, help="seed of the sampler and of trial i (seed + i); a seed "
+                                            "other than [sweep] seed makes its own study "
+                                            "<name>-w<width>-s<seed>, which transfer pools with the rest")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--rerun", type=int, metavar="TRIAL",
                    help="train trial TRIAL alone again (stored config/params/seed) and compare losses")
@@ -39,5 +42,5 @@ def run(args) -> int:
         return 0
     study = sweep(args.config, width=args.width, trials=args.trials, storage=args.storage,
                   study_name=args.study, workers=args.workers, device=args.device,
-                  timeout=args.timeout, show_progress=True, reports_dir=args.reports)
+                  timeout=args.timeout, show_progress=True, reports_dir=args.reports, seed=args.seed)
     return 0 if study.get_trials(deepcopy=False) else 1

@@ -10,13 +10,14 @@ def register(subparsers) -> None:
     p = add_command(
         subparsers, "transfer",
         help="project the proxies' optimal lr (and a batch size) to the target width",
-        description="Load the proxy studies of CONFIG (all studies named <name>-w<width> in the "
+        description="Load the proxy studies of CONFIG (all studies named <name>-w<width>[-s<seed>] in the "
                     "storage unless --studies), fit eta* per width and batch, the drift across "
                     "width and the eta*(B) law, print the plan and write it as JSON.",
         config=True)
     p.add_argument("--storage", help="SQLAlchemy URL of the studies (default: [sweep] storage, "
                                      "else the sqlite file reports/<name>/study.db)")
-    p.add_argument("--studies", help="comma-separated study names (default: every <name>-w* study)")
+    p.add_argument("--studies", help="comma-separated study names (default: every <name>-w<W> and "
+                                     "<name>-w<W>-s<S> study)")
     p.add_argument("--target-width", type=int, help="width to plan for (default: [model] width)")
     p.add_argument("--target-batch", help="an int, or 'auto' (B_noise at the target's loss); "
                                           "default: the best proxy trial's batch size")
@@ -52,17 +53,18 @@ def run(args) -> int:
 
 
 def load_studies(cfg, url: str, names: str | None) -> list:
-    """The named studies (comma-separated), or every ``<cfg.name>-w<width>`` study in ``url``."""
+    """The named studies (comma-separated), or every ``<cfg.name>-w<width>[-s<seed>]`` study in ``url``."""
     import optuna
 
     from ..storage import open_storage
+    from ..sweep import STUDY_NAME
 
     storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval,
                            grace_period=cfg.sweep.grace_period)
     present = sorted(optuna.get_all_study_names(storage=storage))
     prefix = f"{cfg.name}-w"
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else \
-        sorted(n for n in present if n.startswith(prefix) and n[len(prefix):].isdigit())
+        sorted(n for n in present if (m := STUDY_NAME.match(n)) and m["name"] == cfg.name)
     missing = [n for n in wanted if n not in present]
     if not wanted or missing:
         what = f"no study {missing[0]!r}" if missing else f"no study named {prefix}<width>"
