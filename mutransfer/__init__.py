@@ -24,7 +24,7 @@ from .config import ExperimentConfig, load_config
 from .coord_check import coord_check, coord_slopes, coord_verdict
 from .muon import Muon, newton_schulz
 from .parametrize import Plan, parametrize
-from .plots import plot_coord_check, plot_lr_landscape
+from .plots import plot_coord_check, plot_lr_landscape, plot_training, plot_transfer
 from .report import write_report
 from .roles import ParamInfo, Role, infer_roles
 from .scaling import attention_scale, multipliers, muon_alpha, spectral_sigma
@@ -38,6 +38,6 @@ __all__ = [
     "ExperimentConfig", "Muon", "ParamInfo", "Plan", "Role", "TrainResult", "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
     "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
-    "plot_coord_check", "plot_lr_landscape", "spectral_sigma", "sweep", "train", "train_target", "transfer",
-    "validate", "write_report", "zoo",
+    "plot_coord_check", "plot_lr_landscape", "plot_training", "plot_transfer", "spectral_sigma",
+    "sweep", "train", "train_target", "transfer", "validate", "write_report", "zoo",
 ]

@@ -283,3 +283,84 @@ def plot_training(history: pd.DataFrame, path, *, title: str = "",
         _style_axes(a)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------- transfer plan
+
+
+def plot_transfer(plan, path) -> Path:
+    """The transfer figure: eta* (95% interval bars) against batch size with the fitted eta*(B)
+    law, and against width with the drift; the plan's (batch, lr) at the target is a star.
+
+        >>> plan = mutransfer.transfer([study64, study128], 1024, target_batch="auto")
+        >>> plot_transfer(plan, "reports/x/plan.png")
+    """
+    table = plan.eta_table
+    if table.empty:
+        raise ValueError("the plan has no eta* per proxy to draw; is it from mutransfer.transfer?")
+    plt = _pyplot()
+    with plt.style.context("default"):
+        fig, (by_batch, by_width) = plt.subplots(1, 2, figsize=(9.2, 3.6), layout="constrained")
+        _eta_vs_batch(plt, by_batch, plan, table)
+        _eta_vs_width(plt, by_width, plan, table)
+        fig.suptitle(f"transfer to width {plan.target_width}: lr {plan.lr:.3g}, batch {plan.batch_size}",
+                     fontsize=10)
+        return _save(fig, path)
+
+
+def _eta_errorbars(ax, rows: pd.DataFrame, x, colour, label, offset: float) -> None:
+    import numpy as np
+
+    y = rows["lr"].to_numpy(float)
+    err = np.abs(np.vstack([y - rows["lr_low"].to_numpy(float), rows["lr_high"].to_numpy(float) - y]))
+    ax.errorbar(np.asarray(x, float) * offset, y, yerr=err, fmt="o", ms=4, capsize=2, lw=1,
+                color=colour, label=label)
+
+
+def _eta_vs_batch(plt, ax, plan, table: pd.DataFrame) -> None:
+    import numpy as np
+
+    from .laws import law_log2_eta, momentum_c
+
+    widths = sorted(table["width"].unique())
+    colours = dict(zip(widths, plt.cm.viridis(np.linspace(0.0, 0.85, len(widths)))))
+    for i, w in enumerate(widths):
+        rows = table[table["width"] == w].sort_values("batch_size")
+        _eta_errorbars(ax, rows, rows["batch_size"], colours[w], f"width {w}", 2 ** (0.06 * (i - len(widths) / 2)))
+    if plan.law is not None:
+        batches = np.concatenate([table["batch_size"].to_numpy(float), [plan.batch_size]])
+        grid = np.geomspace(batches.min() / 2, batches.max() * 2, 100)
+        c = momentum_c(plan.diagnostics.get("beta1", 0.9))
+        theta = np.array([[np.log2(plan.eta_max), np.log2(plan.b_noise or 1.0)]])
+        ax.plot(grid, 2 ** law_log2_eta(plan.law, np.log2(grid / c), theta)[0], "k-", lw=1,
+                label=f"{plan.law} law fit")
+    ax.plot([plan.batch_size], [plan.lr], "*", ms=13, color="#d62728", label="plan (target)")
+    ax.set_xscale("log", base=2)
+    shown = [*table["batch_size"], plan.batch_size]
+    ax.set_xlim(min(shown) / 1.6, max(shown) * 1.6)  # one batch size must not fill the axis
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("batch size (examples)", fontsize=8)
+    ax.set_ylabel("eta* (base lr)", fontsize=8)
+    ax.set_title("eta* against batch size", fontsize=9)
+    _style_axes(ax)
+    ax.legend(fontsize=7, frameon=False)
+
+
+def _eta_vs_width(plt, ax, plan, table: pd.DataFrame) -> None:
+    import numpy as np
+
+    batches = sorted(table["batch_size"].unique())
+    colours = dict(zip(batches, plt.cm.plasma(np.linspace(0.0, 0.8, len(batches)))))
+    for i, b in enumerate(batches):
+        rows = table[table["batch_size"] == b].sort_values("width")
+        _eta_errorbars(ax, rows, rows["width"], colours[b], f"batch {b}", 2 ** (0.05 * (i - len(batches) / 2)))
+    ax.plot([plan.target_width], [plan.lr], "*", ms=13, color="#d62728", label="plan (target)")
+    widths = sorted(set(table["width"]) | {plan.target_width})
+    _log2_width_axis(ax, widths)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("width", fontsize=8)
+    drift = "" if plan.drift_slope is None else (
+        f": drift {plan.drift_slope:+.2f} [{plan.drift_interval[0]:+.2f}, {plan.drift_interval[1]:+.2f}] oct/doubling")
+    ax.set_title("eta* against width" + drift, fontsize=9)
+    _style_axes(ax)
+    ax.legend(fontsize=7, frameon=False)

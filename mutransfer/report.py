@@ -113,10 +113,10 @@ def coord_section(folder: Path, arg: str, out: str) -> list[str]:
 def sweep_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> list[str]:
     """Each proxy study's best trials and Optuna's plots (``<study>/trials.csv``, ``*.png``)."""
     command = f"mutransfer sweep {arg}{out}"
-    lines = ["## Proxy sweep", ""]
-    studies = sorted(p.parent for p in folder.glob(f"{cfg.name}-w*/trials.csv"))
+    lines = ["## Proxy sweep"]
+    studies = sorted((p.parent for p in folder.glob(f"{cfg.name}-w*/trials.csv")), key=_study_order)
     if not studies:
-        return lines + _not_run(command)
+        return lines + [""] + _not_run(command)
     for study in studies:
         again = command + _sweep_flags(study.name, cfg)
         trials = pd.read_csv(study / "trials.csv")
@@ -126,6 +126,14 @@ def sweep_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> li
         for png in sorted(study.glob("*.png")):
             lines += ["", f"![{png.stem}]({study.name}/{png.name})"]
     return lines
+
+
+def _study_order(folder: Path) -> tuple:
+    """Studies by width, then seed (w64 before w128), unknown names last."""
+    from .sweep import STUDY_NAME
+
+    m = STUDY_NAME.match(folder.name)
+    return (0, int(m["width"]), int(m["seed"] or -1), "") if m else (1, 0, 0, folder.name)
 
 
 def _sweep_flags(study: str, cfg: ExperimentConfig) -> str:
@@ -156,19 +164,26 @@ def best_trials(trials: pd.DataFrame, rows: int = BEST_ROWS) -> pd.DataFrame:
 
 
 def transfer_section(folder: Path, arg: str, out: str) -> list[str]:
-    """The transfer plan's summary and warnings (plan.json)."""
+    """Each transfer plan's summary and warnings: plan.json first, then any other plan*.json
+    (e.g. a plan fitted on a sweep at the target itself, to compare with)."""
     command = f"mutransfer transfer {arg}{out} --out {shell_path(folder / 'plan.json')}"
     lines = ["## Transfer plan", ""]
-    path = folder / "plan.json"
-    if not path.is_file():
+    paths = sorted(folder.glob("plan*.json"), key=lambda p: (p.name != "plan.json", p.name))
+    if not paths or paths[0].name != "plan.json":
         return lines + _not_run(command)
     from .transfer import TransferPlan
 
-    plan = TransferPlan.from_json(path.read_text())
-    summary = plan.summary().rstrip()
-    lines += [f"Regenerate: `{command}`", "", "```", summary, "```"]
-    missing = [w for w in plan.warnings if w not in summary]  # the summary lists its warnings
-    return lines + ([""] + [f"- {w}" for w in missing] if missing else [])
+    for path in paths:
+        plan = TransferPlan.from_json(path.read_text())
+        summary = plan.summary().rstrip()
+        again = plan.diagnostics.get("command", command if path.name == "plan.json" else None)
+        head = [f"### {path.name}", ""] if len(paths) > 1 else []
+        png = path.with_suffix(".png")
+        figure = [f"![{png.stem}]({png.name})", ""] if png.is_file() else []
+        lines += head + ([f"Regenerate: `{again}`", ""] if again else []) + figure + ["```", summary, "```", ""]
+        missing = [w for w in plan.warnings if w not in summary]  # the summary lists its warnings
+        lines += [f"- {w}" for w in missing] + ([""] if missing else [])
+    return lines[:-1]
 
 
 def target_section(folder: Path, arg: str, out: str) -> list[str]:

@@ -440,10 +440,23 @@ def _plots(study, out: Path) -> dict[str, Path]:
             for ax in flat:  # Optuna labels every minor tick of a log axis: they overlap
                 if ax.get_xscale() == "log":
                     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                _short_category_labels(ax)
             fig = flat[0].figure
             fig.savefig(files[key], dpi=120, bbox_inches="tight")
             plt.close(fig)
     return files
+
+
+def _short_category_labels(ax) -> None:
+    """A grid's values are categories to Optuna, labelled in full (0.00048828125): show 3
+    significant digits, slanted, so neighbouring labels do not run into each other."""
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    try:
+        values = [float(v) for v in labels]
+    except ValueError:
+        return
+    if values and any(len(v) > 5 for v in labels):
+        ax.set_xticks(ax.get_xticks(), [f"{v:.3g}" for v in values], rotation=45, ha="right", fontsize=8)
 
 
 def rerun(config: ExperimentConfig | str | Path, trial_number: int, *, storage: str | None = None,

@@ -28,7 +28,7 @@ def test_smoke_quickstart_runs_end_to_end_and_writes_the_report(tmp_path, monkey
     assert capsys.readouterr().out.rstrip().endswith("The report is in out/quickstart-smoke/index.md")
     folder = tmp_path / "out" / "quickstart-smoke"
     for name in ("config.toml", "coord.md", "coord.png", "plan.json", "validate.csv", "validate.md",
-                 "validate.png", "quickstart-smoke-w16/trials.csv", "train-w64/loss.png"):
+                 "validate.png", "quickstart-smoke-w16/trials.csv", "train-w64/loss.png", "plan.png"):
         assert (folder / name).is_file(), name
     text = (folder / "index.md").read_text()
     for section in ("## What was run", "## Coordinate check", "## Proxy sweep", "## Transfer plan",

@@ -10,6 +10,7 @@ import pytest
 from mutransfer.commands import coord_check as coord_cmd
 from mutransfer.commands import report as report_cmd
 from mutransfer.commands import train as train_cmd
+from mutransfer.commands import transfer as transfer_cmd
 from mutransfer.report import write_report
 from mutransfer.sweep import sweep
 from mutransfer.transfer import transfer
@@ -52,6 +53,7 @@ def test_a_full_report_has_every_section_and_working_links(config):
     study = sweep(config, device="cpu", show_progress=False)
     (Path("reports/rep") / "plan.json").write_text(transfer([study], 64, scheme="mup", optimizer="adamw").to_json())
     run_command(train_cmd, "train", config.name, "--device", "cpu")
+    run_command(transfer_cmd, "transfer", config.name, "--target-width", "64", "--out", "reports/rep/plan-cli.json")
     validate(config, widths=[16, 32], schemes=["sp", "mup"], optimizers=["adamw"],
              log2_lrs=[-9, -7, -5, -3], seeds=1, device="cpu", show_progress=False)
 
@@ -62,7 +64,7 @@ def test_a_full_report_has_every_section_and_working_links(config):
     assert "Not run yet" not in text
     found = links(text)
     assert {"coord.png", "validate.png", "rep-w16/history.png", "rep-w16/slice.png",
-            "train-w64/loss.png"} <= set(found)
+            "train-w64/loss.png", "plan-cli.png"} <= set(found)
     for link in found:
         assert not Path(link).is_absolute() and (index.parent / link).is_file(), link
     for command in ("mutransfer coord-check rep.toml", "mutransfer sweep rep.toml",
@@ -70,5 +72,9 @@ def test_a_full_report_has_every_section_and_working_links(config):
                     "mutransfer train rep.toml --plan reports/rep/plan.json --width 64"):
         assert command in text
     assert "### rep-w16" in text and "| number | value | lr |" in text
+    assert "### plan.json" in text and "### plan-cli.json" in text, "every plan in the folder, plan.json first"
+    assert text.index("### plan.json") < text.index("### plan-cli.json")
+    assert ("Regenerate: `mutransfer transfer rep.toml --studies rep-w16 --target-width 64 "
+            "--out reports/rep/plan-cli.json`") in text, "the plan's own command, as it was run"
     assert "mutransfer transfer plan" in text and "#### eta* per width: mup + adamw" in text
     assert "### Coordinate check: " in text, "coord.md's heading sits under the report's section"

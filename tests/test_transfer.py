@@ -291,3 +291,14 @@ def test_laws_round_trip_and_momentum():
         assert np.allclose(2 ** y[0], true_eta(law, BATCHES))
         theta, chi2 = laws.fit_law(law, lb, y, np.ones(len(lb)))
         assert np.allclose(theta, truth, atol=1e-4) and chi2[0] < 1e-8
+
+
+def test_plot_transfer_draws_the_plan_and_refuses_an_empty_one(tmp_path):
+    from mutransfer.plots import plot_transfer
+
+    plan = transfer(synth("sign"), 1024)
+    path = plot_transfer(plan, tmp_path / "plan.png")
+    assert path.stat().st_size > 20_000
+    with pytest.raises(ValueError, match="no eta\\* per proxy"):
+        plot_transfer(TransferPlan(lr=1e-3, lr_interval=(1e-3, 1e-3), batch_size=8, target_width=64),
+                      tmp_path / "empty.png")

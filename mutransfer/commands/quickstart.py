@@ -123,6 +123,7 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
         >>> quickstart("reports")
         PosixPath('reports/quickstart/index.md')
     """
+    from ..plots import plot_transfer
     from ..report import write_report
     from ..sweep import sweep
     from ..transfer import transfer
@@ -146,6 +147,7 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
     p = cfg.parametrization
     plan = transfer([study], target, scheme=p.scheme, optimizer=p.optimizer)
     (folder / "plan.json").write_text(plan.to_json())
+    plot_transfer(plan, folder / "plan.png")
     print(plan.summary())
     _step(4, f"train the target (width {target}) with the plan", start)
     _train_target(config, folder, target, device)

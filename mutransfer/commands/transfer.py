@@ -1,6 +1,7 @@
 """``mutransfer transfer CONFIG``: fit the proxies' sweeps and write the target's plan (plan.json)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from . import add_command, add_reports
@@ -12,7 +13,8 @@ def register(subparsers) -> None:
         help="project the proxies' optimal lr (and a batch size) to the target width",
         description="Load the proxy studies of CONFIG (all studies named <name>-w<width>[-s<seed>] in the "
                     "storage unless --studies), fit eta* per width and batch, the drift across "
-                    "width and the eta*(B) law, print the plan and write it as JSON.",
+                    "width and the eta*(B) law, print the plan and write it as JSON with a figure "
+                    "beside it (plan.png: eta* against batch size and width).",
         config=True)
     p.add_argument("--storage", help="SQLAlchemy URL of the studies (default: [sweep] storage, "
                                      "else the sqlite file reports/<name>/study.db)")
@@ -35,6 +37,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..config import load_config
     from ..storage import default_storage
+    from ..plots import plot_transfer
     from ..transfer import transfer
 
     cfg = load_config(args.config)
@@ -46,10 +49,27 @@ def run(args) -> int:
                     max_batch=args.max_batch, correct_drift=args.correct_drift, seed=args.seed)
     print(plan.summary())
     out = Path(args.out or Path(args.reports) / cfg.name / "plan.json")
+    command = regenerate_command(args, [s.study_name for s in studies], out)
+    plan = dataclasses.replace(plan, diagnostics={**plan.diagnostics, "command": command})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(plan.to_json())
-    print(f"wrote {out}")
+    figure = plot_transfer(plan, out.with_suffix(".png"))
+    print(f"wrote {out}, {figure.name}")
     return 0
+
+
+def regenerate_command(args, studies: list[str], out: Path) -> str:
+    """The command that rewrites this plan: the studies actually used, every option given
+    (the storage URL is left out: it may hold a password)."""
+    from ..validate import shell_path
+
+    flags = [("--studies", ",".join(studies)), ("--target-width", args.target_width),
+             ("--target-batch", args.target_batch), ("--max-batch", args.max_batch),
+             ("--tokens", args.tokens), ("--seed", args.seed or None)]
+    parts = ["mutransfer transfer", shell_path(args.config)]
+    parts += [f"{flag} {value}" for flag, value in flags if value is not None]
+    parts += ["--correct-drift"] if args.correct_drift else []
+    return " ".join(parts + ["--out", shell_path(out)])
 
 
 def load_studies(cfg, url: str, names: str | None) -> list:
