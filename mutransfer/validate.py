@@ -181,8 +181,13 @@ def open_study(cfg: ExperimentConfig, url: str, name: str):
 
     storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval,
                            grace_period=cfg.sweep.grace_period)
-    study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
-                                load_if_exists=True)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
+                                    load_if_exists=True)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     setup = json.loads(json.dumps(setup_of(cfg)))  # JSON round trip: tuples become lists
     stored = study.user_attrs.get("setup")
     if stored is None:
