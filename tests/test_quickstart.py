@@ -3,7 +3,6 @@ smoke size, and finds its experiment with or without a source checkout."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,7 @@ def cli(*argv) -> int:
 def test_smoke_quickstart_runs_end_to_end_and_writes_the_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MUTRANSFER_SMOKE", "1")
-    start = time.perf_counter()
-    assert cli("--out", "out", "--device", "cpu") == 0
-    assert time.perf_counter() - start < 60
+    assert cli("--out", "out", "--device", "cpu") == 0  # its wall time is in the README, not asserted
     assert capsys.readouterr().out.rstrip().endswith("The report is in out/quickstart-smoke/index.md")
     folder = tmp_path / "out" / "quickstart-smoke"
     for name in ("config.toml", "coord.md", "coord.png", "plan.json", "validate.csv", "validate.md",
