@@ -31,6 +31,7 @@ from .frames import require_columns
 
 MUP_MAX_DRIFT = 0.25  # octaves of eta* per doubling of width (issue 7's target)
 MUP_MAX_REGRET = 1.0  # percent of the best loss at the largest width
+INTERPOLATION_FAR = 0.25  # octaves from the nearest measured lr beyond which regret is flagged
 MUP_SCHEMES = ("mup", "spectral")  # the schemes that claim transfer; SP is the reference
 CURVE = ["scheme", "optimizer", "width"]
 GROUP = ["scheme", "optimizer"]
@@ -222,7 +223,18 @@ def regret(means: pd.DataFrame, etas: pd.DataFrame) -> dict:
         return {**out, "regret_note": f"log2 lr {x:.2f} lies outside width {big}'s grid"}
     if math.isinf(at):
         return {**out, "regret_pct": math.inf, "regret_note": f"width {big} diverged at log2 lr {x:.2f}"}
-    return {**out, "regret_pct": 100 * (at - best) / best}
+    return {**out, "regret_pct": 100 * (at - best) / best, "regret_note": _interpolation_note(curve, x)}
+
+
+def _interpolation_note(curve: pd.DataFrame, x: float, far: float = INTERPOLATION_FAR) -> str:
+    """Say so when the transferred lr lies ``far`` octaves or more from every measured lr: the
+    regret is then read off a chord, which lies above a convex curve (an upper bound)."""
+    xs = np.sort(curve["log2_lr"].to_numpy(float))
+    if len(xs) == 0 or np.min(np.abs(xs - x)) < far:
+        return ""
+    below, above = xs[xs < x].max(), xs[xs > x].min()
+    return (f"interpolated between 2^{below:g} and 2^{above:g} (an upper bound); "
+            f"measure it with --lrs={x - 0.5:.1f}:{x + 0.5:.1f}:0.5")
 
 
 def summarize(df: pd.DataFrame, *, max_drift: float = MUP_MAX_DRIFT,

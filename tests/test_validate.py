@@ -252,3 +252,12 @@ def test_check_on_synthetic_landscapes(capsys):
     out = capsys.readouterr().out
     assert "mup + adamw drifts -0.60" in out and "spectral" not in out and "sp +" not in out
     assert validate_cmd.check(df[df.scheme != "mup"], 0.25, ("mup", "spectral")) == 0
+
+
+def test_regret_read_far_from_measured_lrs_says_how_to_measure_it():
+    coarse = parabolas({("mup", "adamw"): 0.0}, seeds=(0,), at64=-9.5)
+    coarse = coarse[coarse["log2_lr"] % 1 == 0]  # a 1-octave grid: eta* = -9.5 sits between points
+    r = summarize(coarse).iloc[0]
+    assert r["regret_note"] == "interpolated between 2^-10 and 2^-9 (an upper bound); measure it with --lrs=-10.0:-9.0:0.5"
+    fine = parabolas({("mup", "adamw"): 0.0}, seeds=(0,), at64=-9.5)  # -9.5 is measured
+    assert summarize(fine).iloc[0]["regret_note"] == ""
