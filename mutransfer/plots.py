@@ -308,13 +308,31 @@ def plot_transfer(plan, path) -> Path:
         return _save(fig, path)
 
 
-def _eta_errorbars(ax, rows: pd.DataFrame, x, colour, label, offset: float) -> None:
+def _eta_series(plt, ax, table: pd.DataFrame, *, by: str, x: str, cmap: str, label: str) -> None:
+    """eta* with its 95% interval against column ``x``, one colour per value of column ``by``
+    (points of different series nudged apart along x so their bars do not overlap)."""
     import numpy as np
 
-    y = rows["lr"].to_numpy(float)
-    err = np.abs(np.vstack([y - rows["lr_low"].to_numpy(float), rows["lr_high"].to_numpy(float) - y]))
-    ax.errorbar(np.asarray(x, float) * offset, y, yerr=err, fmt="o", ms=4, capsize=2, lw=1,
-                color=colour, label=label)
+    keys = sorted(table[by].unique())
+    colours = plt.get_cmap(cmap)(np.linspace(0.0, 0.85, len(keys)))
+    for i, (key, colour) in enumerate(zip(keys, colours)):
+        rows = table[table[by] == key].sort_values(x)
+        y = rows["lr"].to_numpy(float)
+        err = np.abs(np.vstack([y - rows["lr_low"].to_numpy(float), rows["lr_high"].to_numpy(float) - y]))
+        nudge = 2 ** (0.06 * (i - len(keys) / 2))
+        ax.errorbar(rows[x].to_numpy(float) * nudge, y, yerr=err, fmt="o", ms=4, capsize=2, lw=1,
+                    color=colour, label=label.format(key))
+
+
+def _eta_axes(ax, plan_xy: tuple[float, float], *, title: str, xlabel: str) -> None:
+    """The plan's star, log2 eta* axis, labels and legend shared by both transfer panels."""
+    ax.plot([plan_xy[0]], [plan_xy[1]], "*", ms=13, color="#d62728", label="plan (target)")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("eta* (base lr)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    _style_axes(ax)
+    ax.legend(fontsize=7, frameon=False)
 
 
 def _eta_vs_batch(plt, ax, plan, table: pd.DataFrame) -> None:
@@ -322,11 +340,7 @@ def _eta_vs_batch(plt, ax, plan, table: pd.DataFrame) -> None:
 
     from .laws import law_log2_eta, momentum_c
 
-    widths = sorted(table["width"].unique())
-    colours = dict(zip(widths, plt.cm.viridis(np.linspace(0.0, 0.85, len(widths)))))
-    for i, w in enumerate(widths):
-        rows = table[table["width"] == w].sort_values("batch_size")
-        _eta_errorbars(ax, rows, rows["batch_size"], colours[w], f"width {w}", 2 ** (0.06 * (i - len(widths) / 2)))
+    _eta_series(plt, ax, table, by="width", x="batch_size", cmap="viridis", label="width {}")
     if plan.law is not None:
         batches = np.concatenate([table["batch_size"].to_numpy(float), [plan.batch_size]])
         grid = np.geomspace(batches.min() / 2, batches.max() * 2, 100)
@@ -334,33 +348,15 @@ def _eta_vs_batch(plt, ax, plan, table: pd.DataFrame) -> None:
         theta = np.array([[np.log2(plan.eta_max), np.log2(plan.b_noise or 1.0)]])
         ax.plot(grid, 2 ** law_log2_eta(plan.law, np.log2(grid / c), theta)[0], "k-", lw=1,
                 label=f"{plan.law} law fit")
-    ax.plot([plan.batch_size], [plan.lr], "*", ms=13, color="#d62728", label="plan (target)")
     ax.set_xscale("log", base=2)
     shown = [*table["batch_size"], plan.batch_size]
     ax.set_xlim(min(shown) / 1.6, max(shown) * 1.6)  # one batch size must not fill the axis
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("batch size (examples)", fontsize=8)
-    ax.set_ylabel("eta* (base lr)", fontsize=8)
-    ax.set_title("eta* against batch size", fontsize=9)
-    _style_axes(ax)
-    ax.legend(fontsize=7, frameon=False)
+    _eta_axes(ax, (plan.batch_size, plan.lr), title="eta* against batch size", xlabel="batch size (examples)")
 
 
 def _eta_vs_width(plt, ax, plan, table: pd.DataFrame) -> None:
-    import numpy as np
-
-    batches = sorted(table["batch_size"].unique())
-    colours = dict(zip(batches, plt.cm.plasma(np.linspace(0.0, 0.8, len(batches)))))
-    for i, b in enumerate(batches):
-        rows = table[table["batch_size"] == b].sort_values("width")
-        _eta_errorbars(ax, rows, rows["width"], colours[b], f"batch {b}", 2 ** (0.05 * (i - len(batches) / 2)))
-    ax.plot([plan.target_width], [plan.lr], "*", ms=13, color="#d62728", label="plan (target)")
-    widths = sorted(set(table["width"]) | {plan.target_width})
-    _log2_width_axis(ax, widths)
-    ax.set_yscale("log", base=2)
-    ax.set_xlabel("width", fontsize=8)
+    _eta_series(plt, ax, table, by="batch_size", x="width", cmap="plasma", label="batch {}")
+    _log2_width_axis(ax, sorted(set(table["width"]) | {plan.target_width}))
     drift = "" if plan.drift_slope is None else (
         f": drift {plan.drift_slope:+.2f} [{plan.drift_interval[0]:+.2f}, {plan.drift_interval[1]:+.2f}] oct/doubling")
-    ax.set_title("eta* against width" + drift, fontsize=9)
-    _style_axes(ax)
-    ax.legend(fontsize=7, frameon=False)
+    _eta_axes(ax, (plan.target_width, plan.lr), title="eta* against width" + drift, xlabel="width")
