@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 
 # Every submodule is imported here, before the functions are bound: importing a submodule sets a
 # package attribute of the same name, which must not hide the same-named function afterwards.
-from . import (config, coord_check, data, landscape, laws, locks, muon, optim,  # noqa: F401
-               parametrize, plots, report, roles, scaling, storage, sweep, target, train, transfer,
-               trials, validate, zoo)
+from . import (config, coord_check, data, landscape, laws, locks, muon, objective,  # noqa: F401
+               optim, parametrize, plots, report, roles, scaling, storage, sweep, sweep_reports,
+               target, train, transfer, transfer_plan, trials, validate, zoo)
 from .config import ExperimentConfig, load_config
 from .coord_check import coord_check, coord_slopes, coord_verdict
 from .muon import Muon, newton_schulz
@@ -31,7 +31,8 @@ from .scaling import attention_scale, multipliers, muon_alpha, spectral_sigma
 from .sweep import sweep
 from .target import train_target
 from .train import TrainResult, train
-from .transfer import TransferPlan, transfer
+from .transfer import transfer
+from .transfer_plan import TransferPlan
 from .validate import validate
 
 __all__ = [

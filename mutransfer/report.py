@@ -88,7 +88,7 @@ def run_section(cfg: ExperimentConfig, source: Path | None) -> list[str]:
 def _describe_data(cfg: ExperimentConfig) -> str:
     """The dataset's own description: for a corpus its sha256, bytes and files; for a synthetic
     task its seed and sizes."""
-    from .sweep import make_dataset
+    from .objective import make_dataset
 
     info = make_dataset(cfg.data).describe()
     return ", ".join(f"{k} `{v}`" for k, v in info.items() if len(str(v)) <= 80)
@@ -171,7 +171,7 @@ def transfer_section(folder: Path, arg: str, out: str) -> list[str]:
     paths = sorted(folder.glob("plan*.json"), key=lambda p: (p.name != "plan.json", p.name))
     if not paths or paths[0].name != "plan.json":
         return lines + _not_run(command)
-    from .transfer import TransferPlan
+    from .transfer_plan import TransferPlan
 
     for path in paths:
         plan = TransferPlan.from_json(path.read_text())

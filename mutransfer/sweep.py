@@ -1,196 +1,29 @@
-"""Tune the small proxy with Optuna: objective, study, workers, pruning, resume and reports.
+"""Tune the small proxy with Optuna: samplers, pruners, the study, workers, resume and rerun.
 
-Each trial builds the model at the proxy width, parametrizes it as configured, trains it with
-:func:`mutransfer.train.train` and returns the final eval loss. The eval loss is reported at
-every eval for pruning. A diverged run is not an error: it is COMPLETE with the value
-``DIVERGED_FACTOR * (largest finite loss it saw)`` (at least twice its loss at initialization, so
-worse than not training at all; finite, so the sampler learns to avoid the region) and its
-reason in ``user_attrs``. Storage and worker plumbing live in :mod:`mutransfer.storage`.
+Each trial (:mod:`mutransfer.objective`) builds the model at the proxy width, parametrizes it as
+configured, trains it and returns the final eval loss, reported at every eval for pruning. A
+diverged run is not an error: it is COMPLETE with the value ``DIVERGED_FACTOR * (largest finite
+loss it saw)`` (at least twice its loss at initialization, so worse than not training at all;
+finite, so the sampler learns to avoid the region) and its reason in ``user_attrs``. Storage
+and worker plumbing live in :mod:`mutransfer.storage`, the files a sweep leaves in
+:mod:`mutransfer.sweep_reports`.
 
     >>> study = mutransfer.sweep("sweeps/quickstart.toml", trials=8)
     >>> study.best_params
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
-import math
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
 
-from .config import INT_SPACE_KEYS, DataConfig, ExperimentConfig, load_config
-from .roles import Role
+from .config import ExperimentConfig, load_config
 from .locks import start_lock
+from .objective import DIVERGED_FACTOR, make_objective, run_trial, trial_value
+from .sweep_reports import best_table, write_reports
 from .storage import (counts, default_storage, open_storage, run_worker, threads_per_worker,
                       worker_devices)
 
-DIVERGED_FACTOR = 2.0  # a diverged trial's value: this times the largest finite loss it saw
-BEST_ROWS = 10  # rows of the best-trials table
-
-
-def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, seed: int,
-              callback: Callable | None = None, progress: bool = False):
-    """Train the model of ``cfg`` at ``width`` with the swept ``params`` (one trial, no Optuna).
-
-    Knobs missing from ``params`` take ``cfg.train``/``cfg.parametrization`` values;
-    ``init_scale`` multiplies the init of every input/hidden/output weight after muP's rewrite.
-
-        >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
-        >>> res.final_loss
-    """
-    import torch
-
-    from . import zoo
-    from .parametrize import parametrize
-    from .train import train
-
-    k = resolve_knobs(cfg, params)
-    torch.manual_seed(seed)
-    factory = _factory(cfg, zoo.load_factory(cfg.model.factory))
-    p = cfg.parametrization
-    plan = parametrize(factory, width=width, base_width=cfg.model.base_width, scheme=p.scheme,
-                       optimizer=p.optimizer, muon_scale=p.muon_scale, readout=p.readout,
-                       output_mult=k["output_mult"], seed=seed)
-    _scale_init_(plan, k["init_scale"])
-    t = cfg.train
-    opt = plan.optimizer(k["lr"], weight_decay=k["weight_decay"], betas=t.betas, eps=t.eps,
-                         momentum=k["momentum"], adam_lr=k["adam_lr"], wd_policy=t.wd_policy)
-    data = make_dataset(cfg.data)
-    return train(plan.model, opt, data, steps=t.steps, batch_size=k["batch_size"],
-                 seq_len=None if cfg.data.source == "synthetic" else t.seq_len,
-                 schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
-                 grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, t.steps // 10),
-                 eval_batches=t.eval_batches, seed=seed, callback=callback,
-                 measure_noise=t.measure_noise, progress=progress)
-
-
-def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
-    """The trial's settings: swept ``params`` over the config's fixed values."""
-    t = cfg.train
-    fixed = {"lr": t.lr, "batch_size": t.batch_size, "adam_lr": t.adam_lr,
-             "weight_decay": t.weight_decay, "warmup": t.warmup, "momentum": t.momentum,
-             "output_mult": cfg.parametrization.output_mult, "init_scale": 1.0}
-    return {**fixed, **params}
-
-
-def _factory(cfg: ExperimentConfig, factory: Callable) -> Callable:
-    """The factory with the config's kwargs; sizes the data fixes (seq_len, in_dim, out_dim)
-    default to the data's so a GPT's context matches ``train.seq_len``."""
-    kwargs = dict(cfg.model.kwargs)
-    try:
-        accepted = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        accepted = {}
-    implied = ({"in_dim": cfg.data.in_dim, "out_dim": cfg.data.out_dim}
-               if cfg.data.source == "synthetic" else {"seq_len": cfg.train.seq_len})
-    for key, value in implied.items():
-        if key in accepted and key not in kwargs:
-            kwargs[key] = value
-    return functools.partial(factory, **kwargs)
-
-
-def _scale_init_(plan, scale: float) -> None:
-    if scale == 1.0:
-        return
-    import torch
-
-    named = dict(plan.model.named_parameters())
-    with torch.no_grad():
-        for name, role in plan.roles.items():
-            if role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT):
-                named[name].mul_(scale)
-
-
-@functools.lru_cache(maxsize=4)
-def make_dataset(data: DataConfig):
-    """The dataset ``data`` describes (cached per process: pycorpus reads ~the whole stdlib)."""
-    from . import data as datasets
-
-    if data.source == "pycorpus":
-        return datasets.pycorpus()
-    if data.source == "textfile":
-        return datasets.textfile(data.path)
-    return datasets.synthetic(kind=data.kind, in_dim=data.in_dim, out_dim=data.out_dim, seed=data.seed)
-
-
-def trial_value(res) -> float:
-    """The objective: final eval loss, or ``DIVERGED_FACTOR`` times the largest finite loss the
-    run saw when it diverged (train or eval; its first train loss is the loss at init)."""
-    if not res.diverged and math.isfinite(res.final_loss):
-        return float(res.final_loss)
-    import pandas as pd
-
-    h = res.history
-    seen = [pd.to_numeric(h[col], errors="coerce") for col in ("train_loss", "eval_loss") if col in h]
-    finite = [float(v) for col in seen for v in col if math.isfinite(v)]  # drops NaN/inf/None
-    if not finite:
-        raise ValueError("the run diverged before producing a single finite loss: the model's "
-                         "init is broken (check it at lr=0)")
-    return DIVERGED_FACTOR * max(finite)
-
-
-def _suggest(trial, space: dict) -> dict:
-    params = {}
-    for name, spec in space.items():
-        if isinstance(spec, list):
-            params[name] = trial.suggest_categorical(name, spec)
-        elif name in INT_SPACE_KEYS:
-            params[name] = trial.suggest_int(name, spec["low"], spec["high"], log=spec.get("log", False))
-        else:
-            params[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
-    return params
-
-
-def make_objective(cfg: ExperimentConfig, *, width: int, device: str) -> Callable:
-    """The Optuna objective: suggest from ``[sweep.space]``, train, report, return the loss.
-
-        >>> study.optimize(make_objective(cfg, width=64, device="cpu"), n_trials=4)
-    """
-    import optuna
-
-    # the storage URL may hold a password; a rerun needs only the training settings
-    stored = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, storage=None)).to_dict()
-
-    def objective(trial: optuna.Trial) -> float:
-        params = _suggest(trial, cfg.sweep.space)
-        seed = cfg.sweep.seed + trial.number
-        k = resolve_knobs(cfg, params)
-        p = cfg.parametrization
-        # Written before training: pruned trials keep them, and a RUNNING trial without
-        # "config" tells storage._fail_unstarted that its worker died before starting.
-        for key, value in {"width": width, "batch_size": k["batch_size"], "scheme": p.scheme,
-                           "optimizer": p.optimizer, "muon_scale": p.muon_scale, "seed": seed,
-                           "device": device, "config": stored}.items():
-            trial.set_user_attr(key, value)
-
-        def report(step: int, eval_loss: float) -> bool:
-            if math.isfinite(eval_loss):
-                trial.report(float(eval_loss), step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"eval loss {eval_loss:.4f} at step {step}")
-            return False
-
-        start = time.perf_counter()
-        res = run_trial(cfg, params, width=width, device=device, seed=seed, callback=report)
-        _store_result(trial, res, time.perf_counter() - start)
-        return trial_value(res)
-
-    return objective
-
-
-def _store_result(trial, res, seconds: float) -> None:
-    trial.set_user_attr("diverged", bool(res.diverged))
-    trial.set_user_attr("reason", res.reason)
-    trial.set_user_attr("seconds", seconds)
-    trial.set_user_attr("tokens", int(res.tokens))
-    if res.noise:
-        for key in ("b_simple", "g2", "trace_sigma"):
-            trial.set_user_attr(key, float(res.noise[key]))
-        # the train loss under the same EMA as the noise terms: the loss b_simple belongs to
-        trial.set_user_attr("noise_loss", float(res.noise["loss"]))
 
 
 def make_sampler(cfg: ExperimentConfig, seed: int):
@@ -375,88 +208,6 @@ class _progress:
 
     def __exit__(self, *exc):
         self.bar.close()
-
-
-def best_table(study, rows: int = BEST_ROWS):
-    """DataFrame of the best COMPLETE trials (value, params, diverged, seconds), best first."""
-    import pandas as pd
-
-    from optuna.trial import TrialState
-
-    records = [{"trial": t.number, "loss": t.value, **t.params,
-                "diverged": t.user_attrs.get("diverged"), "seconds": t.user_attrs.get("seconds")}
-               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not records:
-        return pd.DataFrame(columns=["trial", "loss"])
-    return pd.DataFrame(records).sort_values("loss").head(rows).reset_index(drop=True)
-
-
-def write_reports(study, out_dir: str | Path, *, show: bool = False) -> dict[str, Path]:
-    """trials.csv (one row per trial; the config column left out) and Optuna's matplotlib plots:
-    history.png (optimization history) and slice.png (loss against lr and batch size).
-
-        >>> write_reports(study, "reports/quickstart/quickstart-w64")
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    df = study.trials_dataframe()
-    df.drop(columns=[c for c in df.columns if c == "user_attrs_config"]).to_csv(out / "trials.csv", index=False)
-    files = {"trials": out / "trials.csv", **_plots(study, out)}
-    if show:
-        table = best_table(study)
-        print(f"\nbest trials of {study.study_name} ({len(df)} trials; reports in {out}):")
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    return files
-
-
-def _plots(study, out: Path) -> dict[str, Path]:
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-    import optuna
-    from optuna.trial import TrialState
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return {}
-    swept = [p for p in ("lr", "batch_size") if any(p in t.params for t in complete)]
-    files = {"history": out / "history.png", "slice": out / "slice.png"}
-    # style.context restores rcParams on exit: Optuna's plots switch the process to ggplot
-    with warnings.catch_warnings(), plt.style.context("default"):
-        # the matplotlib backend is marked experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Attempting to set identical")  # one value swept
-        for key, plot in (("history", lambda: optuna.visualization.matplotlib.plot_optimization_history(study)),
-                          ("slice", lambda: optuna.visualization.matplotlib.plot_slice(study, params=swept))):
-            if key == "slice" and not swept:
-                files.pop("slice")
-                continue
-            axes = plot()
-            flat = list(axes.flat) if hasattr(axes, "flat") else [axes]
-            for ax in flat:  # Optuna labels every minor tick of a log axis: they overlap
-                if ax.get_xscale() == "log":
-                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-                _short_category_labels(ax)
-            fig = flat[0].figure
-            fig.savefig(files[key], dpi=120, bbox_inches="tight")
-            plt.close(fig)
-    return files
-
-
-def _short_category_labels(ax) -> None:
-    """A grid's values are categories to Optuna, labelled in full (0.00048828125): show 3
-    significant digits, slanted, so neighbouring labels do not run into each other."""
-    labels = [t.get_text() for t in ax.get_xticklabels()]
-    try:
-        values = [float(v) for v in labels]
-    except ValueError:
-        return
-    if values and any(len(v) > 5 for v in labels):
-        ax.set_xticks(ax.get_xticks(), [f"{v:.3g}" for v in values], rotation=45, ha="right", fontsize=8)
 
 
 def rerun(config: ExperimentConfig | str | Path, trial_number: int, *, storage: str | None = None,

@@ -3,7 +3,7 @@
 The last step of the path. :func:`train_target` takes a :class:`~mutransfer.transfer.TransferPlan`
 (or its plan.json) and trains ``[model] factory`` at ``plan.target_width``, parametrized as the
 config says, with the plan's base lr (each group gets ``lr * lr_mult``), its adam_lr, batch size
-and weight decay, through the same loop as the sweep's trials (:func:`mutransfer.sweep.run_trial`).
+and weight decay, through the same loop as the sweep's trials (:func:`mutransfer.objective.run_trial`).
 
     >>> res = train_target("sweeps/quickstart.toml", "reports/quickstart/plan.json")
     >>> res.final_loss
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import ExperimentConfig, load_config
-from .transfer import TransferPlan
+from .transfer_plan import TransferPlan
 
 
 def load_plan(plan: TransferPlan | str | Path) -> TransferPlan:
@@ -69,7 +69,7 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
         >>> res = train_target("sweeps/quickstart.toml", "reports/quickstart/plan.json")
         >>> res.final_loss, res.history.tail()
     """
-    from .sweep import run_trial
+    from .objective import run_trial
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     plan = load_plan(plan)

@@ -79,7 +79,7 @@ def records(args, cfg):
     import pandas as pd
 
     from ..coord_check import coord_check
-    from ..sweep import _factory, make_dataset
+    from ..objective import config_factory, make_dataset
     from ..zoo import load_factory
 
     optimizer = args.optimizer or cfg.parametrization.optimizer
@@ -88,7 +88,7 @@ def records(args, cfg):
     p = cfg.parametrization
     data = make_dataset(cfg.data)
     batches = _batches(cfg, data, args.steps)
-    factory = _factory(cfg, load_factory(cfg.model.factory))
+    factory = config_factory(cfg, load_factory(cfg.model.factory))
     frames = [coord_check(factory, args.widths, batches, scheme=s, optimizer=optimizer, lr=lr,
                           steps=args.steps, seeds=range(args.seeds), data=data,
                           muon_scale=p.muon_scale, optimizer_kwargs=opt_kwargs,
