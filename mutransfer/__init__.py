@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 # package attribute of the same name, which must not hide the same-named function afterwards.
 from . import (config, coord_check, data, landscape, laws, locks, muon, objective,  # noqa: F401
                optim, parametrize, plots, report, roles, scaling, storage, sweep, sweep_reports,
-               target, train, transfer, transfer_plan, trials, validate, zoo)
+               target, train, transfer, transfer_plan, trials, validate, verdict, zoo)
 from .config import ExperimentConfig, load_config
-from .coord_check import coord_check, coord_slopes, coord_verdict
+from .coord_check import coord_check
 from .muon import Muon, newton_schulz
 from .parametrize import Plan, parametrize
 from .plots import plot_coord_check, plot_lr_landscape, plot_training, plot_transfer
@@ -33,6 +33,7 @@ from .target import train_target
 from .train import TrainResult, train
 from .transfer import transfer
 from .transfer_plan import TransferPlan
+from .verdict import coord_slopes, coord_verdict
 from .validate import validate
 
 __all__ = [

@@ -107,9 +107,11 @@ def plot_coord_check(df: pd.DataFrame, path, *, verdict=None, title: str | None 
         >>> df = pd.concat([coord_check(f, ws, b, scheme=s, lr=3e-3) for s in ("sp", "mup")])
         >>> plot_coord_check(df, "reports/coord/coord.png")
     """
-    from .coord_check import RECORD_COLUMNS, _check_columns, coord_verdict
+    from .coord_check import RECORD_COLUMNS
+    from .frames import require_columns
+    from .verdict import coord_verdict
 
-    _check_columns(df, RECORD_COLUMNS, "plot_coord_check")
+    require_columns(df, RECORD_COLUMNS, "plot_coord_check", "coord_check()'s output")
     verdict = verdict if verdict is not None else coord_verdict(df)
     schemes, steps = _scheme_order(df), sorted(df["step"].unique())
     kinds = [k for k in KIND_LABELS if k in set(df["kind"])]

@@ -12,8 +12,8 @@ from torch import nn
 
 from mutransfer import data, zoo
 from mutransfer.commands import coord_check as command
-from mutransfer.coord_check import (RECORD_COLUMNS, coord_check, coord_slopes, coord_verdict,
-                                    fit_slope, module_roles)
+from mutransfer.coord_check import RECORD_COLUMNS, coord_check, module_roles
+from mutransfer.verdict import coord_slopes, coord_verdict, fit_slope
 from mutransfer.parametrize import parametrize
 from mutransfer.plots import plot_coord_check
 

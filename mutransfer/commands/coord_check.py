@@ -109,7 +109,7 @@ def _markdown(verdict, command: str, settings: str, seconds: float) -> str:
 
 
 def run(args) -> int:
-    from ..coord_check import coord_verdict
+    from ..verdict import coord_verdict
     from ..plots import plot_coord_check
 
     if len(args.widths) < 2 or args.steps < 1 or args.seeds < 1:
