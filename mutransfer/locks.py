@@ -21,18 +21,36 @@ from pathlib import Path
 
 
 class NoLock:
-    """A lock for storages without one: every method does nothing."""
+    """A lock for storages without one: every method does nothing. The real locks below
+    implement ``_lock``/``_unlock``/``_close``; this class keeps their held state, so a second
+    ``release`` is harmless and ``close`` releases first."""
 
-    locks = False
+    _held = False
 
     def acquire(self) -> None:
-        """Do nothing."""
+        """Block until no other worker holds the lock."""
+        self._lock()
+        self._held = True
 
     def release(self) -> None:
-        """Do nothing."""
+        """Release the lock if held (calling it twice is harmless)."""
+        if self._held:
+            self._unlock()
+            self._held = False
 
     def close(self) -> None:
-        """Do nothing."""
+        """Release the lock and free what holds it (file, connection)."""
+        self.release()
+        self._close()
+
+    def _lock(self) -> None:
+        pass
+
+    def _unlock(self) -> None:
+        pass
+
+    def _close(self) -> None:
+        pass
 
     def __enter__(self):
         return self
@@ -48,46 +66,34 @@ class FileLock(NoLock):
         >>> lock.acquire(); lock.release()
     """
 
-    locks = True
-
     def __init__(self, path: str | Path):
         import fcntl  # POSIX only; start_lock checks before building one
 
         self._fcntl = fcntl
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "a+")  # noqa: SIM115 - held for the worker's lifetime
-        self._held = False
 
-    def acquire(self) -> None:
-        """Block until no other worker holds the lock."""
+    def _lock(self) -> None:
         self._fcntl.flock(self._file, self._fcntl.LOCK_EX)
-        self._held = True
 
-    def release(self) -> None:
-        """Release the lock if held (calling it twice is harmless)."""
-        if self._held:
-            self._fcntl.flock(self._file, self._fcntl.LOCK_UN)
-            self._held = False
+    def _unlock(self) -> None:
+        self._fcntl.flock(self._file, self._fcntl.LOCK_UN)
 
-    def close(self) -> None:
-        """Release and close the file."""
-        self.release()
+    def _close(self) -> None:
         self._file.close()
 
 
 class AdvisoryLock(NoLock):
-    """A PostgreSQL session advisory lock on a 64-bit key, over its own connection.
+    """A PostgreSQL session advisory lock on a 64-bit key, over its own connection, so it holds
+    across machines; the server drops it if the worker's connection dies.
 
         >>> lock = AdvisoryLock(storage.engine, advisory_key("quickstart-w64"))
         >>> lock.acquire(); lock.release()
     """
 
-    locks = True
-
     def __init__(self, engine, key: int):
         self._conn = engine.connect()
         self._key = key
-        self._held = False
 
     def _call(self, function: str) -> None:
         import sqlalchemy
@@ -95,20 +101,13 @@ class AdvisoryLock(NoLock):
         self._conn.execute(sqlalchemy.text(f"SELECT {function}(:key)"), {"key": self._key})
         self._conn.commit()  # session locks outlive the transaction; do not sit idle in one
 
-    def acquire(self) -> None:
-        """Block until no other worker, on any machine, holds the lock."""
+    def _lock(self) -> None:
         self._call("pg_advisory_lock")
-        self._held = True
 
-    def release(self) -> None:
-        """Release the lock if held (calling it twice is harmless)."""
-        if self._held:
-            self._call("pg_advisory_unlock")
-            self._held = False
+    def _unlock(self) -> None:
+        self._call("pg_advisory_unlock")
 
-    def close(self) -> None:
-        """Release and close the connection."""
-        self.release()
+    def _close(self) -> None:
         self._conn.close()
 
 
@@ -126,8 +125,8 @@ def start_lock(storage, study_name: str) -> NoLock:
     """The start lock for ``storage`` (an Optuna ``RDBStorage`` or a URL) and ``study_name``.
 
         >>> lock = start_lock(open_storage(url, heartbeat_interval=30, grace_period=120), "qs-w64")
-        >>> lock.locks
-        True
+        >>> type(lock).__name__
+        'FileLock'
     """
     url = storage if isinstance(storage, str) else str(getattr(storage, "url", ""))
     if url.startswith("sqlite:///") and url[len("sqlite:///"):] not in ("", ":memory:"):
