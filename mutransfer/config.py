@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .optim import WD_POLICIES
-from .scaling import MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES
+from .scaling import CONSTANT_NAMES, MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, Constants
 
 try:
     import tomllib
@@ -30,9 +30,10 @@ DATA_SOURCES = ("pycorpus", "textfile", "synthetic")
 SYNTHETIC_KINDS = ("classification", "regression")
 SAMPLERS = ("tpe", "random", "grid", "qmc")
 PRUNERS = ("median", "hyperband", "none")
+RECIPES = ("single", "staged")
 # The knobs the objective knows how to apply; anything else in [sweep.space] is a typo.
-SPACE_KEYS = ("lr", "batch_size", "adam_lr", "weight_decay", "warmup", "output_mult",
-              "init_scale", "momentum")
+SPACE_KEYS = ("lr", "batch_size", "adam_lr", "weight_decay", "warmup", "init_scale",
+              "momentum") + CONSTANT_NAMES  # the constants: mutransfer.Constants
 INT_SPACE_KEYS = ("batch_size",)
 
 
@@ -84,6 +85,9 @@ class ParamConfig:
     muon_scale: str = "spectral"
     readout: str = "init"
     output_mult: float = 1.0  # used when [sweep.space] does not sweep output_mult
+    # muP's free constants (mutransfer.Constants: init_<role>, lr_<role>, readout_exponent,
+    # attention_mult); each is used when [sweep.space] does not sweep it. output_mult is above.
+    constants: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class SweepConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     seed: int = 0  # sampler seed; trial k trains with seed + k
+    # "single": one study over [sweep.space]; "staged": lr grid, then the constants, then the
+    # lr grid again at the best constants (mutransfer/recipe.py)
+    recipe: str = "single"
     storage: str | None = None  # None = SQLite file reports/<name>/study.db
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
     grace_period: int = 120  # a RUNNING trial this long without a heartbeat is failed and retried
@@ -186,6 +193,11 @@ def _build(raw: dict, source: str, root: Path) -> ExperimentConfig:
     cfg = ExperimentConfig(name=raw["name"], **sections)
     _check_choices(cfg, source)
     _check_space(cfg.sweep, source)
+    if cfg.sweep.recipe == "staged":
+        from .objective import config_constants
+        from .recipe import check_staged
+
+        check_staged(cfg, config_constants(cfg), source)
     return cfg
 
 
@@ -256,7 +268,15 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
               ("parametrization", "muon_scale", cfg.parametrization.muon_scale, MUON_SCALES),
               ("parametrization", "readout", cfg.parametrization.readout, READOUTS),
               ("sweep", "sampler", cfg.sweep.sampler, SAMPLERS),
-              ("sweep", "pruner", cfg.sweep.pruner, PRUNERS)]
+              ("sweep", "pruner", cfg.sweep.pruner, PRUNERS),
+              ("sweep", "recipe", cfg.sweep.recipe, RECIPES)]
+    try:
+        Constants.coerce(cfg.parametrization.constants)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: [parametrization] constants: {e}") from None
+    if "output_mult" in cfg.parametrization.constants:
+        raise ValueError(f"{source}: [parametrization] constants: give output_mult as "
+                         f"[parametrization] output_mult, not inside constants")
     for section, key, value, choices in checks:
         if value not in choices:
             raise ValueError(f"{source}: [{section}] {key} must be one of {', '.join(choices)}, "

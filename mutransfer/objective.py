@@ -44,7 +44,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     p = cfg.parametrization
     plan = parametrize(factory, width=width, base_width=cfg.model.base_width, scheme=p.scheme,
                        optimizer=p.optimizer, muon_scale=p.muon_scale, readout=p.readout,
-                       output_mult=k["output_mult"], seed=seed)
+                       constants=trial_constants(k), seed=seed)
     _scale_init_(plan, k["init_scale"])
     t = cfg.train
     opt = plan.optimizer(k["lr"], weight_decay=k["weight_decay"], betas=t.betas, eps=t.eps,
@@ -63,8 +63,28 @@ def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
     t = cfg.train
     fixed = {"lr": t.lr, "batch_size": t.batch_size, "adam_lr": t.adam_lr,
              "weight_decay": t.weight_decay, "warmup": t.warmup, "momentum": t.momentum,
-             "output_mult": cfg.parametrization.output_mult, "init_scale": 1.0}
+             **config_constants(cfg), "init_scale": 1.0}
     return {**fixed, **params}
+
+
+def config_constants(cfg: ExperimentConfig) -> dict[str, float]:
+    """Every constant's value in ``cfg`` (``[parametrization] constants`` and output_mult over
+    the defaults).
+
+        >>> config_constants(cfg)["lr_hidden"]
+        1.0
+    """
+    from .scaling import Constants
+
+    p = cfg.parametrization
+    return Constants.coerce({**p.constants, "output_mult": p.output_mult}).as_dict()
+
+
+def trial_constants(knobs: dict) -> "Constants":
+    """The :class:`~mutransfer.Constants` among a trial's resolved knobs."""
+    from .scaling import CONSTANT_NAMES, Constants
+
+    return Constants.coerce({k: knobs[k] for k in CONSTANT_NAMES if k in knobs})
 
 
 def config_factory(cfg: ExperimentConfig, factory: Callable) -> Callable:

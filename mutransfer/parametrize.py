@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .roles import ParamInfo, Role, infer_roles
-from .scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, check_choice, multipliers,
-                      spectral_sigma)
+from .scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, Constants, check_choice,
+                      multipliers, spectral_sigma)
 
 # Relative std changes smaller than this are treated as "already there": this makes
 # parametrizing twice give bit-identical tensors to parametrizing once.
@@ -78,7 +78,7 @@ class Plan:
     optimizer_name: str = "adamw"
     muon_scale: str = "spectral"
     readout: str = "init"
-    output_mult: float = 1.0
+    constants: Constants = field(default_factory=Constants)
     readout_scales: dict[str, float] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
@@ -86,18 +86,29 @@ class Plan:
     def roles(self) -> dict[str, Role]:
         return {n: Role(p.role) for n, p in self.params.items()}
 
+    @property
+    def output_mult(self) -> float:
+        return self.constants.output_mult
+
     def table(self):
-        """One row per parameter: name, shape, role, fans, width_mult and every multiplier."""
+        """One row per parameter: name, shape, role, fans, width_mult and every multiplier
+        (``init_mult`` and ``lr_mult`` include the plan's constants; ``.attrs["constants"]``
+        holds them all)."""
         import pandas as pd
 
         rows = [{c: getattr(p, c) for c in COLUMNS} for p in self.params.values()]
-        return pd.DataFrame(rows, columns=list(COLUMNS))
+        df = pd.DataFrame(rows, columns=list(COLUMNS))
+        df.attrs["constants"] = self.constants.as_dict()
+        return df
 
     def __str__(self) -> str:
         df = self.table()
         df["shape"] = df["shape"].map(lambda s: "x".join(map(str, s)))
         head = (f"mutransfer Plan: scheme={self.scheme} optimizer={self.optimizer_name} "
                 f"muon_scale={self.muon_scale} readout={self.readout} output_mult={self.output_mult:g}")
+        changed = {k: v for k, v in self.constants.changed().items() if k != "output_mult"}
+        if changed:
+            head += "\nconstants: " + ", ".join(f"{k}={v:g}" for k, v in changed.items())
         counts = ", ".join(f"{r}: {n}" for r, n in df["role"].value_counts().sort_index().items())
         with _pandas_display():
             body = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
@@ -131,6 +142,7 @@ class Plan:
     def save(self, path: str | Path) -> None:
         """Write the plan as JSON (the model itself is not saved: use its state_dict)."""
         data = {k: v for k, v in asdict(self).items() if k not in ("model", "params")}
+        data["constants"] = self.constants.as_dict()
         data["params"] = [asdict(p) for p in self.params.values()]
         Path(path).write_text(json.dumps(data, indent=1, default=_json_float))
 
@@ -142,7 +154,10 @@ class Plan:
         for p in data.pop("params"):
             p["shape"] = tuple(p["shape"])
             params[p["name"]] = ParamPlan(**{k: _float_or(v) for k, v in p.items()})
-        return cls(params=params, **data)
+        constants = data.pop("constants", {})
+        if "output_mult" in data:  # plans saved before the constants existed
+            constants = {**constants, "output_mult": data.pop("output_mult")}
+        return cls(params=params, constants=Constants.coerce(constants), **data)
 
 
 def _json_float(v):
@@ -218,18 +233,21 @@ def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
     return out
 
 
-def _target_std(info: ParamInfo, mult, base_rms: float, scheme: str, readout: str) -> float:
+def _target_std(info: ParamInfo, init_mult: float, base_rms: float, scheme: str, readout: str,
+                c: Constants) -> float:
+    """The init std: the scheme's (base std x init_mult, or spectral's absolute sigma) times the
+    role's init constant; zero for a zero-init readout."""
     output = info.role is Role.OUTPUT
-    if output and (info.tied or readout == "multiplier"):
-        return base_rms  # multiplier form: the readout keeps its base init
-    if output and readout == "zero" and scheme != "sp":
+    if output and readout == "zero" and scheme != "sp" and not info.tied:
         return 0.0
-    if scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT):
-        return spectral_sigma(info.fan_in, info.fan_out)
-    return base_rms * mult.init
+    if (scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT)
+            and not (output and (info.tied or readout == "multiplier"))):
+        return spectral_sigma(info.fan_in, info.fan_out) * c.init(info.role)
+    return base_rms * init_mult
 
 
-def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout) -> ParamPlan:
+def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout,
+              c: Constants) -> ParamPlan:
     mult = multipliers(info.role, info.width_mult, scheme=scheme, optimizer=optimizer,
                        fan_in=info.fan_in, fan_out=info.fan_out, ndim=len(info.shape),
                        is_embedding=info.is_embedding, muon_scale=muon_scale, m_max=info.max_mult)
@@ -238,7 +256,11 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
         # multiplier form: base init and base Adam lr; SGD's lr grows like an input's (x m)
         init_mult, eps_mult = 1.0, 1.0
         lr_mult = info.width_mult if mult.optimizer == "sgd" else 1.0
-    std = _target_std(info, replace(mult, init=init_mult), base_rms, scheme, readout)
+    elif info.role is Role.OUTPUT and scheme == "mup":
+        init_mult = info.width_mult ** c.readout_exponent
+    init_mult *= c.init(info.role)
+    lr_mult *= c.lr(info.role)
+    std = _target_std(info, init_mult, base_rms, scheme, readout, c)
     return ParamPlan(info.name, info.shape, info.role.value, info.fan_in, info.fan_out,
                      info.width_mult, std, init_mult, lr_mult, 1.0 / lr_mult, eps_mult,
                      mult.optimizer, mult.muon_alpha, info.kind, info.tied)
@@ -246,7 +268,8 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
 
 def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, output_mult) -> dict[str, float]:
     if scheme == "sp":
-        return {}
+        return {} if output_mult == 1.0 else {m: output_mult for i in infos.values()
+                                              if i.role is Role.OUTPUT for m in i.readout_modules}
     scales = {}
     for info in infos.values():
         if info.role is not Role.OUTPUT:
@@ -269,16 +292,40 @@ def _set_readout_hooks(model: nn.Module, scales: dict[str, float]) -> None:
         modules[name].register_forward_pre_hook(ReadoutScale(scale))
 
 
-def _check_settings(scheme, optimizer, muon_scale, readout, output_mult) -> None:
+def _settings(scheme, optimizer, muon_scale, readout, output_mult, constants) -> Constants:
+    """Check the choices and return the constants, ``output_mult`` folded in."""
     check_choice("scheme", scheme, SCHEMES)
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("muon_scale", muon_scale, MUON_SCALES)
     check_choice("readout", readout, READOUTS)
-    if not isinstance(output_mult, (int, float)) or not output_mult > 0:
-        raise ValueError(f"output_mult must be a positive number; got {output_mult!r}")
+    c = Constants.coerce(constants)
+    if output_mult is not None:
+        if isinstance(output_mult, bool) or not isinstance(output_mult, (int, float)) or not output_mult > 0:
+            raise ValueError(f"output_mult must be a positive number; got {output_mult!r}")
+        if c.output_mult not in (1.0, output_mult):
+            raise ValueError(f"output_mult={output_mult!r} and constants output_mult="
+                             f"{c.output_mult!r} disagree; give it in one place")
+        c = c.replace(output_mult=float(output_mult))
+    if scheme == "sp" and any(c.init(r) != 1.0 for r in Role):
+        raise ValueError(f"init constants {c.changed()} need scheme 'mup' or 'spectral': 'sp' keeps "
+                         f"your model's own init (scale it yourself, or use the sweep's init_scale)")
+    return c
 
 
-def _from_factory(factory: Callable, width, base_width, delta_width, device):
+def _attention_kwargs(factory: Callable, params, c: Constants) -> dict:
+    """``attention_mult`` for a factory that takes it; an error when it is set and cannot be."""
+    if c.attention_mult == 1.0:
+        return {}
+    if factory is None or ("attention_mult" not in params
+                           and not any(p.kind is p.VAR_KEYWORD for p in params.values())):
+        what = "a model instance" if factory is None else f"factory {getattr(factory, '__name__', factory)!r}"
+        raise ValueError(f"constant attention_mult={c.attention_mult:g} needs a factory that accepts "
+                         f"attention_mult= (as mutransfer.zoo.gpt does); {what} does not. "
+                         f"Scale the attention logits in your model, or leave attention_mult at 1")
+    return {"attention_mult": c.attention_mult}
+
+
+def _from_factory(factory: Callable, width, base_width, delta_width, device, c: Constants):
     if width is None or base_width is None:
         raise ValueError("the factory form needs width= and base_width=, "
                          "e.g. parametrize(make_model, width=1024, base_width=64)")
@@ -289,6 +336,11 @@ def _from_factory(factory: Callable, width, base_width, delta_width, device):
     if "width" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise TypeError(f"factory {getattr(factory, '__name__', factory)!r} does not accept the "
                         f"keyword 'width'; make it def make_model(width, ...) -> nn.Module")
+    extra = _attention_kwargs(factory, params, c)
+    if extra:
+        import functools
+
+        factory = functools.partial(factory, **extra)
     with torch.device(device or "cpu"):
         model = factory(width=width)
     with torch.random.fork_rng(devices=[]):
@@ -310,7 +362,8 @@ def parametrize(
     overrides: dict[str, str] | None = None,
     muon_scale: str = "spectral",
     readout: str = "init",
-    output_mult: float = 1.0,
+    output_mult: float | None = None,
+    constants: Constants | dict | None = None,
     seed: int | None = None,
     width: int | None = None,
     base_width: int | None = None,
@@ -323,29 +376,35 @@ def parametrize(
     absolute ``sqrt(fan_out/fan_in) / (sqrt(fan_in) + sqrt(fan_out))`` for matrices (``spectral``),
     or stays as is (``sp``); lr/eps multipliers follow scaling.md section 3 for ``optimizer``.
     The factory form builds the model at ``width``, a real base at ``base_width`` and a meta
-    delta at ``delta_width`` (default ``2 * base_width``).
+    delta at ``delta_width`` (default ``2 * base_width``). ``constants``
+    (:class:`mutransfer.Constants` or a dict of its names) are the width-independent constants of
+    scaling.md section 8: ``init std = c_init[role] * std``, ``lr_mult = c_lr[role] * lr_mult``,
+    the readout init ``x m ** readout_exponent`` under ``mup``, ``output_mult`` on the logits
+    (``output_mult=`` is the same constant) and ``attention_mult`` passed to the factory.
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
         >>> opt = plan.optimizer(lr=1e-3)
     """
+    c = _settings(scheme, optimizer, muon_scale, readout, output_mult, constants)
     if not isinstance(model, nn.Module):
         if not callable(model):
             raise TypeError(f"model must be an nn.Module or a factory width -> nn.Module; got {model!r}")
         if base is not None:
             raise TypeError("with a factory, give width= and base_width= instead of a base model")
-        model, base, default_delta = _from_factory(model, width, base_width, delta_width, device)
+        model, base, default_delta = _from_factory(model, width, base_width, delta_width, device, c)
         delta = delta if delta is not None else default_delta
     elif base is None:
         raise TypeError("parametrize(model, base) needs the base model (the same architecture at "
                         "the base width; torch.device('meta') costs no memory)")
-    _check_settings(scheme, optimizer, muon_scale, readout, output_mult)
+    else:
+        _attention_kwargs(None, {}, c)
     infos = infer_roles(model, base, delta, overrides)
     model_is_meta = any(p.is_meta for p in model.parameters())
     measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
     base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
-    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout) for n, i in infos.items()}
-    plan = Plan(rows, scheme, optimizer, muon_scale, readout, float(output_mult),
-                _readout_scales(infos, scheme, readout, output_mult))
+    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c) for n, i in infos.items()}
+    plan = Plan(rows, scheme, optimizer, muon_scale, readout, c,
+                _readout_scales(infos, scheme, readout, c.output_mult))
     if scheme != "sp":
         _rewrite_init_(model, plan, base)
     else:  # sp leaves the init alone; the table reports what the model has

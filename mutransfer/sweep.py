@@ -77,7 +77,7 @@ def _load_study(cfg, url, study_name, worker: int):
 
 
 def _worker_main(cfg_dict: dict, url: str, study_name: str, width: int, device: str,
-                 threads: int, worker: int, deadline: float | None) -> None:
+                 threads: int, worker: int, deadline: float | None, total: int) -> None:
     """Entry point of a spawned worker process."""
     import optuna
     import torch
@@ -87,7 +87,7 @@ def _worker_main(cfg_dict: dict, url: str, study_name: str, width: int, device: 
     cfg = ExperimentConfig.from_dict(cfg_dict)
     study, lock = _load_study(cfg, url, study_name, worker)
     with lock:
-        run_worker(study, make_objective(cfg, width=width, device=device), cfg.sweep.trials,
+        run_worker(study, make_objective(cfg, width=width, device=device), total,
                    grace_period=cfg.sweep.grace_period, deadline=deadline, catch=_catch(), lock=lock)
 
 
@@ -127,16 +127,31 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
     try:
         study, lock = _load_study(cfg, url, name, worker=0)
         with lock, _progress(study, cfg.sweep.trials, show_progress) as progress:
-            if len(devices) == 1:
-                run_worker(study, make_objective(cfg, width=cfg.sweep.width, device=devices[0]),
-                           cfg.sweep.trials, grace_period=cfg.sweep.grace_period,
-                           deadline=deadline, progress=progress, catch=_catch(), lock=lock)
-            else:
-                _spawn(cfg, url, name, devices, deadline, study, progress)
+            for total in _phases(study, cfg):
+                if len(devices) == 1:
+                    run_worker(study, make_objective(cfg, width=cfg.sweep.width, device=devices[0]),
+                               total, grace_period=cfg.sweep.grace_period,
+                               deadline=deadline, progress=progress, catch=_catch(), lock=lock)
+                else:
+                    _spawn(cfg, url, name, devices, deadline, study, progress, total)
     finally:
         optuna.logging.set_verbosity(verbosity)
     write_reports(study, Path(reports_dir) / cfg.name / name, show=show_progress)
     return study
+
+
+def _phases(study, cfg: ExperimentConfig):
+    """The trial total to run to: ``[sweep] trials`` (recipe "single"), or each phase's
+    cumulative total of the staged recipe, its trials enqueued just before it runs."""
+    if cfg.sweep.recipe != "staged":
+        yield cfg.sweep.trials
+        return
+    from .objective import config_constants
+    from .recipe import enqueue_phase_, phase_totals
+
+    for phase, total in enumerate(phase_totals(cfg)):
+        enqueue_phase_(study, cfg, phase, config_constants(cfg))
+        yield total
 
 
 STUDY_NAME = re.compile(r"^(?P<name>.+)-w(?P<width>\d+)(?:-s(?P<seed>\d+))?$")
@@ -154,7 +169,7 @@ def default_study_name(cfg: ExperimentConfig, width: int | None = None, seed: in
     return f"{cfg.name}-w{width}" + (f"-s{seed}" if other else "")
 
 
-def _spawn(cfg, url, name, devices, deadline, study, progress) -> None:
+def _spawn(cfg, url, name, devices, deadline, study, progress, total: int) -> None:
     """K fresh interpreters (not multiprocessing: its spawn re-runs the caller's unguarded
     ``__main__``), each running :func:`_worker_main`; the parent only draws the progress."""
     import json
@@ -169,7 +184,8 @@ def _spawn(cfg, url, name, devices, deadline, study, progress) -> None:
     code = "import json, sys; from mutransfer.sweep import _worker_main; _worker_main(**json.loads(sys.argv[1]))"
     procs = [subprocess.Popen([sys.executable, "-c", code, json.dumps(
         {"cfg_dict": cfg.to_dict(), "url": url, "study_name": name, "width": cfg.sweep.width,
-         "device": dev, "threads": threads, "worker": i + 1, "deadline": deadline})], env=env)
+         "device": dev, "threads": threads, "worker": i + 1, "deadline": deadline,
+         "total": total})], env=env)
         for i, dev in enumerate(devices)]
     try:
         while any(p.poll() is None for p in procs):

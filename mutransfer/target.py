@@ -31,12 +31,13 @@ def load_plan(plan: TransferPlan | str | Path) -> TransferPlan:
 
 
 def plan_params(plan: TransferPlan) -> dict:
-    """The trial knobs the plan fixes: lr, batch_size, and adam_lr / weight_decay when it has them.
+    """The trial knobs the plan fixes: lr, batch_size, its constants, and adam_lr / weight_decay
+    when it has them.
 
         >>> plan_params(plan)
         {'lr': 0.0096, 'batch_size': 16}
     """
-    params = {"lr": float(plan.lr), "batch_size": int(plan.batch_size)}
+    params = {"lr": float(plan.lr), "batch_size": int(plan.batch_size), **plan.constants}
     for key in ("adam_lr", "weight_decay"):
         if getattr(plan, key) is not None:
             params[key] = float(getattr(plan, key))
@@ -54,6 +55,28 @@ def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
             raise ValueError(f"the plan's {what} is {planned!r} but the config "
                              f"trains {what} {configured!r}; use the config the plan's sweeps ran "
                              f"with, or rerun `mutransfer transfer` for this one")
+    _check_constants(cfg, plan)
+
+
+def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
+    """Refuse a plan whose constants differ from those the config fixes (a constant the config
+    sweeps is free: the plan's tuned value is applied)."""
+    from .objective import config_constants
+
+    fixed = {k: v for k, v in config_constants(cfg).items() if k not in cfg.sweep.space}
+    planned = {k: plan.constants.get(k, _default(k)) for k in fixed}
+    wrong = {k: (planned[k], v) for k, v in fixed.items() if planned[k] != v}
+    if wrong:
+        detail = ", ".join(f"{k}: plan {p:g}, config {c:g}" for k, (p, c) in wrong.items())
+        raise ValueError(f"the plan was tuned with other constants than the config fixes ({detail}); "
+                         f"use the config the plan's sweeps ran with, sweep those constants in "
+                         f"[sweep.space], or rerun `mutransfer transfer` for this config")
+
+
+def _default(name: str) -> float:
+    from .scaling import Constants
+
+    return getattr(Constants(), name)
 
 
 def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str | Path, *,

@@ -21,6 +21,8 @@ each (width, batch) sweep; the math is in :mod:`mutransfer.laws`):
 """
 from __future__ import annotations
 
+import json
+
 import math
 
 import numpy as np
@@ -60,11 +62,11 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
         >>> plan.lr, plan.batch_size, plan.warnings
     """
     _check_args(target_width, target_batch, tokens, max_batch, n_boot, window)
-    frame = trials_frame(results, keep_diverged=True)
+    notes: list[str] = []
+    frame, constants = _constants_group(trials_frame(results, keep_diverged=True), notes)
     ok = frame[~frame["diverged"]]
     scheme = _resolve(ok, "scheme", scheme, SCHEMES)
     optimizer = _resolve(ok, "optimizer", optimizer, OPTIMIZERS)
-    notes: list[str] = []
     if scheme == "sp":
         notes.append("scheme 'sp' does not keep eta* fixed across width: expect a drift; "
                      "use scheme 'mup' for transfer")
@@ -93,7 +95,8 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
     plan = {"lr": float(2 ** log2_lr[0]), "lr_interval": _ci2(log2_lr), "batch_size": int(batch),
             "batch_interval": batch_ci, "target_width": int(target_width), "steps": steps,
             "scheme": scheme, "optimizer_name": optimizer, "muon_scale": _unique(ok["muon_scale"]),
-            "base_width": _unique(ok["base_width"], int), "optima": _optima_records(groups)}
+            "base_width": _unique(ok["base_width"], int), "optima": _optima_records(groups),
+            "constants": constants}
     plan.update(adam_lr=_adam_lr(ok, groups, plan["lr"]),
                 weight_decay=_weight_decay(ok, groups, plan["lr"] / diag["lr_proxy"], steps, tokens, tpe))
     plan.update(_law_fields(law, diag), **_drift_fields(drift), **_loss_fields(loss, diag))
@@ -102,6 +105,33 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
     if noise is not None:
         diag.update(noise_exponent=float(noise[0, 0]), noise_exponent_interval=interval(noise[1:, 0]))
     return TransferPlan(**plan, warnings=tuple(notes), diagnostics=json_ready(diag))
+
+
+def _constants_group(frame, notes):
+    """The trials that share the constants the plan will carry, and those constants.
+
+    eta* is fitted across lr at fixed constants, so when the trials tried several constant
+    settings (a staged or joint sweep), the plan takes the setting with the lowest loss among
+    those swept over >= 3 lrs at one (width, batch size), and fits on its trials alone.
+    """
+    keys = frame["constants"].fillna("{}")
+    if keys.nunique() == 1:
+        return frame, json.loads(keys.iloc[0])
+    ok = ~frame["diverged"]
+    candidates = {}
+    for key, g in frame[ok].groupby(keys[ok]):
+        if g.groupby(["width", "batch_size"])["lr"].nunique().max() >= 3:
+            candidates[key] = float(g["loss"].min())
+    if not candidates:
+        raise ValueError(f"the trials tried {keys.nunique()} settings of the constants and none was "
+                         f"swept over >= 3 lrs, so eta* cannot be fitted at fixed constants; sweep an "
+                         f"lr grid with the constants fixed (the staged recipe: [sweep] recipe = "
+                         f"\"staged\") and transfer that")
+    best = min(candidates, key=candidates.get)
+    chosen = keys == best
+    notes.append(f"the trials tried {keys.nunique()} settings of the constants; eta* is fitted on the "
+                 f"{int(chosen.sum())} trials at the best one swept over an lr grid: {best}")
+    return frame[chosen], json.loads(best)
 
 
 def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window) -> None:

@@ -49,6 +49,7 @@ class TransferPlan:
     predicted_loss: float | None = None  # at the reference batch and the proxies' steps
     loss_interval: tuple[float, float] | None = None
     optima: tuple[dict, ...] = ()  # eta* per proxy (width, batch_size)
+    constants: dict = field(default_factory=dict)  # muP's free constants that differ from 1 (Constants)
     warnings: tuple[str, ...] = ()
     diagnostics: dict = field(default_factory=dict)
 
@@ -120,8 +121,13 @@ class TransferPlan:
                 raise ValueError(f"the Plan is for scheme {model.scheme!r}/optimizer "
                                  f"{model.optimizer_name!r} but the lr is for {scheme!r}/{optimizer!r}; "
                                  f"parametrize with scheme={scheme!r}, optimizer={optimizer!r}")
+            if model.constants.changed() != self.constants:
+                raise ValueError(f"the Plan was made with constants {model.constants.changed()} but "
+                                 f"the lr was tuned with constants {self.constants}; parametrize with "
+                                 f"constants={self.constants}")
             return model
-        settings = {"scheme": scheme, "optimizer": optimizer, "muon_scale": self.muon_scale or "spectral"}
+        settings = {"scheme": scheme, "optimizer": optimizer, "muon_scale": self.muon_scale or "spectral",
+                    "constants": self.constants}
         if not hasattr(model, "parameters"):  # a factory
             base_width = base if base is not None else self.base_width
             if base_width is None:
@@ -178,7 +184,8 @@ def _summary(p: TransferPlan) -> str:
             ("B_noise (proxies)", _fmt(p.b_noise, p.b_noise_interval, "{:.0f}")),
             ("B_noise (target)", _fmt(p.b_noise_target, p.b_noise_target_interval, "{:.0f}")),
             ("drift (oct/doubling)", _fmt(p.drift_slope, p.drift_interval, "{:+.3f}")),
-            ("predicted loss", _fmt(p.predicted_loss, p.loss_interval))]
+            ("predicted loss", _fmt(p.predicted_loss, p.loss_interval)),
+            ("constants", ", ".join(f"{k}={v:.4g}" for k, v in p.constants.items()) or "all 1 (defaults)")]
     head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width} "
             f"(scheme {p.scheme}, optimizer {p.optimizer_name}); 95% bootstrap intervals")
     body = "\n".join(f"  {k:<22}{v}" for k, v in rows)

@@ -16,7 +16,7 @@ import numpy as np
 
 REQUIRED = ("width", "lr", "batch_size", "loss")
 OPTIONAL = ("scheme", "optimizer", "muon_scale", "diverged", "b_simple", "noise_loss", "adam_lr",
-            "weight_decay", "steps", "tokens", "beta1", "base_width", "study")
+            "weight_decay", "steps", "tokens", "beta1", "base_width", "study", "constants")
 DEFAULT_BETA1 = {"adamw": 0.9, "adam": 0.9, "muon": 0.95, "sgd": 0.0}  # torch's and Muon's defaults
 
 
@@ -68,7 +68,7 @@ def _check_frame(df):
     out = df.copy()
     for col in OPTIONAL:
         if col not in out.columns:
-            out[col] = None if col in ("scheme", "optimizer", "muon_scale", "study") else np.nan
+            out[col] = None if col in ("scheme", "optimizer", "muon_scale", "study", "constants") else np.nan
     for col in ("width", "lr", "batch_size"):
         bad = out.loc[~(out[col].astype(float) > 0), col]
         if len(bad):
@@ -109,7 +109,30 @@ def _trial_row(t, study_name: str) -> dict:
             "weight_decay": params.get("weight_decay", train.get("weight_decay")),
             "steps": train.get("steps"), "tokens": ua.get("tokens"),
             "beta1": _beta1(optimizer, params, train),
-            "base_width": cfg.get("model", {}).get("base_width"), "study": study_name}
+            "base_width": cfg.get("model", {}).get("base_width"), "study": study_name,
+            "constants": constants_key(_trial_constants(cfg.get("parametrization", {}), params))}
+
+
+def _trial_constants(param_cfg: dict, params: dict) -> dict:
+    from .scaling import CONSTANT_NAMES
+
+    values = {**param_cfg.get("constants", {}), "output_mult": param_cfg.get("output_mult", 1.0)}
+    values.update({k: v for k, v in params.items() if k in CONSTANT_NAMES})
+    return values
+
+
+def constants_key(values: dict | None) -> str:
+    """A canonical JSON text of the constants that differ from their defaults ("{}" for none):
+    trials with equal keys share every constant.
+
+        >>> constants_key({"lr_hidden": 0.5, "output_mult": 1.0})
+        '{"lr_hidden": 0.5}'
+    """
+    import json
+
+    from .scaling import Constants
+
+    return json.dumps(Constants.coerce(values or {}).changed(), sort_keys=True)
 
 
 def _beta1(optimizer, params: dict, train: dict):

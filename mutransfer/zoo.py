@@ -130,7 +130,7 @@ def _check_int(name: str, value, low: int = 1) -> int:
 
 def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | None = None,
         vocab: int = 256, seq_len: int = 128, tied: bool = False, attention: str = "mup",
-        base_d_head: int | None = None) -> GPT:
+        base_d_head: int | None = None, attention_mult: float = 1.0) -> GPT:
     """A pre-LN GPT decoder mapping ids ``(B, T)`` to logits ``(B, T, vocab)``.
 
     Scaling dims: d_model = ``width``, MLP hidden ``4 * width``, and either d_head
@@ -138,7 +138,8 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     count ``width / d_head``. Attention ``softmax(q k^T * scale) v`` with
     ``scale = sqrt(base_d_head) / d_head`` (muP, :func:`mutransfer.attention_scale`;
     ``base_d_head`` default ``BASE_D_HEAD = 16``, so the scale is ``1/sqrt(16)`` at d_head 16 and
-    ``~1/d_head`` across widths) or ``1/sqrt(d_head)`` for ``attention="sp"``.
+    ``~1/d_head`` across widths) or ``1/sqrt(d_head)`` for ``attention="sp"``, times
+    ``attention_mult`` (a width-independent constant to tune on the proxy, scaling.md section 8).
     Init: torch defaults, except both embeddings ~ N(0, 0.02) (GPT-2). ``tied=True`` shares the
     token embedding with the readout (``readout.weight is wte.weight``).
 
@@ -153,11 +154,14 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     for name, value in (("width", width), ("depth", depth), ("vocab", vocab), ("seq_len", seq_len)):
         _check_int(name, value, 1)
     check_choice("attention", attention, ATTENTIONS)
+    if isinstance(attention_mult, bool) or not isinstance(attention_mult, (int, float)) or not attention_mult > 0:
+        raise ValueError(f"attention_mult must be a positive number (1 = the plain scale); got {attention_mult!r}")
     n_heads, d_head = _heads(width, n_heads, d_head)
     if attention == "mup":
         scale = attention_scale(d_head, BASE_D_HEAD if base_d_head is None else base_d_head)
     else:
         scale = d_head ** -0.5
+    scale *= attention_mult
     return GPT(width, depth, n_heads, d_head, vocab, seq_len, bool(tied), scale)
 
 
