@@ -8,7 +8,8 @@ import sys
 from . import __version__
 
 # Subcommand modules, in the order `mutransfer --help` lists them.
-COMMANDS = ("quickstart", "describe", "coord-check", "sweep", "transfer", "train", "validate", "report")
+COMMANDS = ("quickstart", "describe", "coord-check", "sweep", "transfer", "train", "validate", "compare",
+            "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,44 @@
+"""``mutransfer compare CONFIG``: transfer against direct tuning at the target (issue 10's headline)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import add_command, add_device, add_reports
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers, "compare",
+        help="target loss and tuning compute: SP tuned at the target vs muP transferred",
+        description="Run three arms on CONFIG's lr grid: sp-direct (SP swept at the target "
+                    "width), mup-lr (the proxy's lr transferred) and mup-constants (the staged "
+                    "recipe's lr and constants transferred); train the target with each over "
+                    "--seeds seeds and write reports/<name>/compare.{csv,png,md}. Resumes from the "
+                    "studies <name>-compare-<arm>-w<W>. Exits 1 when mup-constants misses the goal "
+                    "(loss <= sp-direct's at <= 1/8 of its tuning compute) and --check is given.",
+        config=True)
+    p.add_argument("--seeds", type=int, default=2, help="target training seeds per arm")
+    p.add_argument("--workers", type=int, default=1, help="sweep worker processes")
+    p.add_argument("--check", action="store_true", help="exit 1 when the goal is missed")
+    add_device(p)
+    add_reports(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..compare import compare, verdict, write_compare
+    from ..config import load_config
+    from ..validate import shell_path
+
+    cfg = load_config(args.config)
+    table = compare(cfg, seeds=args.seeds, workers=args.workers, device=args.device,
+                    reports_dir=args.reports)
+    command = " ".join(["mutransfer compare", shell_path(args.config), f"--seeds {args.seeds}",
+                        *([f"--reports {args.reports}"] if Path(args.reports) != Path("reports") else [])])
+    path = write_compare(table, Path(args.reports) / cfg.name, command)
+    shown = table[["arm", "tuned_at", "trials", "lr", "loss", "tuning_s", "compute_ratio"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(verdict(table))
+    print(f"wrote {path}")
+    met = verdict(table).startswith("mup-constants meets")
+    return 1 if args.check and not met else 0

@@ -1,0 +1,137 @@
+"""The product's headline measurement: transfer against direct tuning at the target.
+
+Three arms on one config, each tuned with the config's lr grid and judged by the target's
+eval loss over ``seeds`` training seeds, with the tuning compute (summed wall seconds of the
+tuning trials, all run the same way on the same machine):
+
+| arm             | tuned where                         | what the target gets                  |
+|-----------------|-------------------------------------|---------------------------------------|
+| ``sp-direct``   | the target width, scheme ``sp``     | the best grid lr                      |
+| ``mup-lr``      | the proxy, constants at the config's| the transferred lr                    |
+| ``mup-constants``| the proxy, the staged recipe       | the transferred lr and the constants  |
+
+The goal (issue 10): ``mup-constants`` at least level with ``sp-direct`` at <= 1/8 of its
+tuning compute.
+
+    >>> table = compare("sweeps/quickstart.toml", seeds=2)
+    >>> table[["arm", "loss", "tuning_s", "compute_ratio"]]
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import ExperimentConfig, load_config
+
+ARMS = ("sp-direct", "mup-lr", "mup-constants")
+
+
+def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
+    """The config arm ``arm`` sweeps: its lr grid alone (``sp-direct``: scheme sp at the target
+    width; ``mup-lr``: the config's constants), or the config itself (``mup-constants``).
+
+        >>> arm_config(cfg, "sp-direct").parametrization.scheme
+        'sp'
+    """
+    if arm == "mup-constants":
+        if cfg.sweep.recipe != "staged":
+            raise ValueError(f"config {cfg.name!r} has [sweep] recipe = {cfg.sweep.recipe!r}; the "
+                             f"mup-constants arm needs recipe = \"staged\" with constants in [sweep.space]")
+        return cfg
+    grid = cfg.sweep.space.get("lr")
+    if not isinstance(grid, list):
+        raise ValueError(f"config {cfg.name!r}: compare needs [sweep.space] lr as a list (the lr grid "
+                         f"every arm sweeps); got {grid!r}")
+    over = {"sweep.recipe": "single", "sweep.sampler": "grid", "sweep.pruner": "none",
+            "sweep.space": {"lr": grid}, "sweep.trials": len(grid)}
+    if arm == "sp-direct":
+        over.update({"parametrization.scheme": "sp", "parametrization.constants": {},
+                     "parametrization.output_mult": 1.0, "sweep.width": cfg.model.width})
+    return cfg.override(over)
+
+
+def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, workers: int = 1,
+            device: str = "auto", reports_dir: str | Path = "reports", show: bool = True) -> pd.DataFrame:
+    """Run (or resume) the three arms and return one row per arm: target loss (mean over
+    ``seeds``, with each seed's), tuning seconds and their ratio to ``sp-direct``.
+
+    ``compute_ratio = tuning_s(arm) / tuning_s(sp-direct)``; the studies are
+    ``<name>-compare-<arm>-w<W>`` in the config's storage, so a rerun resumes.
+
+        >>> table = compare("sweeps/quickstart.toml", seeds=2)
+        >>> table.set_index("arm").loc["mup-constants", "loss"]
+    """
+    from .sweep import sweep
+    from .target import train_target
+    from .transfer import transfer
+
+    cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive int, e.g. --seeds 2; got {seeds!r}")
+    rows = []
+    for arm in ARMS:
+        acfg = arm_config(cfg, arm)
+        study = sweep(acfg, study_name=f"{cfg.name}-compare-{arm}-w{acfg.sweep.width}", workers=workers,
+                      device=device, show_progress=show, reports_dir=reports_dir)
+        tuning_s = float(sum(t.user_attrs.get("seconds", 0.0) for t in study.trials
+                             if t.state.name in ("COMPLETE", "PRUNED")))
+        plan = transfer(study, target_width=cfg.model.width)
+        losses = [train_target(acfg, plan, seed=s, device=device, progress=False).final_loss
+                  for s in range(seeds)]
+        rows.append({"arm": arm, "scheme": acfg.parametrization.scheme, "tuned_at": acfg.sweep.width,
+                     "target": cfg.model.width, "trials": len(study.trials), "lr": plan.lr,
+                     "constants": plan.constants, "loss": float(np.mean(losses)),
+                     "loss_min": float(np.min(losses)), "loss_max": float(np.max(losses)),
+                     "seed_losses": [float(v) for v in losses], "tuning_s": tuning_s})
+    table = pd.DataFrame(rows)
+    table["compute_ratio"] = table["tuning_s"] / table.loc[table["arm"] == "sp-direct", "tuning_s"].iloc[0]
+    return table
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """One sentence: does ``mup-constants`` reach ``sp-direct``'s loss at <= 1/8 of its compute?"""
+    t = table.set_index("arm")
+    c, a = t.loc["mup-constants"], t.loc["sp-direct"]
+    level = c["loss"] <= a["loss"]
+    cheap = c["compute_ratio"] <= 1 / 8
+    gap = c["loss"] - a["loss"]
+    return (f"mup-constants {'meets' if level and cheap else 'misses'} the goal: target loss "
+            f"{c['loss']:.4f} against sp-direct's {a['loss']:.4f} ({gap:+.4f} nat), at "
+            f"{c['compute_ratio']:.3f}x its tuning compute (goal: <= 0 nat at <= 0.125x).")
+
+
+def write_compare(table: pd.DataFrame, folder: str | Path, command: str) -> Path:
+    """``compare.csv``, ``compare.png`` and ``compare.md`` in ``folder``; returns the markdown's path.
+
+        >>> write_compare(table, "reports/quickstart", "mutransfer compare sweeps/quickstart.toml")
+    """
+    from .plots import plot_compare
+    from .validate import markdown_table
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "compare.csv", index=False)
+    plot_compare(table, folder / "compare.png")
+    shown = pd.DataFrame({
+        "arm": table["arm"], "tuned at width": table["tuned_at"], "trials": table["trials"],
+        "lr": table["lr"].map("{:.4g}".format),
+        "constants": table["constants"].map(lambda c: ", ".join(f"{k}={v:.3g}" for k, v in c.items()) or "-"),
+        "target loss (mean)": table["loss"].map("{:.4f}".format),
+        "per seed": table["seed_losses"].map(lambda v: ", ".join(f"{x:.4f}" for x in v)),
+        "tuning s": table["tuning_s"].map("{:.1f}".format),
+        "compute vs sp-direct": table["compute_ratio"].map("{:.3f}x".format)})
+    text = ["# Transfer against direct tuning at the target", "", f"Regenerate: `{command}`", "",
+            *markdown_table(shown), "", verdict(table), "", "![compare](compare.png)", "",
+            "Tuning compute is the summed wall time of each arm's tuning trials on the same machine "
+            "and thread count; the target's training runs are not counted. `sp-direct` sweeps the "
+            "config's lr grid at the target width; `mup-lr` sweeps it at the proxy with the config's "
+            "constants; `mup-constants` runs the staged recipe at the proxy."]
+    path = folder / "compare.md"
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+__all__ = ["ARMS", "arm_config", "compare", "verdict", "write_compare"]

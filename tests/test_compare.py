@@ -1,0 +1,56 @@
+"""The headline comparison (mutransfer compare): three arms, the target's loss and tuning compute."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mutransfer.compare import arm_config, compare, verdict, write_compare
+from mutransfer.config import load_config
+from tiny import run_command
+
+ROOT = Path(__file__).resolve().parents[1]
+MLP = ROOT / "sweeps" / "mlp-synthetic.toml"
+GRID = [0.003, 0.01, 0.03, 0.1]
+STAGED = {"sweep.width": 16, "model.width": 64, "model.base_width": 8, "train.steps": 12,
+          "train.eval_every": 4, "train.eval_batches": 1, "model.kwargs": {"depth": 2},
+          "sweep.sampler": "tpe", "sweep.pruner": "none", "sweep.recipe": "staged", "sweep.trials": 10,
+          "sweep.space": {"lr": GRID, "lr_output": {"low": 0.25, "high": 4.0, "log": True}}}
+
+
+def test_arm_configs():
+    cfg = load_config(MLP, STAGED)
+    sp = arm_config(cfg, "sp-direct")
+    assert (sp.parametrization.scheme, sp.sweep.width, sp.sweep.space, sp.sweep.trials) == ("sp", 64, {"lr": GRID}, 4)
+    lr = arm_config(cfg, "mup-lr")
+    assert (lr.parametrization.scheme, lr.sweep.width, lr.sweep.recipe) == ("mup", 16, "single")
+    assert arm_config(cfg, "mup-constants") is cfg
+    single = cfg.override({"sweep.recipe": "single"})
+    with pytest.raises(ValueError, match="needs recipe = \"staged\""):
+        arm_config(single, "mup-constants")
+
+
+def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
+    cfg = load_config(MLP, {**STAGED, "sweep.storage": f"sqlite:///{tmp_path}/c.db"})
+    table = compare(cfg, seeds=2, device="cpu", reports_dir=tmp_path, show=False)
+    assert list(table["arm"]) == ["sp-direct", "mup-lr", "mup-constants"]
+    assert list(table["trials"]) == [4, 4, 10]
+    assert table["compute_ratio"].iloc[0] == 1.0 and (table["tuning_s"] > 0).all()
+    assert all(len(v) == 2 for v in table["seed_losses"])
+    assert table["loss"].tolist() == pytest.approx([sum(v) / 2 for v in table["seed_losses"]])
+    assert verdict(table).startswith(("mup-constants meets", "mup-constants misses"))
+    path = write_compare(table, tmp_path / "out", "mutransfer compare x.toml")
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 5000
+    assert "Regenerate: `mutransfer compare x.toml`" in path.read_text()
+    again = compare(cfg, seeds=2, device="cpu", reports_dir=tmp_path, show=False)  # resumes: no new trials
+    assert list(again["trials"]) == [4, 4, 10] and again["loss"].tolist() == table["loss"].tolist()
+
+
+def test_compare_command_help_and_bad_seeds(tmp_path, capsys):
+    from mutransfer.commands import compare as compare_cmd
+
+    with pytest.raises(SystemExit) as e:
+        run_command(compare_cmd, "compare", "--help")
+    assert e.value.code == 0 and "sp-direct" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="seeds must be a positive int"):
+        compare(load_config(MLP, STAGED), seeds=0)
