@@ -9,6 +9,7 @@ from . import __version__
 
 # Subcommand modules, in the order `mutransfer --help` lists them.
 COMMANDS = ("quickstart", "describe", "coord-check", "sweep", "transfer", "train", "validate", "compare",
+            "exponents",
             "report")
 
 

@@ -391,3 +391,30 @@ def plot_compare(table: pd.DataFrame, path) -> Path:
     fig.suptitle(f"target width {int(table['target'].iloc[0])}: transfer vs direct tuning", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_role_landscapes(df: pd.DataFrame, path) -> Path:
+    """Loss against log2 of each role's constant, one panel per (kind, role), one line per width
+    (seed means; one shared y axis, so the roles compare at a glance).
+
+        >>> plot_role_landscapes(runs, "reports/gpt-cpu/exponents.png")
+    """
+    plt = _pyplot()
+    panels = list(df.groupby(["kind", "role"], sort=False).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
+    widths = sorted(df["width"].astype(int).unique())
+    cmap = plt.get_cmap("viridis")
+    for ax, (kind, role) in zip(axes[0], panels):
+        g = df[(df["kind"] == kind) & (df["role"] == role)]
+        means = g.groupby(["width", "log2_mult"])["loss"].mean().reset_index()
+        for i, w in enumerate(widths):
+            m = means[means["width"] == w].sort_values("log2_mult")
+            ax.plot(m["log2_mult"], m["loss"], "o-", ms=3, lw=1,
+                    color=cmap(i / max(1, len(widths) - 1)), label=f"width {w}")
+        ax.set_title(f"{kind} multiplier of {role}", fontsize=8)
+        ax.set_xlabel("log2 c", fontsize=8)
+        _style_axes(ax)
+    axes[0][0].set_ylabel("final eval loss", fontsize=8)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
