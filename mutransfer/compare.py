@@ -59,12 +59,13 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, workers: i
     ``seeds``, with each seed's), tuning seconds and their ratio to ``sp-direct``.
 
     ``compute_ratio = tuning_s(arm) / tuning_s(sp-direct)``; the studies are
-    ``<name>-compare-<arm>-w<W>`` in the config's storage, so a rerun resumes.
+    ``<name>-compare-<arm>-w<W>`` in the config's storage (``mup-constants``: the config's own
+    sweep study ``<name>-w<W>``), so a rerun resumes.
 
         >>> table = compare("sweeps/quickstart.toml", seeds=2)
         >>> table.set_index("arm").loc["mup-constants", "loss"]
     """
-    from .sweep import sweep
+    from .sweep import default_study_name, sweep
     from .target import train_target
     from .transfer import transfer
 
@@ -74,8 +75,11 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, workers: i
     rows = []
     for arm in ARMS:
         acfg = arm_config(cfg, arm)
-        study = sweep(acfg, study_name=f"{cfg.name}-compare-{arm}-w{acfg.sweep.width}", workers=workers,
-                      device=device, show_progress=show, reports_dir=reports_dir)
+        # the staged arm is the config's own sweep: `mutransfer sweep CONFIG` shares its study
+        name = (default_study_name(cfg) if arm == "mup-constants"
+                else f"{cfg.name}-compare-{arm}-w{acfg.sweep.width}")
+        study = sweep(acfg, study_name=name, workers=workers, device=device, show_progress=show,
+                      reports_dir=reports_dir)
         tuning_s = float(sum(t.user_attrs.get("seconds", 0.0) for t in study.trials
                              if t.state.name in ("COMPLETE", "PRUNED")))
         plan = transfer(study, target_width=cfg.model.width)

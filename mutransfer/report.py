@@ -55,6 +55,8 @@ def write_report(config: ExperimentConfig | str | Path, reports_dir: str | Path 
         transfer_section(folder, arg, out),
         target_section(folder, arg, out),
         validate_section(folder, arg, out),
+        *compare_section(folder, cfg, arg, out),
+        *exponent_sections(folder),
     ]
     path = folder / "index.md"
     path.write_text("\n\n".join("\n".join(s) for s in sections) + "\n")
@@ -208,6 +210,23 @@ def validate_section(folder: Path, arg: str, out: str) -> list[str]:
     if png.is_file():
         lines += [f"![lr landscapes]({png.name})", ""]
     return lines + [_demote(md.read_text())]
+
+
+def compare_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> list[list[str]]:
+    """Transfer against direct tuning at the target (compare.md, which links compare.png);
+    for a config without the staged recipe (which compare needs) and no compare.md, nothing."""
+    lines = ["## Transfer against direct tuning at the target", ""]
+    md = folder / "compare.md"
+    if md.is_file():
+        return [lines + [_demote(md.read_text()).split("\n", 1)[1].lstrip()]]
+    return [lines + _not_run(f"mutransfer compare {arg}{out}")] if cfg.sweep.recipe == "staged" else []
+
+
+def exponent_sections(folder: Path) -> list[list[str]]:
+    """One section per exponents-<kind>.md that `mutransfer exponents` wrote (none: nothing)."""
+    return [["## Measured exponents per role: " + md.stem.split("-", 1)[1] + " multipliers", "",
+             _demote(md.read_text()).split("\n", 1)[1].lstrip()]
+            for md in sorted(folder.glob("exponents-*.md"))]
 
 
 def _demote(markdown: str) -> str:
