@@ -266,7 +266,11 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
                      mult.optimizer, mult.muon_alpha, info.kind, info.tied)
 
 
-def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, output_mult) -> dict[str, float]:
+def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, c: Constants) -> dict[str, float]:
+    """The readout hooks' input scales: ``output_mult * m ** readout_exponent`` in the
+    multiplier form (tied weights, ``readout="multiplier"``; the table's ``-1`` gives muP's
+    ``output_mult / m``), ``output_mult`` otherwise and under sp."""
+    output_mult = c.output_mult
     if scheme == "sp":
         return {} if output_mult == 1.0 else {m: output_mult for i in infos.values()
                                               if i.role is Role.OUTPUT for m in i.readout_modules}
@@ -275,7 +279,7 @@ def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, output_mult) -
         if info.role is not Role.OUTPUT:
             continue
         multiplier_form = info.tied or readout == "multiplier"
-        scale = output_mult / info.width_mult if multiplier_form else output_mult
+        scale = output_mult * info.width_mult ** c.readout_exponent if multiplier_form else output_mult
         for module in info.readout_modules:
             if scale != 1.0:
                 scales[module] = scale
@@ -404,7 +408,7 @@ def parametrize(
     base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
     rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c) for n, i in infos.items()}
     plan = Plan(rows, scheme, optimizer, muon_scale, readout, c,
-                _readout_scales(infos, scheme, readout, c.output_mult))
+                _readout_scales(infos, scheme, readout, c))
     if scheme != "sp":
         _rewrite_init_(model, plan, base)
     else:  # sp leaves the init alone; the table reports what the model has

@@ -163,7 +163,9 @@ class Constants:
 
     A parameter of role ``r`` gets ``init std = c_init[r] * (scheme's std)`` and
     ``lr = c_lr[r] * lr * lr_mult``; the readout's init std under ``mup`` is
-    ``base_std * m ** readout_exponent`` (the table's ``-1``; ``-0.5`` keeps SP's readout size);
+    ``base_std * m ** readout_exponent`` (the table's ``-1``; ``-0.5`` keeps SP's readout size),
+    and in the multiplier form (tied weights) its logits are scaled by
+    ``output_mult * m ** readout_exponent``;
     ``output_mult`` multiplies the readout's input (its logits) and ``attention_mult`` the
     attention logit scale of factories that take ``attention_mult=`` (the zoo GPT does).
     With every constant at its default the model and optimizer are exactly today's.

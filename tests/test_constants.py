@@ -67,6 +67,14 @@ def test_readout_exponent_sets_the_readout_init_slope(exponent):
     assert slope == pytest.approx(exponent, abs=1e-6)
 
 
+@pytest.mark.parametrize("exponent", [-1.0, -0.5, 0.0])
+def test_readout_exponent_sets_the_multiplier_form_scale_of_a_tied_readout(exponent):
+    tied = lambda width: gpt(width, tied=True)  # noqa: E731
+    plan = parametrize(tied, width=128, base_width=32, constants={"readout_exponent": exponent,
+                                                                  "output_mult": 2.0})
+    assert plan.readout_scales.get("readout", 1.0) == pytest.approx(2.0 * 4.0 ** exponent)  # 1: no hook
+
+
 def test_attention_mult_reaches_the_zoo_gpt_and_is_refused_where_it_cannot():
     plan = parametrize(gpt, width=64, base_width=32, constants={"attention_mult": 2.0})
     plain = gpt(64)
