@@ -1,8 +1,9 @@
 """The product's headline measurement: transfer against direct tuning at the target.
 
 Three arms on one config, each tuned with the config's lr grid and judged by the target's
-eval loss over ``seeds`` training seeds, with the tuning compute (summed wall seconds of the
-tuning trials, all run the same way on the same machine):
+eval loss over ``seeds`` training seeds, with the tuning compute: ``6 x parameters x tokens``
+summed over the tuning trials (training FLOPs; deterministic, unlike wall time on a shared
+machine, which is reported beside it):
 
 | arm             | tuned where                         | what the target gets                  |
 |-----------------|-------------------------------------|---------------------------------------|
@@ -58,7 +59,8 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, workers: i
     """Run (or resume) the three arms and return one row per arm: target loss (mean over
     ``seeds``, with each seed's), tuning seconds and their ratio to ``sp-direct``.
 
-    ``compute_ratio = tuning_s(arm) / tuning_s(sp-direct)``; the studies are
+    ``compute_ratio = tuning_flops(arm) / tuning_flops(sp-direct)`` (``seconds_ratio``: the
+    same with wall seconds); the studies are
     ``<name>-compare-<arm>-w<W>`` in the config's storage (``mup-constants``: the config's own
     sweep study ``<name>-w<W>``), so a rerun resumes.
 
@@ -80,8 +82,9 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, workers: i
                 else f"{cfg.name}-compare-{arm}-w{acfg.sweep.width}")
         study = sweep(acfg, study_name=name, workers=workers, device=device, show_progress=show,
                       reports_dir=reports_dir)
-        tuning_s = float(sum(t.user_attrs.get("seconds", 0.0) for t in study.trials
-                             if t.state.name in ("COMPLETE", "PRUNED")))
+        done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        tuning_s = float(sum(t.user_attrs.get("seconds", 0.0) for t in done))
+        tuning_flops = 6.0 * n_params(acfg, acfg.sweep.width) * sum(t.user_attrs.get("tokens", 0) for t in done)
         plan = transfer(study, target_width=cfg.model.width)
         losses = [train_target(acfg, plan, seed=s, device=device, progress=False).final_loss
                   for s in range(seeds)]
@@ -89,10 +92,28 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, workers: i
                      "target": cfg.model.width, "trials": len(study.trials), "lr": plan.lr,
                      "constants": plan.constants, "loss": float(np.mean(losses)),
                      "loss_min": float(np.min(losses)), "loss_max": float(np.max(losses)),
-                     "seed_losses": [float(v) for v in losses], "tuning_s": tuning_s})
+                     "seed_losses": [float(v) for v in losses], "tuning_s": tuning_s,
+                     "tuning_flops": tuning_flops})
     table = pd.DataFrame(rows)
-    table["compute_ratio"] = table["tuning_s"] / table.loc[table["arm"] == "sp-direct", "tuning_s"].iloc[0]
+    reference = table.loc[table["arm"] == "sp-direct"].iloc[0]
+    table["compute_ratio"] = table["tuning_flops"] / reference["tuning_flops"]
+    table["seconds_ratio"] = table["tuning_s"] / reference["tuning_s"]
     return table
+
+
+def n_params(cfg: ExperimentConfig, width: int) -> int:
+    """Parameter count of the config's model at ``width`` (built on the meta device: no memory).
+
+        >>> n_params(cfg, 64)
+    """
+    import torch
+
+    from . import zoo
+    from .objective import config_factory
+
+    with torch.device("meta"):
+        model = config_factory(cfg, zoo.load_factory(cfg.model.factory))(width=width)
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 def verdict(table: pd.DataFrame) -> str:
@@ -125,12 +146,14 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str) -> Path
         "constants": table["constants"].map(lambda c: ", ".join(f"{k}={v:.3g}" for k, v in c.items()) or "-"),
         "target loss (mean)": table["loss"].map("{:.4f}".format),
         "per seed": table["seed_losses"].map(lambda v: ", ".join(f"{x:.4f}" for x in v)),
-        "tuning s": table["tuning_s"].map("{:.1f}".format),
-        "compute vs sp-direct": table["compute_ratio"].map("{:.3f}x".format)})
+        "tuning FLOPs": table["tuning_flops"].map("{:.3g}".format),
+        "compute vs sp-direct": table["compute_ratio"].map("{:.3f}x".format),
+        "tuning s (wall)": table["tuning_s"].map("{:.1f}".format)})
     text = ["# Transfer against direct tuning at the target", "", f"Regenerate: `{command}`", "",
             *markdown_table(shown), "", verdict(table), "", "![compare](compare.png)", "",
-            "Tuning compute is the summed wall time of each arm's tuning trials on the same machine "
-            "and thread count; the target's training runs are not counted. `sp-direct` sweeps the "
+            "Tuning compute is 6 x parameters x training tokens summed over each arm's tuning "
+            "trials (the wall seconds beside it depend on what else the machine ran); the target's "
+            "training runs are not counted. `sp-direct` sweeps the "
             "config's lr grid at the target width; `mup-lr` sweeps it at the proxy with the config's "
             "constants; `mup-constants` runs the staged recipe at the proxy."]
     path = folder / "compare.md"

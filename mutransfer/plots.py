@@ -381,9 +381,9 @@ def plot_compare(table: pd.DataFrame, path) -> Path:
     high = max(max(v) for v in table["seed_losses"])
     left.set_ylim(low - 0.1 * (high - low + 0.01), high + 0.1 * (high - low + 0.01))
     left.set_ylabel("target eval loss", fontsize=8)
-    right.bar(x, table["tuning_s"], color="#7a9cc6", width=0.6)
+    right.bar(x, table["tuning_flops"], color="#7a9cc6", width=0.6)
     right.set_yscale("log")
-    right.set_ylabel("tuning compute (s)", fontsize=8)
+    right.set_ylabel("tuning compute (FLOPs, 6 N D)", fontsize=8)
     for ax in (left, right):
         ax.set_xticks(x)
         ax.set_xticklabels(table["arm"], fontsize=7)

@@ -36,6 +36,10 @@ def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
     assert list(table["arm"]) == ["sp-direct", "mup-lr", "mup-constants"]
     assert list(table["trials"]) == [4, 4, 10]
     assert table["compute_ratio"].iloc[0] == 1.0 and (table["tuning_s"] > 0).all()
+    # FLOPs: the same tokens per trial, so the ratio is trials x parameters
+    from mutransfer.compare import n_params
+    p16, p64 = n_params(cfg, 16), n_params(cfg, 64)
+    assert table["compute_ratio"].tolist() == pytest.approx([1.0, p16 / p64, 10 * p16 / (4 * p64)])
     assert all(len(v) == 2 for v in table["seed_losses"])
     assert table["loss"].tolist() == pytest.approx([sum(v) / 2 for v in table["seed_losses"]])
     assert verdict(table).startswith(("mup-constants meets", "mup-constants misses"))

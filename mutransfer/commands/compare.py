@@ -36,7 +36,7 @@ def run(args) -> int:
     command = " ".join(["mutransfer compare", shell_path(args.config), f"--seeds {args.seeds}",
                         *([f"--reports {args.reports}"] if Path(args.reports) != Path("reports") else [])])
     path = write_compare(table, Path(args.reports) / cfg.name, command)
-    shown = table[["arm", "tuned_at", "trials", "lr", "loss", "tuning_s", "compute_ratio"]]
+    shown = table[["arm", "tuned_at", "trials", "lr", "loss", "tuning_flops", "compute_ratio", "tuning_s"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(verdict(table))
     print(f"wrote {path}")
