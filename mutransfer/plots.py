@@ -418,3 +418,32 @@ def plot_role_landscapes(df: pd.DataFrame, path) -> Path:
     axes[0][0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_best_loss(df: pd.DataFrame, path) -> Path:
+    """The best (seed-mean, over the lr grid) loss against width for every scheme + optimizer,
+    all on one shared axis: which parametrization trains the best model at each width, and
+    whether width helps it, at a glance.
+
+        >>> plot_best_loss(pd.read_csv("reports/gpt-cpu/validate.csv"), "reports/gpt-cpu/best.png")
+    """
+    from .landscape import curve_means
+
+    means = curve_means(df).dropna(subset=["loss"])
+    best = means.groupby(["scheme", "optimizer", "width"])["loss"].min().reset_index()
+    plt = _pyplot()
+    with plt.style.context("default"):
+        fig, ax = plt.subplots(figsize=(4.6, 3.2))
+        styles = {"adamw": "o-", "adam": "o-", "sgd": "^-", "muon": "s--"}
+        colors = {"sp": "#7f7f7f", "mup": "#1f77b4", "spectral": "#d62728"}
+        for (scheme, opt), g in best.groupby(["scheme", "optimizer"]):
+            g = g.sort_values("width")
+            ax.plot(g["width"], g["loss"], styles.get(opt, "o-"), color=colors.get(scheme, "k"),
+                    ms=4, lw=1.2, label=_label(scheme, opt))
+        _log2_width_axis(ax, sorted(best["width"].unique()))
+        ax.set_xlabel("width", fontsize=8)
+        ax.set_ylabel("best final loss over the lr grid", fontsize=8)
+        ax.legend(fontsize=7, frameon=False)
+        _style_axes(ax)
+        fig.tight_layout()
+        return _save(fig, path)

@@ -317,20 +317,23 @@ def _row(key: tuple, attrs: dict) -> dict:
 
 
 def write_outputs(df: pd.DataFrame, folder: str | Path, *, commands: Sequence[str] = ()) -> dict[str, Path]:
-    """validate.csv, validate.png and validate.md (headed by the ``commands`` that regenerate
-    them) in ``folder``.
+    """validate.csv, validate.png, best.png (best loss against width, every scheme on one axis)
+    and validate.md (headed by the ``commands`` that regenerate them) in ``folder``.
 
         >>> write_outputs(pd.read_csv("reports/quickstart/validate.csv"), "reports/quickstart")
     """
-    from .plots import plot_lr_landscape
+    from .plots import plot_best_loss, plot_lr_landscape
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"csv": folder / "validate.csv", "png": folder / "validate.png", "md": folder / "validate.md"}
+    files = {"csv": folder / "validate.csv", "png": folder / "validate.png", "best": folder / "best.png",
+             "md": folder / "validate.md"}
     df.to_csv(files["csv"], index=False)
     plot_lr_landscape(df, files["png"])
+    plot_best_loss(df, files["best"])
     head = "".join(f"Regenerate: `{c}`\n\n" for c in commands)
-    files["md"].write_text(head + landscape_markdown(df) + "\n")
+    figure = "![best loss against width, every scheme on one axis](best.png)\n\n"
+    files["md"].write_text(head + figure + landscape_markdown(df) + "\n")
     return files
 
 

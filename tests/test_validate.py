@@ -176,7 +176,9 @@ def test_validate_writes_csv_figure_and_tables_and_resumes(tiny, tmp_path):
     out = reports / "tiny"
     assert pd.read_csv(out / "validate.csv").shape == df.shape
     assert (out / "validate.png").stat().st_size > 20_000, "a figure with curves, not an empty canvas"
+    assert (out / "best.png").stat().st_size > 10_000, "best loss against width, every scheme"
     md = (out / "validate.md").read_text()
+    assert "](best.png)" in md
     assert md.startswith("Regenerate: `mutransfer validate")
     for needle in ("| scheme | optimizer | drift (octave/doubling)", "## eta* per width: mup + adamw",
                    "## eta* per width: sp + adamw", "| 32 |", "regret"):
