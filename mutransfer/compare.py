@@ -5,14 +5,15 @@ eval loss over ``seeds`` training seeds, with the tuning compute: ``6 x paramete
 summed over the tuning trials (training FLOPs; deterministic, unlike wall time on a shared
 machine, which is reported beside it):
 
-| arm             | tuned where                         | what the target gets                  |
-|-----------------|-------------------------------------|---------------------------------------|
-| ``sp-direct``   | the target width, scheme ``sp``     | the best grid lr                      |
-| ``mup-lr``      | the proxy, constants at the config's| the transferred lr                    |
-| ``mup-constants``| the proxy, the staged recipe       | the transferred lr and the constants  |
+| arm                   | tuned where                          | what the target gets                 |
+|-----------------------|--------------------------------------|--------------------------------------|
+| ``sp-direct``         | the target width, scheme ``sp``      | the best grid lr                     |
+| ``transfer-lr``       | the proxy, the config's constants    | the transferred lr                   |
+| ``transfer-constants``| the proxy, the staged recipe         | the transferred lr and the constants |
 
-The goal (issue 10): ``mup-constants`` at least level with ``sp-direct`` at <= 1/8 of its
-tuning compute.
+The transfer arms use the config's scheme (``mup`` or ``spectral``) unless ``scheme`` says
+otherwise. The goal (issue 10): ``transfer-constants`` at least level with ``sp-direct`` at
+<= 1/8 of its tuning compute.
 
     >>> table = compare("sweeps/quickstart.toml", seeds=2)
     >>> table[["arm", "loss", "tuning_s", "compute_ratio"]]
@@ -27,20 +28,20 @@ import pandas as pd
 
 from .config import ExperimentConfig, load_config
 
-ARMS = ("sp-direct", "mup-lr", "mup-constants")
+ARMS = ("sp-direct", "transfer-lr", "transfer-constants")
 
 
 def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
     """The config arm ``arm`` sweeps: its lr grid alone (``sp-direct``: scheme sp at the target
-    width; ``mup-lr``: the config's constants), or the config itself (``mup-constants``).
+    width; ``transfer-lr``: the config's constants), or the config itself (``transfer-constants``).
 
         >>> arm_config(cfg, "sp-direct").parametrization.scheme
         'sp'
     """
-    if arm == "mup-constants":
+    if arm == "transfer-constants":
         if cfg.sweep.recipe != "staged":
             raise ValueError(f"config {cfg.name!r} has [sweep] recipe = {cfg.sweep.recipe!r}; the "
-                             f"mup-constants arm needs recipe = \"staged\" with constants in [sweep.space]")
+                             f"transfer-constants arm needs recipe = \"staged\" with constants in [sweep.space]")
         return cfg
     grid = cfg.sweep.space.get("lr")
     if not isinstance(grid, list):
@@ -54,32 +55,37 @@ def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
     return cfg.override(over)
 
 
-def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, workers: int = 1,
-            device: str = "auto", reports_dir: str | Path = "reports", show: bool = True) -> pd.DataFrame:
+def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: str | None = None,
+            workers: int = 1, device: str = "auto", reports_dir: str | Path = "reports",
+            show: bool = True) -> pd.DataFrame:
     """Run (or resume) the three arms and return one row per arm: target loss (mean over
     ``seeds``, with each seed's), tuning seconds and their ratio to ``sp-direct``.
 
     ``compute_ratio = tuning_flops(arm) / tuning_flops(sp-direct)`` (``seconds_ratio``: the
     same with wall seconds); the studies are
-    ``<name>-compare-<arm>-w<W>`` in the config's storage (``mup-constants``: the config's own
-    sweep study ``<name>-w<W>``), so a rerun resumes.
+    ``<name>-compare-<scheme>-<arm>-w<W>`` in the config's storage (``transfer-constants`` at
+    the config's own scheme: its sweep study ``<name>-w<W>``), so a rerun resumes.
 
         >>> table = compare("sweeps/quickstart.toml", seeds=2)
-        >>> table.set_index("arm").loc["mup-constants", "loss"]
+        >>> table.set_index("arm").loc["transfer-constants", "loss"]
     """
     from .sweep import default_study_name, sweep
     from .target import train_target
     from .transfer import transfer
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
+    own = cfg.parametrization.scheme
+    if scheme is not None and scheme != own:
+        cfg = cfg.override({"parametrization.scheme": scheme})
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, e.g. --seeds 2; got {seeds!r}")
     rows = []
     for arm in ARMS:
         acfg = arm_config(cfg, arm)
-        # the staged arm is the config's own sweep: `mutransfer sweep CONFIG` shares its study
-        name = (default_study_name(cfg) if arm == "mup-constants"
-                else f"{cfg.name}-compare-{arm}-w{acfg.sweep.width}")
+        # the staged arm at the config's scheme is its own sweep: `mutransfer sweep CONFIG` shares it
+        own_sweep = arm == "transfer-constants" and cfg.parametrization.scheme == own
+        name = (default_study_name(cfg) if own_sweep else
+                f"{cfg.name}-compare-{acfg.parametrization.scheme}-{arm}-w{acfg.sweep.width}")
         study = sweep(acfg, study_name=name, workers=workers, device=device, show_progress=show,
                       reports_dir=reports_dir)
         done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
@@ -117,19 +123,19 @@ def n_params(cfg: ExperimentConfig, width: int) -> int:
 
 
 def verdict(table: pd.DataFrame) -> str:
-    """One sentence: does ``mup-constants`` reach ``sp-direct``'s loss at <= 1/8 of its compute?"""
+    """One sentence: does ``transfer-constants`` reach ``sp-direct``'s loss at <= 1/8 of its compute?"""
     t = table.set_index("arm")
-    c, a = t.loc["mup-constants"], t.loc["sp-direct"]
+    c, a = t.loc["transfer-constants"], t.loc["sp-direct"]
     level = c["loss"] <= a["loss"]
     cheap = c["compute_ratio"] <= 1 / 8
     gap = c["loss"] - a["loss"]
-    return (f"mup-constants {'meets' if level and cheap else 'misses'} the goal: target loss "
+    return (f"transfer-constants ({c['scheme']}) {'meets' if level and cheap else 'misses'} the goal: target loss "
             f"{c['loss']:.4f} against sp-direct's {a['loss']:.4f} ({gap:+.4f} nat), at "
             f"{c['compute_ratio']:.3f}x its tuning compute (goal: <= 0 nat at <= 0.125x).")
 
 
-def write_compare(table: pd.DataFrame, folder: str | Path, command: str) -> Path:
-    """``compare.csv``, ``compare.png`` and ``compare.md`` in ``folder``; returns the markdown's path.
+def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: str = "compare") -> Path:
+    """``<stem>.csv``, ``<stem>.png`` and ``<stem>.md`` in ``folder``; returns the markdown's path.
 
         >>> write_compare(table, "reports/quickstart", "mutransfer compare sweeps/quickstart.toml")
     """
@@ -138,10 +144,11 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str) -> Path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / "compare.csv", index=False)
-    plot_compare(table, folder / "compare.png")
+    table.to_csv(folder / f"{stem}.csv", index=False)
+    plot_compare(table, folder / f"{stem}.png")
     shown = pd.DataFrame({
-        "arm": table["arm"], "tuned at width": table["tuned_at"], "trials": table["trials"],
+        "arm": table["arm"], "scheme": table["scheme"], "tuned at width": table["tuned_at"],
+        "trials": table["trials"],
         "lr": table["lr"].map("{:.4g}".format),
         "constants": table["constants"].map(lambda c: ", ".join(f"{k}={v:.3g}" for k, v in c.items()) or "-"),
         "target loss (mean)": table["loss"].map("{:.4f}".format),
@@ -150,13 +157,13 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str) -> Path
         "compute vs sp-direct": table["compute_ratio"].map("{:.3f}x".format),
         "tuning s (wall)": table["tuning_s"].map("{:.1f}".format)})
     text = ["# Transfer against direct tuning at the target", "", f"Regenerate: `{command}`", "",
-            *markdown_table(shown), "", verdict(table), "", "![compare](compare.png)", "",
+            *markdown_table(shown), "", verdict(table), "", f"![compare]({stem}.png)", "",
             "Tuning compute is 6 x parameters x training tokens summed over each arm's tuning "
             "trials (the wall seconds beside it depend on what else the machine ran); the target's "
             "training runs are not counted. `sp-direct` sweeps the "
-            "config's lr grid at the target width; `mup-lr` sweeps it at the proxy with the config's "
-            "constants; `mup-constants` runs the staged recipe at the proxy."]
-    path = folder / "compare.md"
+            "config's lr grid at the target width; `transfer-lr` sweeps it at the proxy with the "
+            "config's constants; `transfer-constants` runs the staged recipe at the proxy."]
+    path = folder / f"{stem}.md"
     path.write_text("\n".join(text) + "\n")
     return path
 

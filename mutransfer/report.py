@@ -213,13 +213,14 @@ def validate_section(folder: Path, arg: str, out: str) -> list[str]:
 
 
 def compare_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> list[list[str]]:
-    """Transfer against direct tuning at the target (compare.md, which links compare.png);
+    """Transfer against direct tuning at the target (compare*.md, which link their PNGs);
     for a config without the staged recipe (which compare needs) and no compare.md, nothing."""
-    lines = ["## Transfer against direct tuning at the target", ""]
-    md = folder / "compare.md"
-    if md.is_file():
-        return [lines + [_demote(md.read_text()).split("\n", 1)[1].lstrip()]]
-    return [lines + _not_run(f"mutransfer compare {arg}{out}")] if cfg.sweep.recipe == "staged" else []
+    title = "## Transfer against direct tuning at the target"
+    found = sorted(folder.glob("compare*.md"))
+    if found:
+        return [[title + ("" if md.stem == "compare" else f" ({md.stem.split('-', 1)[1]})"), "",
+                 _demote(md.read_text()).split("\n", 1)[1].lstrip()] for md in found]
+    return [[title, ""] + _not_run(f"mutransfer compare {arg}{out}")] if cfg.sweep.recipe == "staged" else []
 
 
 def exponent_sections(folder: Path) -> list[list[str]]:

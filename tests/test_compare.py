@@ -22,18 +22,18 @@ def test_arm_configs():
     cfg = load_config(MLP, STAGED)
     sp = arm_config(cfg, "sp-direct")
     assert (sp.parametrization.scheme, sp.sweep.width, sp.sweep.space, sp.sweep.trials) == ("sp", 64, {"lr": GRID}, 4)
-    lr = arm_config(cfg, "mup-lr")
+    lr = arm_config(cfg, "transfer-lr")
     assert (lr.parametrization.scheme, lr.sweep.width, lr.sweep.recipe) == ("mup", 16, "single")
-    assert arm_config(cfg, "mup-constants") is cfg
+    assert arm_config(cfg, "transfer-constants") is cfg
     single = cfg.override({"sweep.recipe": "single"})
     with pytest.raises(ValueError, match="needs recipe = \"staged\""):
-        arm_config(single, "mup-constants")
+        arm_config(single, "transfer-constants")
 
 
 def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
     cfg = load_config(MLP, {**STAGED, "sweep.storage": f"sqlite:///{tmp_path}/c.db"})
     table = compare(cfg, seeds=2, device="cpu", reports_dir=tmp_path, show=False)
-    assert list(table["arm"]) == ["sp-direct", "mup-lr", "mup-constants"]
+    assert list(table["arm"]) == ["sp-direct", "transfer-lr", "transfer-constants"]
     assert list(table["trials"]) == [4, 4, 10]
     assert table["compute_ratio"].iloc[0] == 1.0 and (table["tuning_s"] > 0).all()
     # FLOPs: the same tokens per trial, so the ratio is trials x parameters
@@ -42,7 +42,7 @@ def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
     assert table["compute_ratio"].tolist() == pytest.approx([1.0, p16 / p64, 10 * p16 / (4 * p64)])
     assert all(len(v) == 2 for v in table["seed_losses"])
     assert table["loss"].tolist() == pytest.approx([sum(v) / 2 for v in table["seed_losses"]])
-    assert verdict(table).startswith(("mup-constants meets", "mup-constants misses"))
+    assert verdict(table).startswith(("transfer-constants (mup) meets", "transfer-constants (mup) misses"))
     path = write_compare(table, tmp_path / "out", "mutransfer compare x.toml")
     assert (tmp_path / "out" / "compare.png").stat().st_size > 5000
     assert "Regenerate: `mutransfer compare x.toml`" in path.read_text()
@@ -58,3 +58,13 @@ def test_compare_command_help_and_bad_seeds(tmp_path, capsys):
     assert e.value.code == 0 and "sp-direct" in capsys.readouterr().out
     with pytest.raises(ValueError, match="seeds must be a positive int"):
         compare(load_config(MLP, STAGED), seeds=0)
+
+
+def test_another_scheme_gets_its_own_transfer_studies(tmp_path):
+    cfg = load_config(MLP, {**STAGED, "sweep.storage": f"sqlite:///{tmp_path}/c.db"})
+    table = compare(cfg, seeds=1, scheme="spectral", device="cpu", reports_dir=tmp_path, show=False)
+    assert list(table["scheme"]) == ["sp", "spectral", "spectral"]
+    import optuna
+    names = {s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/c.db")}
+    assert names == {"mlp-synthetic-compare-sp-sp-direct-w64", "mlp-synthetic-compare-spectral-transfer-lr-w16",
+                     "mlp-synthetic-compare-spectral-transfer-constants-w16"}
