@@ -25,16 +25,19 @@ def test_smoke_quickstart_runs_end_to_end_and_writes_the_report(tmp_path, monkey
     assert capsys.readouterr().out.rstrip().endswith("The report is in out/quickstart-smoke/index.md")
     folder = tmp_path / "out" / "quickstart-smoke"
     for name in ("config.toml", "coord.md", "coord.png", "plan.json", "validate.csv", "validate.md",
-                 "validate.png", "quickstart-smoke-w16/trials.csv", "train-w64/loss.png", "plan.png"):
+                 "validate.png", "quickstart-smoke-w16/trials.csv", "train-w64/loss.png", "plan.png",
+                 "compare.md", "compare.png", "best.png"):
         assert (folder / name).is_file(), name
     text = (folder / "index.md").read_text()
     for section in ("## What was run", "## Coordinate check", "## Proxy sweep", "## Transfer plan",
-                    "## Target trained with the plan", "## Validation"):
+                    "## Target trained with the plan", "## Validation",
+                    "## Transfer against direct tuning at the target"):
         assert section in text
     assert "Not run yet" not in text
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(images) >= 4 and all((folder / link).is_file() for link in images)
     assert "mutransfer validate out/quickstart-smoke/config.toml --widths 16,32,64" in text
+    assert "mutransfer compare out/quickstart-smoke/config.toml --seeds 1 --reports out" in text
 
 
 def test_the_embedded_experiment_is_the_shipped_one():

@@ -1,7 +1,9 @@
 """``mutransfer quickstart``: the whole path on a small GPT, then the report.
 
-1. coordinate check at 4 widths (SP | muP); 2. Optuna sweep of the proxy; 3. transfer to the
-target width (4x the proxy); 4. lr landscapes at 3 widths (SP vs muP); 5. the report,
+1. coordinate check at 4 widths (SP | muP); 2. Optuna sweep of the proxy (the staged recipe:
+lr, then muP's free constants, then lr); 3. transfer to the target width (4x the proxy);
+4. the target trained with the plan; 5. lr landscapes at 3 widths (SP vs muP); 6. SP tuned at
+the target against the transfer (``mutransfer compare``); 7. the report,
 ``reports/quickstart/index.md``. Every step resumes what is stored, so a rerun only redoes the
 coordinate check. ``--smoke`` (or ``MUTRANSFER_SMOKE=1``) shrinks every step to seconds.
 
@@ -49,34 +51,42 @@ optimizer = "adamw"
 
 [sweep]
 width = 64           # the proxy
-trials = 7
-sampler = "grid"     # one trial per lr: the transfer's quadratic fit needs points on both sides
-pruner = "none"      # of the optimum, and a pruned trial has no final loss to fit
+trials = 26          # 7 lrs, then 12 settings of the constants, then the 7 lrs again
+sampler = "tpe"      # samples the constants in the staged recipe's second phase
+recipe = "staged"    # lr grid -> constants at the best lr -> lr grid at the best constants
+pruner = "none"      # a pruned trial has no final loss for the transfer's quadratic fit
 seed = 0
 
 [sweep.space]
 # lr = 2^-10 ... 2^-4 (batch-size laws need >= 3 batch sizes: see sweeps/gpt-pycorpus.toml)
 lr = [0.0009765625, 0.001953125, 0.00390625, 0.0078125, 0.015625, 0.03125, 0.0625]
+# muP's free constants, tuned on the proxy and carried unchanged to the target (scaling.md section 8)
+init_input = { low = 0.0625, high = 64.0, log = true }
+init_output = { low = 0.0625, high = 16.0, log = true }
+output_mult = { low = 0.25, high = 16.0, log = true }
+lr_output = { low = 0.125, high = 8.0, log = true }
 '''
 
 # The smoke size: every step in about a second (a 1-block GPT on 16-byte windows, 6 steps).
 SMOKE = {"name": "quickstart-smoke", "model.width": 64, "model.base_width": 16,
          "model.kwargs": {"depth": 1}, "train.steps": 6, "train.batch_size": 4,
          "train.seq_len": 16, "train.eval_every": 3, "train.eval_batches": 1,
-         "sweep.width": 16, "sweep.trials": 4, "sweep.sampler": "grid", "sweep.pruner": "none",
-         "sweep.space": {"lr": [2.0 ** -8, 2.0 ** -6, 2.0 ** -4, 2.0 ** -2]}}
+         "sweep.width": 16, "sweep.trials": 10, "sweep.pruner": "none",
+         "sweep.space": {"lr": [2.0 ** -8, 2.0 ** -6, 2.0 ** -4, 2.0 ** -2],
+                         "output_mult": {"low": 0.5, "high": 2.0, "log": True}}}
 # Per size: coordinate-check widths/seeds/steps, validation log2 lrs and seeds.
-SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "lrs": "-12:-5:1", "seeds": 1},
-         "smoke": {"coord_seeds": 1, "coord_steps": 2, "lrs": "-8:-2:2", "seeds": 1}}
+SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "lrs": "-12:-5:1", "seeds": 1, "compare_seeds": 2},
+         "smoke": {"coord_seeds": 1, "coord_steps": 2, "lrs": "-8:-2:2", "seeds": 1, "compare_seeds": 1}}
 
 
 def register(subparsers) -> None:
     p = add_command(
         subparsers, "quickstart",
         help="run the whole path on a small GPT (minutes on a CPU) and write the report",
-        description="Coordinate check at 4 widths, an Optuna sweep of the proxy, the transfer to "
-                    "4x its width, the target trained with the plan, lr landscapes at 3 widths "
-                    "(SP vs muP) and the report "
+        description="Coordinate check at 4 widths, an Optuna sweep of the proxy (lr and muP's "
+                    "constants), the transfer to 4x its width, the target trained with the plan, lr "
+                    "landscapes at 3 widths (SP vs muP), SP tuned at the target against the transfer, "
+                    "and the report "
                     "<out>/quickstart/index.md, all on the quickstart experiment (a 2-block GPT on "
                     "Python's standard library). Under 10 minutes on 2 CPU cores; resumable.")
     p.add_argument("--out", default="reports", help="reports folder")
@@ -118,7 +128,7 @@ def quickstart_config(smoke: bool = False):
 
 
 def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str = "auto") -> Path:
-    """Run the six steps into ``<out>/<name>/`` and return the report's path.
+    """Run the seven steps into ``<out>/<name>/`` and return the report's path.
 
         >>> quickstart("reports")
         PosixPath('reports/quickstart/index.md')
@@ -155,12 +165,24 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
     _step(5, f"lr landscapes at widths {widths}, SP vs muP", start)
     validate(config, widths=widths, schemes=["sp", p.scheme], optimizers=[p.optimizer],
              log2_lrs=log2_grid(size["lrs"]), seeds=size["seeds"], device=device, reports_dir=out)
-    _step(6, "report", start)
+    _step(6, f"SP tuned at width {target} against the transfer (lr; lr and constants)", start)
+    _compare(config, out, size["compare_seeds"], device)
+    _step(7, "report", start)
     return write_report(config, out)
 
 
 def _step(n: int, what: str, start: float) -> None:
-    print(f"\n[{n}/6] {what} ({time.perf_counter() - start:.0f} s so far)", flush=True)
+    print(f"\n[{n}/7] {what} ({time.perf_counter() - start:.0f} s so far)", flush=True)
+
+
+def _compare(config: Path, out: str | Path, seeds: int, device: str) -> None:
+    """The compare command in-process (it owns compare.csv/png/md and their command line)."""
+    from . import compare
+
+    parser = argparse.ArgumentParser(prog="mutransfer")
+    compare.register(parser.add_subparsers())
+    compare.run(parser.parse_args(["compare", str(config), "--seeds", str(seeds), "--device", device,
+                                   "--reports", str(out)]))
 
 
 def _train_target(config: Path, folder: Path, width: int, device: str) -> None:
