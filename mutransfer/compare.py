@@ -140,7 +140,7 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
         >>> write_compare(table, "reports/quickstart", "mutransfer compare sweeps/quickstart.toml")
     """
     from .plots import plot_compare
-    from .validate import markdown_table
+    from .validate import markdown_table, write_markdown
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,16 +156,14 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
         "tuning FLOPs": table["tuning_flops"].map("{:.3g}".format),
         "compute vs sp-direct": table["compute_ratio"].map("{:.3f}x".format),
         "tuning s (wall)": table["tuning_s"].map("{:.1f}".format)})
-    text = ["# Transfer against direct tuning at the target", "", f"Regenerate: `{command}`", "",
-            *markdown_table(shown), "", verdict(table), "", f"![compare]({stem}.png)", "",
+    text = [*markdown_table(shown), "", verdict(table), "", f"![compare]({stem}.png)", "",
             "Tuning compute is 6 x parameters x training tokens summed over each arm's tuning "
             "trials (the wall seconds beside it depend on what else the machine ran); the target's "
             "training runs are not counted. `sp-direct` sweeps the "
             "config's lr grid at the target width; `transfer-lr` sweeps it at the proxy with the "
             "config's constants; `transfer-constants` runs the staged recipe at the proxy."]
-    path = folder / f"{stem}.md"
-    path.write_text("\n".join(text) + "\n")
-    return path
+    return write_markdown(folder / f"{stem}.md", "Transfer against direct tuning at the target",
+                          command, text)
 
 
 __all__ = ["ARMS", "arm_config", "compare", "verdict", "write_compare"]

@@ -141,7 +141,7 @@ def write_exponents(df: pd.DataFrame, table: pd.DataFrame, folder: str | Path, c
         >>> write_exponents(df, exponent_table(df, optimizer="adamw"), "reports/x", "mutransfer exponents ...")
     """
     from .plots import plot_role_landscapes
-    from .validate import markdown_table
+    from .validate import markdown_table, write_markdown
 
     folder = Path(folder)
     plot_role_landscapes(df, folder / f"{stem}.png")
@@ -152,14 +152,11 @@ def write_exponents(df: pd.DataFrame, table: pd.DataFrame, folder: str | Path, c
         "measured exponent": table["measured"].map("{:+.2f}".format),
         "table agrees": table["agrees"].map({True: "yes", False: "no"}),
         "log2 c* per width": table["optima"]})
-    text = ["# Measured exponents per role", "", f"Regenerate: `{command}`", "", *markdown_table(shown), "",
-            f"![exponents]({stem}.png)", "",
+    text = [*markdown_table(shown), "", f"![exponents]({stem}.png)", "",
             "Each row sweeps one role's constant c (lr or init multiplier, relative to the config's) "
             "with everything else fixed; the slope of the optimum log2 c* against log2 width is what "
             "the table's exponent is off by. 'table agrees' means the 95% interval of the slope holds 0."]
-    path = folder / f"{stem}.md"
-    path.write_text("\n".join(text) + "\n")
-    return path
+    return write_markdown(folder / f"{stem}.md", "Measured exponents per role", command, text)
 
 
 __all__ = ["KINDS", "ROLES", "exponent_table", "role_runs", "table_exponent", "write_exponents"]

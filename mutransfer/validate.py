@@ -391,6 +391,16 @@ def _eta_rows(g: pd.DataFrame) -> pd.DataFrame:
         "note": g["note"]})
 
 
+def write_markdown(path: str | Path, title: str, command: str, lines: Sequence[str]) -> Path:
+    """A small report: ``# title``, the command that regenerates it, then ``lines``.
+
+        >>> write_markdown("reports/x/compare.md", "Compare", "mutransfer compare x.toml", ["text"])
+    """
+    path = Path(path)
+    path.write_text("\n".join([f"# {title}", "", f"Regenerate: `{command}`", "", *lines]) + "\n")
+    return path
+
+
 def markdown_table(df: pd.DataFrame) -> list[str]:
     """A GitHub markdown table of ``df``'s values as strings (no tabulate dependency)."""
     def cell(v) -> str:
