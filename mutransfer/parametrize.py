@@ -24,7 +24,7 @@ from .scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, check_choice, 
 # parametrizing twice give bit-identical tensors to parametrizing once.
 _RESCALE_TOL = 1e-6
 COLUMNS = ("name", "shape", "role", "fan_in", "fan_out", "width_mult", "init_std", "init_mult",
-           "lr_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha")
+           "lr_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha", "source")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class ParamPlan:
     muon_alpha: float
     kind: str = "linear"
     tied: bool = False
+    source: str = "module"  # what set the role: module (type), usage (traced), shape, override
+    expert_dims: int = 0  # leading expert dims: fans and Muon are per expert matrix
 
 
 class ReadoutScale:
@@ -86,6 +88,11 @@ class Plan:
     def roles(self) -> dict[str, Role]:
         return {n: Role(p.role) for n, p in self.params.items()}
 
+    @property
+    def shape_only(self) -> list[str]:
+        """Names of the parameters whose role came from their shape alone (no traced usage)."""
+        return [n for n, p in self.params.items() if p.source == "shape"]
+
     def table(self):
         """One row per parameter: name, shape, role, fans, width_mult and every multiplier."""
         import pandas as pd
@@ -102,7 +109,9 @@ class Plan:
         with _pandas_display():
             body = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
         hooks = "".join(f"\nreadout multiplier on {m!r}: x{s:.4g}" for m, s in self.readout_scales.items())
-        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}"
+        shape = (f"\nroles from shape alone (pass example= to trace their use): {self.shape_only}"
+                 if self.shape_only else "")
+        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}{shape}"
 
     def optimizer(self, lr: float, *, model: nn.Module | None = None, **kwargs) -> torch.optim.Optimizer:
         """A torch optimizer whose param groups carry this plan's multipliers; see
@@ -218,30 +227,38 @@ def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
     return out
 
 
-def _target_std(info: ParamInfo, mult, base_rms: float, scheme: str, readout: str) -> float:
+def _target_std(info: ParamInfo, mult, base_rms: float, scheme: str, readout: str,
+                tied_model: bool = False) -> float:
     output = info.role is Role.OUTPUT
     if output and (info.tied or readout == "multiplier"):
         return base_rms  # multiplier form: the readout keeps its base init
     if output and readout == "zero" and scheme != "sp":
         return 0.0
+    if tied_model and info.is_embedding:
+        # the tied table keeps its base init; every other input table follows the same rule
+        # (spectral's absolute std ~0.94 on a positional table swamps 0.02 token embeddings)
+        return base_rms * mult.init
     if scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT):
         return spectral_sigma(info.fan_in, info.fan_out)
     return base_rms * mult.init
 
 
-def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout) -> ParamPlan:
+def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout,
+              tied_model: bool = False) -> ParamPlan:
     mult = multipliers(info.role, info.width_mult, scheme=scheme, optimizer=optimizer,
                        fan_in=info.fan_in, fan_out=info.fan_out, ndim=len(info.shape),
-                       is_embedding=info.is_embedding, muon_scale=muon_scale, m_max=info.max_mult)
+                       is_embedding=info.is_embedding or not info.is_matrix, muon_scale=muon_scale,
+                       m_max=info.max_mult)
     lr_mult, eps_mult, init_mult = mult.lr, mult.eps, mult.init
     if info.role is Role.OUTPUT and (info.tied or readout == "multiplier") and scheme != "sp":
         # multiplier form: base init and base Adam lr; SGD's lr grows like an input's (x m)
         init_mult, eps_mult = 1.0, 1.0
         lr_mult = info.width_mult if mult.optimizer == "sgd" else 1.0
-    std = _target_std(info, replace(mult, init=init_mult), base_rms, scheme, readout)
+    std = _target_std(info, replace(mult, init=init_mult), base_rms, scheme, readout, tied_model)
     return ParamPlan(info.name, info.shape, info.role.value, info.fan_in, info.fan_out,
                      info.width_mult, std, init_mult, lr_mult, 1.0 / lr_mult, eps_mult,
-                     mult.optimizer, mult.muon_alpha, info.kind, info.tied)
+                     mult.optimizer, mult.muon_alpha, info.kind, info.tied, info.source,
+                     info.expert_dims)
 
 
 def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, output_mult) -> dict[str, float]:
@@ -316,6 +333,7 @@ def parametrize(
     base_width: int | None = None,
     delta_width: int | None = None,
     device: str | torch.device | None = None,
+    example=None,
 ) -> Plan:
     """Wrap ``model`` for muP: infer roles against ``base``, rewrite the init, return the Plan.
 
@@ -323,7 +341,10 @@ def parametrize(
     absolute ``sqrt(fan_out/fan_in) / (sqrt(fan_in) + sqrt(fan_out))`` for matrices (``spectral``),
     or stays as is (``sp``); lr/eps multipliers follow scaling.md section 3 for ``optimizer``.
     The factory form builds the model at ``width``, a real base at ``base_width`` and a meta
-    delta at ``delta_width`` (default ``2 * base_width``).
+    delta at ``delta_width`` (default ``2 * base_width``). ``example`` (a tensor, a tuple of
+    args or a dict of kwargs for one forward) lets roles come from how each parameter is used
+    (see :func:`mutransfer.roles.infer_roles`); by default the base's ``example_input()`` (zoo
+    models) or ``dummy_inputs`` (transformers models) is used when it has one.
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
         >>> opt = plan.optimizer(lr=1e-3)
@@ -339,11 +360,15 @@ def parametrize(
         raise TypeError("parametrize(model, base) needs the base model (the same architecture at "
                         "the base width; torch.device('meta') costs no memory)")
     _check_settings(scheme, optimizer, muon_scale, readout, output_mult)
-    infos = infer_roles(model, base, delta, overrides)
+    if example is None:
+        example = default_example(base)
+    infos = infer_roles(model, base, delta, overrides, example=example)
     model_is_meta = any(p.is_meta for p in model.parameters())
     measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
     base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
-    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout) for n, i in infos.items()}
+    tied = any(i.tied for i in infos.values())
+    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, tied)
+            for n, i in infos.items()}
     plan = Plan(rows, scheme, optimizer, muon_scale, readout, float(output_mult),
                 _readout_scales(infos, scheme, readout, output_mult))
     if scheme != "sp":
@@ -355,6 +380,20 @@ def parametrize(
     _set_readout_hooks(model, plan.readout_scales)
     plan.model = model
     return plan
+
+
+def default_example(model: nn.Module):
+    """An input for one forward of ``model``: its ``example_input()`` (the zoo models have one),
+    else transformers' ``dummy_inputs``, else None (roles then come from module types and shapes).
+
+        >>> default_example(mutransfer.zoo.gpt(width=32)).shape
+        torch.Size([2, 8])
+    """
+    make = getattr(model, "example_input", None)
+    if callable(make):
+        return make()
+    dummy = getattr(model, "dummy_inputs", None)
+    return dummy if isinstance(dummy, dict) and dummy else None
 
 
 def _rewrite_init_(model: nn.Module, plan: Plan, base: nn.Module) -> None:

@@ -90,6 +90,11 @@ class GPT(nn.Module):
         if tied:
             self.readout.weight = self.wte.weight
 
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """Token ids (batch, min(8, seq_len)) for one forward (roles traced from usage)."""
+        return torch.zeros(batch, min(8, self.seq_len), dtype=torch.long,
+                           device=self.wte.weight.device)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         t = ids.shape[1]
         if t > self.seq_len:
@@ -192,6 +197,10 @@ class CNN(nn.Module):
         self.body = nn.Sequential(*convs)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.readout = nn.Linear(width, classes)
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """Images (batch, C, S, S) for one forward (roles traced from usage)."""
+        return torch.zeros(batch, *self.image_shape, device=self.readout.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:  # flat synthetic inputs of in_dim = C * S * S
