@@ -40,6 +40,7 @@ _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase) + (
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 )
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_KNOWN = (nn.Linear, nn.Embedding, nn.EmbeddingBag, nn.MultiheadAttention) + _CONVS + _NORMS
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def usages(model: nn.Module) -> dict[int, list[tuple[str, Usage, torch.Tensor]]]
     for mname, module in model.named_modules(remove_duplicate=False):
         for attr, p in module.named_parameters(recurse=False):
             kind, fi, fo = _fans(module, attr, p)
-            source = "module" if kind in _MODULE_KINDS else "shape"
+            known = kind in _MODULE_KINDS or isinstance(module, _KNOWN) or _is_hf_conv1d(module, "weight")
+            source = "module" if known else "shape"
             use = Usage(mname, attr, kind, fi, fo, p.numel(), p.ndim, source)
             entries = out.setdefault(id(p), [])
             if all((u.module, u.attr) != (mname, attr) for _, u, _ in entries):
@@ -176,8 +178,8 @@ def _traced(use: Usage, p: torch.Tensor, found: list) -> Usage:
         return Usage(kind=kind, fan_in=fan_in, fan_out=fan_out, **fields)
     if t.kind == "lookup":
         return Usage(kind="embedding", fan_in=1, fan_out=t.fans(shape)[1], **fields)
-    if t.kind == "add":  # a positional table or a cls token: read by the residual stream
-        return Usage(kind="embedding", fan_in=1, fan_out=p.numel(), **fields)
+    if t.kind == "add":  # a positional table added to the residual stream (features last)
+        return Usage(kind="embedding", fan_in=1, fan_out=shape[-1], **fields)
     if t.kind == "conv_dw":
         return Usage(kind="depthwise", fan_in=math.prod(shape[1:]), fan_out=shape[0], **fields)
     return Usage(kind="gain", fan_in=1, fan_out=p.numel(), **fields)
