@@ -9,6 +9,14 @@ A role says which of a parameter's dims grow with width:
 | output | fan_in only          | LM head, classifier                        |
 | vector | a 1-D param's length | biases, LayerNorm gains                    |
 | fixed  | nothing              | a scalar temperature, a vocab-sized bias   |
+
+Fused experts and routers (scaling.md sections 2-4). A tensor (E, out, in) or (E, in, out) whose
+expert dim is picked before a matmul is E independent linear maps: each W[e] meets the spectral
+condition on its own, so fan_in and fan_out are one expert's (not products over E), both grow
+with width, and the role is hidden: init x m^-1/2, Adam lr x 1/m, and Muon's msign per expert
+matrix with alpha = sqrt(fan_out / fan_in) of that matrix. A router (width -> n_experts) is a
+width -> fixed map: fan_in grows, fan_out does not, so it is an output (init x 1/m, Adam lr x 1/m,
+never Muon), which keeps its logits, hence the routing, Theta(1) at every width.
 """
 from __future__ import annotations
 
