@@ -96,21 +96,23 @@ def _name(func) -> str:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, params: dict[int, str]):
+    """Runs every torch function unchanged and records the ones a (view of a) parameter enters."""
+
+    def __init__(self, params: dict[str, torch.Tensor]):
         super().__init__()
-        self.views: dict[int, _View] = {id(p): _View(n, tuple(range(p.ndim))) for p, n in
-                                        ((p, n) for n, p in params.items())}
+        self.views = {id(p): _View(n, tuple(range(p.ndim))) for n, p in params.items()}
         self.keep: list[torch.Tensor] = list(params.values())  # ids stay unique while tracing
         self.uses: dict[str, list[Use]] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        tracked = [(i, a) for i, a in enumerate(_flat(args, kwargs)) if id(a) in self.views]
+        tracked = [a for a in _flat(args, kwargs) if id(a) in self.views]
         name = _name(func)
-        if tracked and name not in _METADATA and not (name.startswith("__get__:") and name not in _SAME
-                                                     and name not in _TRANSPOSES):
-            self._record(name, func, args, kwargs, out, tracked)
+        metadata = name in _METADATA or (name.startswith("__get__:") and name not in _SAME
+                                          and name not in _TRANSPOSES)  # .shape, .dtype, ...
+        if tracked and not metadata:
+            self._record(name, args, kwargs, out, tracked)
         return out
 
     def _use(self, view: _View, use: Use) -> None:
@@ -124,14 +126,12 @@ class _Recorder(TorchFunctionMode):
                 self.views[id(t)] = view
                 self.keep.append(t)
 
-    def _record(self, name, func, args, kwargs, out, tracked) -> None:
-        pos, first = tracked[0]
-        view = self.views[id(first)]
-        derived = _derived_view(name, args, kwargs, view, out)
+    def _record(self, name, args, kwargs, out, tracked) -> None:
+        derived = _derived_view(name, args, self.views[id(tracked[0])], out)
         if derived is not None and len(tracked) == 1:
             self._derive(out, derived)
             return
-        for _, t in tracked:
+        for t in tracked:
             v = self.views[id(t)]
             self._use(v, _classify(name, args, kwargs, t, v))
 
@@ -150,10 +150,10 @@ def _is_scalar(x) -> bool:
     return isinstance(x, (int, float)) or (isinstance(x, torch.Tensor) and x.numel() == 1)
 
 
-def _derived_view(name, args, kwargs, view: _View, out) -> _View | None:
+def _derived_view(name, args, view: _View, out) -> _View | None:
     """The view ``out`` is of the parameter, or None when ``name`` consumes it."""
     d = view.dims
-    if name in _SAME or name in ("__get__:data",):
+    if name in _SAME:
         return view if isinstance(out, torch.Tensor) and out.ndim == len(d) else None
     if name in _SCALAR_OPS and len(args) == 2 and _is_scalar(args[1]) and not _is_scalar(args[0]):
         return view
@@ -316,14 +316,10 @@ def trace_usage(model: nn.Module, example) -> dict[str, list[Use]]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    params = dict(model.named_parameters())
-    recorder = _Recorder(params)
-    was_training = model.training
+    recorder = _Recorder(dict(model.named_parameters()))
     try:
         with torch.no_grad(), recorder:
             call_with(model, example)
     except Exception as err:  # any failure of the user's forward: the caller falls back
         raise TraceError(f"{type(err).__name__}: {err}") from err
-    finally:
-        model.train(was_training)
     return recorder.uses
