@@ -344,7 +344,7 @@ def parametrize(
     delta at ``delta_width`` (default ``2 * base_width``). ``example`` (a tensor, a tuple of
     args or a dict of kwargs for one forward) lets roles come from how each parameter is used
     (see :func:`mutransfer.roles.infer_roles`); by default the base's ``example_input()`` (zoo
-    models) or ``dummy_inputs`` (transformers models) is used when it has one.
+    models) or :func:`mutransfer.hf.example_input` (transformers models) is used.
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
         >>> opt = plan.optimizer(lr=1e-3)
@@ -384,7 +384,8 @@ def parametrize(
 
 def default_example(model: nn.Module):
     """An input for one forward of ``model``: its ``example_input()`` (the zoo models have one),
-    else transformers' ``dummy_inputs``, else None (roles then come from module types and shapes).
+    else, for a transformers model, ids or images built from its config
+    (:func:`mutransfer.hf.example_input`), else None (roles then come from module types and shapes).
 
         >>> default_example(mutransfer.zoo.gpt(width=32)).shape
         torch.Size([2, 8])
@@ -392,8 +393,11 @@ def default_example(model: nn.Module):
     make = getattr(model, "example_input", None)
     if callable(make):
         return make()
-    dummy = getattr(model, "dummy_inputs", None)
-    return dummy if isinstance(dummy, dict) and dummy else None
+    if hasattr(model, "main_input_name") and hasattr(model, "config"):  # a transformers model
+        from .hf import example_input
+
+        return example_input(model)
+    return None
 
 
 def _rewrite_init_(model: nn.Module, plan: Plan, base: nn.Module) -> None:

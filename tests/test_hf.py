@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 T = pytest.importorskip("transformers")
 
 from mutransfer import parametrize  # noqa: E402
+from mutransfer.roles import RoleWarning  # noqa: E402
 from mutransfer.hf import ForwardConstantWarning, family, forward_constants, mup_attention  # noqa: E402
 
 T.logging.set_verbosity_error()
@@ -82,3 +84,26 @@ def test_mup_attention_is_the_standard_scale_at_the_base_and_one_over_d_head_bey
 def test_mup_attention_rejects_a_bad_base():
     with pytest.raises(ValueError, match="base_head_dim must be a positive integer; got 0"):
         mup_attention(0)
+
+
+def _vit(width):
+    return T.ViTForImageClassification(family(T.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=8,
+        patch_size=4, num_labels=10), width))
+
+
+def _t5(width):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ForwardConstantWarning)
+        cfg = family(T.T5Config(d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=1, vocab_size=64,
+                                decoder_start_token_id=0), width)
+    return T.T5ForConditionalGeneration(cfg)
+
+
+@pytest.mark.parametrize("make,name,role", [(_vit, "vit.embeddings.position_embeddings", "input"),
+                                            (_t5, "shared.weight", "output")])
+def test_transformers_models_are_traced_with_an_input_built_from_their_config(make, name, role):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RoleWarning)
+        plan = parametrize(make, width=64, base_width=32)
+    assert plan.shape_only == [] and plan.params[name].role == role
