@@ -18,8 +18,9 @@ __version__ = "0.1.0"
 # Every submodule is imported here, before the functions are bound: importing a submodule sets a
 # package attribute of the same name, which must not hide the same-named function afterwards.
 from . import (config, coord_check, data, landscape, laws, locks, muon, objective,  # noqa: F401
-               optim, parametrize, plots, recipe, report, roles, scaling, storage, sweep, sweep_reports,
-               target, train, transfer, transfer_plan, trials, validate, verdict, zoo)
+               optim, parametrize, plots, recipe, report, roles, scaling, storage, sweep,
+               sweep_reports, target, train, transfer, transfer_plan, trials, usage, validate,
+               verdict, zoo)
 from .config import ExperimentConfig, load_config
 from .coord_check import coord_check
 from .muon import Muon, newton_schulz
@@ -33,6 +34,7 @@ from .target import train_target
 from .train import TrainResult, train
 from .transfer import transfer
 from .transfer_plan import TransferPlan
+from .usage import trace_usage
 from .verdict import coord_slopes, coord_verdict
 from .validate import validate
 
@@ -41,5 +43,5 @@ __all__ = [
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
     "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
     "plot_coord_check", "plot_lr_landscape", "plot_training", "plot_transfer", "spectral_sigma",
-    "sweep", "train", "train_target", "transfer", "validate", "write_report", "zoo",
+    "sweep", "trace_usage", "train", "train_target", "transfer", "validate", "write_report", "zoo",
 ]

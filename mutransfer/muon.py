@@ -135,8 +135,13 @@ def _batches(params: list[Tensor]) -> list[list[int]]:
     return batches
 
 
-def _orthogonalize(updates: list[Tensor], steps: int, dtype: torch.dtype) -> list[Tensor]:
-    """newton_schulz of same-shaped updates (conv weights flattened), stacked when more than one."""
+def _orthogonalize(updates: list[Tensor], steps: int, dtype: torch.dtype,
+                   expert_dims: int = 0) -> list[Tensor]:
+    """newton_schulz of same-shaped updates (conv weights flattened), stacked when more than one;
+    with ``expert_dims`` k, each update is a stack of matrices (its first k dims) done one by one."""
+    if expert_dims:
+        return [_msign(u.reshape(-1, *u.shape[expert_dims:]).to(dtype, copy=True), steps,
+                       NS_COEFFICIENTS, NS_EPS).view(u.shape) for u in updates]
     mats = [u.reshape(u.shape[0], -1) for u in updates]
     if len(mats) == 1:
         results = [_msign(mats[0].to(dtype, copy=True), steps, NS_COEFFICIENTS, NS_EPS)]
@@ -163,7 +168,15 @@ def _check_group(group: dict) -> None:
         _check_range("alpha", group["alpha"], 0.0, inf,
                      "the Plan's update scale; 1.0 is plain Muon")
         _check_ns_args(group["ns_steps"], NS_COEFFICIENTS, group["ns_dtype"])
+        experts = group.get("expert_dims", 0)
+        if isinstance(experts, bool) or not isinstance(experts, int) or experts < 0:
+            raise ValueError(f"expert_dims must be an integer >= 0 (the leading dims of a fused "
+                             f"expert tensor, 0 for plain matrices); got {experts!r}")
         for p in group["params"]:
+            if experts and p.ndim - experts != 2:
+                raise ValueError(
+                    f"a group with expert_dims={experts} holds a parameter of shape "
+                    f"{tuple(p.shape)}; each expert slice must be a matrix (ndim = expert_dims + 2)")
             if p.ndim < 2:
                 raise ValueError(
                     f"Muon only updates matrices, but a use_muon=True group holds a parameter of "
@@ -195,7 +208,9 @@ class Muon(torch.optim.Optimizer):
         M = beta M + (1 - beta) G;  U = msign((1 - beta) G + beta M) if nesterov else msign(M)
         W = W - lr * weight_decay * W - lr * alpha * U
 
-    msign is :func:`newton_schulz` (conv weights reshaped to (out, in*k*k)). With
+    msign is :func:`newton_schulz` (conv weights reshaped to (out, in*k*k)); a group with
+    ``expert_dims=k`` holds fused expert tensors (E, out, in) or (E, in, out) and takes msign
+    of each expert matrix ``W[e]`` separately (its ``alpha`` is from one expert's fans). With
     ``alpha = sqrt(max(1, fan_out / fan_in))`` and ``ns_dtype=torch.bfloat16`` the update equals
     ``torch.optim.Muon(adjust_lr_fn="original")``'s. AdamW groups (keys lr, betas, eps,
     weight_decay) run ``torch.optim.adamw.adamw`` with decoupled decay ``W -= lr * wd * W``.
@@ -278,7 +293,7 @@ class Muon(torch.optim.Optimizer):
         # The EMA form, as torch.optim.Muon: equal to the sum form up to a factor msign removes.
         torch._foreach_lerp_(bufs, grads, 1 - beta)
         updates = torch._foreach_lerp(grads, bufs, beta) if group["nesterov"] else bufs
-        updates = _orthogonalize(updates, group["ns_steps"], dtype)
+        updates = _orthogonalize(updates, group["ns_steps"], dtype, group.get("expert_dims", 0))
         if wd != 0:
             torch._foreach_mul_(params, 1 - lr * wd)
         torch._foreach_add_(params, updates, alpha=-(lr * group["alpha"]))

@@ -189,7 +189,13 @@ def make_objective(cfg: ExperimentConfig, *, width: int, device: str) -> Callabl
             return False
 
         start = time.perf_counter()
-        res = run_trial(cfg, params, width=width, device=device, seed=seed, callback=report)
+        try:
+            res = run_trial(cfg, params, width=width, device=device, seed=seed, callback=report)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # Optuna marks the trial FAIL; the reason stays with it
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
         _store_result(trial, res, time.perf_counter() - start)
         return trial_value(res)
 

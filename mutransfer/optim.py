@@ -75,13 +75,16 @@ def param_groups(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: flo
         pp = plan.params[name]
         muon = pp.optimizer == "muon"
         base_lr = lr if (muon or plan.optimizer_name != "muon" or adam_lr is None) else adam_lr
-        key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if muon else None, pp.role)
+        experts = getattr(pp, "expert_dims", 0) if muon else 0
+        key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if muon else None, pp.role, experts)
         if key not in groups:
             group = {"params": [], "names": [], "role": pp.role, "lr_mult": pp.lr_mult,
                      "lr": base_lr * pp.lr_mult,
                      "weight_decay": group_weight_decay(weight_decay, base_lr, pp.lr_mult, wd_policy)}
             if muon:
                 group.update(use_muon=True, alpha=pp.muon_alpha)
+                if experts:  # fused experts: msign of each expert matrix, not of the whole tensor
+                    group["expert_dims"] = experts
             else:
                 group["eps"] = eps * pp.eps_mult
                 if plan.optimizer_name == "muon":

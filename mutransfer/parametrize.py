@@ -24,7 +24,7 @@ from .scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, Constants, che
 # parametrizing twice give bit-identical tensors to parametrizing once.
 _RESCALE_TOL = 1e-6
 COLUMNS = ("name", "shape", "role", "fan_in", "fan_out", "width_mult", "init_std", "init_mult",
-           "lr_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha")
+           "lr_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha", "source")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class ParamPlan:
     muon_alpha: float
     kind: str = "linear"
     tied: bool = False
+    source: str = "module"  # what set the role: module (type), usage (traced), shape, override
+    expert_dims: int = 0  # leading expert dims: fans and Muon are per expert matrix
 
 
 class ReadoutScale:
@@ -90,6 +92,11 @@ class Plan:
     def output_mult(self) -> float:
         return self.constants.output_mult
 
+    @property
+    def shape_only(self) -> list[str]:
+        """Names of the parameters whose role came from their shape alone (no traced usage)."""
+        return [n for n, p in self.params.items() if p.source == "shape"]
+
     def table(self):
         """One row per parameter: name, shape, role, fans, width_mult and every multiplier
         (``init_mult`` and ``lr_mult`` include the plan's constants; ``.attrs["constants"]``
@@ -113,7 +120,9 @@ class Plan:
         with _pandas_display():
             body = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
         hooks = "".join(f"\nreadout multiplier on {m!r}: x{s:.4g}" for m, s in self.readout_scales.items())
-        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}"
+        shape = (f"\nroles from shape alone (pass example= to trace their use): {self.shape_only}"
+                 if self.shape_only else "")
+        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}{shape}"
 
     def optimizer(self, lr: float, *, model: nn.Module | None = None, **kwargs) -> torch.optim.Optimizer:
         """A torch optimizer whose param groups carry this plan's multipliers; see
@@ -234,12 +243,17 @@ def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
 
 
 def _target_std(info: ParamInfo, init_mult: float, base_rms: float, scheme: str, readout: str,
-                c: Constants) -> float:
+                c: Constants, tied_model: bool = False) -> float:
     """The init std: the scheme's (base std x init_mult, or spectral's absolute sigma) times the
-    role's init constant; zero for a zero-init readout."""
+    role's init constant; zero for a zero-init readout. In a model with a tied table every
+    table keeps its base init under every scheme."""
     output = info.role is Role.OUTPUT
     if output and readout == "zero" and scheme != "sp" and not info.tied:
         return 0.0
+    if tied_model and info.is_embedding:
+        # the tied table keeps its base init; every other input table follows the same rule
+        # (spectral's absolute std ~0.94 on a positional table swamps 0.02 token embeddings)
+        return base_rms * init_mult
     if (scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT)
             and not (output and (info.tied or readout == "multiplier"))):
         return spectral_sigma(info.fan_in, info.fan_out) * c.init(info.role)
@@ -247,10 +261,11 @@ def _target_std(info: ParamInfo, init_mult: float, base_rms: float, scheme: str,
 
 
 def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout,
-              c: Constants) -> ParamPlan:
+              c: Constants, tied_model: bool = False) -> ParamPlan:
     mult = multipliers(info.role, info.width_mult, scheme=scheme, optimizer=optimizer,
                        fan_in=info.fan_in, fan_out=info.fan_out, ndim=len(info.shape),
-                       is_embedding=info.is_embedding, muon_scale=muon_scale, m_max=info.max_mult)
+                       is_embedding=info.is_embedding or not info.is_matrix, muon_scale=muon_scale,
+                       m_max=info.max_mult)
     lr_mult, eps_mult, init_mult = mult.lr, mult.eps, mult.init
     if info.role is Role.OUTPUT and (info.tied or readout == "multiplier") and scheme != "sp":
         # multiplier form: base init and base Adam lr; SGD's lr grows like an input's (x m)
@@ -260,10 +275,11 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
         init_mult = info.width_mult ** c.readout_exponent
     init_mult *= c.init(info.role)
     lr_mult *= c.lr(info.role)
-    std = _target_std(info, init_mult, base_rms, scheme, readout, c)
+    std = _target_std(info, init_mult, base_rms, scheme, readout, c, tied_model)
     return ParamPlan(info.name, info.shape, info.role.value, info.fan_in, info.fan_out,
                      info.width_mult, std, init_mult, lr_mult, 1.0 / lr_mult, eps_mult,
-                     mult.optimizer, mult.muon_alpha, info.kind, info.tied)
+                     mult.optimizer, mult.muon_alpha, info.kind, info.tied, info.source,
+                     info.expert_dims)
 
 
 def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, c: Constants) -> dict[str, float]:
@@ -373,6 +389,7 @@ def parametrize(
     base_width: int | None = None,
     delta_width: int | None = None,
     device: str | torch.device | None = None,
+    example=None,
 ) -> Plan:
     """Wrap ``model`` for muP: infer roles against ``base``, rewrite the init, return the Plan.
 
@@ -384,7 +401,10 @@ def parametrize(
     (:class:`mutransfer.Constants` or a dict of its names) are the width-independent constants of
     scaling.md section 8: ``init std = c_init[role] * std``, ``lr_mult = c_lr[role] * lr_mult``,
     the readout init ``x m ** readout_exponent`` under ``mup``, ``output_mult`` on the logits
-    (``output_mult=`` is the same constant) and ``attention_mult`` passed to the factory.
+    (``output_mult=`` is the same constant) and ``attention_mult`` passed to the factory. ``example`` (a tensor, a tuple of
+    args or a dict of kwargs for one forward) lets roles come from how each parameter is used
+    (see :func:`mutransfer.roles.infer_roles`); by default the base's ``example_input()`` (zoo
+    models) or :func:`mutransfer.hf.example_input` (transformers models) is used.
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
         >>> opt = plan.optimizer(lr=1e-3)
@@ -402,11 +422,15 @@ def parametrize(
                         "the base width; torch.device('meta') costs no memory)")
     else:
         _attention_kwargs(None, {}, c)
-    infos = infer_roles(model, base, delta, overrides)
+    if example is None:
+        example = default_example(base)
+    infos = infer_roles(model, base, delta, overrides, example=example)
     model_is_meta = any(p.is_meta for p in model.parameters())
     measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
     base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
-    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c) for n, i in infos.items()}
+    tied = any(i.tied for i in infos.values())
+    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c, tied)
+            for n, i in infos.items()}
     plan = Plan(rows, scheme, optimizer, muon_scale, readout, c,
                 _readout_scales(infos, scheme, readout, c))
     if scheme != "sp":
@@ -418,6 +442,24 @@ def parametrize(
     _set_readout_hooks(model, plan.readout_scales)
     plan.model = model
     return plan
+
+
+def default_example(model: nn.Module):
+    """An input for one forward of ``model``: its ``example_input()`` (the zoo models have one),
+    else, for a transformers model, ids or images built from its config
+    (:func:`mutransfer.hf.example_input`), else None (roles then come from module types and shapes).
+
+        >>> default_example(mutransfer.zoo.gpt(width=32)).shape
+        torch.Size([2, 8])
+    """
+    make = getattr(model, "example_input", None)
+    if callable(make):
+        return make()
+    if hasattr(model, "main_input_name") and hasattr(model, "config"):  # a transformers model
+        from .hf import example_input
+
+        return example_input(model)
+    return None
 
 
 def _rewrite_init_(model: nn.Module, plan: Plan, base: nn.Module) -> None:

@@ -9,6 +9,14 @@ A role says which of a parameter's dims grow with width:
 | output | fan_in only          | LM head, classifier                        |
 | vector | a 1-D param's length | biases, LayerNorm gains                    |
 | fixed  | nothing              | a scalar temperature, a vocab-sized bias   |
+
+Fused experts and routers (scaling.md sections 2-4). A tensor (E, out, in) or (E, in, out) whose
+expert dim is picked before a matmul is E independent linear maps: each W[e] meets the spectral
+condition on its own, so fan_in and fan_out are one expert's (not products over E), both grow
+with width, and the role is hidden: init x m^-1/2, Adam lr x 1/m, and Muon's msign per expert
+matrix with alpha = sqrt(fan_out / fan_in) of that matrix. A router (width -> n_experts) is a
+width -> fixed map: fan_in grows, fan_out does not, so it is an output (init x 1/m, Adam lr x 1/m,
+never Muon), which keeps its logits, hence the routing, Theta(1) at every width.
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ class Role(str, enum.Enum):
 
 import fnmatch
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -39,6 +48,7 @@ _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase) + (
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 )
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_KNOWN = (nn.Linear, nn.Embedding, nn.EmbeddingBag, nn.MultiheadAttention) + _CONVS + _NORMS
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,19 @@ class Usage:
     fan_out: int
     numel: int
     ndim: int
+    source: str = "module"  # what decided the kind: module (its type), usage (traced), shape
+    expert_dims: int = 0  # leading dims indexing independent matrices (fused MoE experts)
+
+
+# Kinds that are matrices multiplying activations: the only ones Muon may update.
+MATRIX_KINDS = ("linear", "conv", "mha_in", "generic", "experts")
+# Kinds whose role follows from their length alone (vectors, gains, per-channel tables).
+NUMEL_KINDS = ("vector", "norm", "depthwise", "gain")
+_MODULE_KINDS = ("linear", "embedding", "conv", "norm", "mha_in", "depthwise")
+
+
+class RoleWarning(UserWarning):
+    """Role inference fell back to shape rules (the message names the reason and the fix)."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +96,17 @@ class ParamInfo:
     kind: str
     tied: bool = False
     readout_modules: tuple[str, ...] = field(default=())
+    source: str = "module"  # module (its type), usage (traced forward), shape (alone), override
+    expert_dims: int = 0  # leading dims of a fused expert tensor: fans and Muon are per slice
 
     @property
     def is_embedding(self) -> bool:
         return self.kind == "embedding"
+
+    @property
+    def is_matrix(self) -> bool:
+        """Whether the parameter multiplies activations as a matrix (Muon may update it)."""
+        return self.kind in MATRIX_KINDS and len(self.shape) - self.expert_dims >= 2
 
 
 def _fans(module: nn.Module, attr: str, p: torch.Tensor) -> tuple[str, int, int]:
@@ -88,6 +118,10 @@ def _fans(module: nn.Module, attr: str, p: torch.Tensor) -> tuple[str, int, int]
         return "embedding", 1, shape[1]
     if isinstance(module, nn.Linear):
         return "linear", shape[1], shape[0]
+    if _is_hf_conv1d(module, attr):
+        return "linear", shape[0], shape[1]  # transformers' Conv1D (GPT-2) stores (in, out)
+    if isinstance(module, _CONVS) and module.groups > 1 and shape[1] == 1:
+        return "depthwise", math.prod(shape[1:]), shape[0]  # one input channel each: no matrix
     if isinstance(module, _CONVS):
         fan_in = math.prod(shape[1:])
         if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
@@ -99,6 +133,12 @@ def _fans(module: nn.Module, attr: str, p: torch.Tensor) -> tuple[str, int, int]
         return "mha_in", shape[1], shape[0] // 3
     # any other module: torch's (out, in, *rest) layout
     return "generic", math.prod(shape[1:]), shape[0]
+
+
+def _is_hf_conv1d(module: nn.Module, attr: str) -> bool:
+    """transformers.pytorch_utils.Conv1D: ``y = x @ W + b`` with W of shape (nx, nf)."""
+    return (attr == "weight" and type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+            and hasattr(module, "nx"))
 
 
 def _effectively_1d(shape: tuple[int, ...]) -> bool:
@@ -113,7 +153,9 @@ def usages(model: nn.Module) -> dict[int, list[tuple[str, Usage, torch.Tensor]]]
     for mname, module in model.named_modules(remove_duplicate=False):
         for attr, p in module.named_parameters(recurse=False):
             kind, fi, fo = _fans(module, attr, p)
-            use = Usage(mname, attr, kind, fi, fo, p.numel(), p.ndim)
+            known = kind in _MODULE_KINDS or isinstance(module, _KNOWN) or _is_hf_conv1d(module, "weight")
+            source = "module" if known else "shape"
+            use = Usage(mname, attr, kind, fi, fo, p.numel(), p.ndim, source)
             entries = out.setdefault(id(p), [])
             if all((u.module, u.attr) != (mname, attr) for _, u, _ in entries):
                 entries.append((canonical[id(p)], use, p))
@@ -122,6 +164,59 @@ def usages(model: nn.Module) -> dict[int, list[tuple[str, Usage, torch.Tensor]]]
 
 def _by_name(model: nn.Module) -> dict[str, tuple[torch.Tensor, list[Usage]]]:
     return {entries[0][0]: (entries[0][2], [u for _, u, _ in entries]) for entries in usages(model).values()}
+
+
+_PRIORITY = ("matmul", "lookup", "add", "conv_dw", "mul", "other")
+
+
+def _traced(use: Usage, p: torch.Tensor, found: list) -> Usage:
+    """The module-less ``use`` of ``p`` rewritten from how the forward consumed it (usage.py)."""
+    t = min(found, key=lambda u: _PRIORITY.index(u.kind))
+    shape, ndim = tuple(p.shape), p.ndim
+    fields = dict(module=use.module, attr=use.attr, numel=p.numel(), ndim=ndim, source="usage")
+    if ndim <= 1 or _effectively_1d(shape):
+        return Usage(kind="vector", fan_in=1, fan_out=p.numel(), **fields)
+    if t.kind == "matmul" and t.in_dims and t.out_dims:
+        fan_in, fan_out, _ = t.fans(shape)
+        lead = len(t.expert_dims)
+        if lead and t.expert_dims == tuple(range(lead)) and ndim - lead == 2:
+            return Usage(kind="experts", fan_in=fan_in, fan_out=fan_out, expert_dims=lead, **fields)
+        # Muon flattens (dim 0, rest): a matrix up to transpose only when dim 0 is all of in or out
+        kind = "generic" if not lead and (ndim == 2 or (0,) in (t.in_dims, t.out_dims)) else "tensor"
+        return Usage(kind=kind, fan_in=fan_in, fan_out=fan_out, **fields)
+    if t.kind == "lookup":
+        return Usage(kind="embedding", fan_in=1, fan_out=t.fans(shape)[1], **fields)
+    if t.kind == "add":  # a positional table added to the residual stream (features last)
+        return Usage(kind="embedding", fan_in=1, fan_out=shape[-1], **fields)
+    if t.kind == "conv_dw":
+        return Usage(kind="depthwise", fan_in=math.prod(shape[1:]), fan_out=shape[0], **fields)
+    return Usage(kind="gain", fan_in=1, fan_out=p.numel(), **fields)
+
+
+def _with_usage(by_name: dict, traced: dict) -> dict:
+    out = {}
+    for name, (p, uses) in by_name.items():
+        if name in traced and uses[0].source == "shape":
+            uses = [_traced(u, p, traced[name]) for u in uses]
+        out[name] = (p, uses)
+    return out
+
+
+def _trace(model: nn.Module, base: nn.Module, example) -> dict:
+    """Traced uses on the base (small and real) or else the model; {} with a RoleWarning when
+    the forward cannot run on ``example``."""
+    from .usage import TraceError, trace_usage
+
+    real = [m for m in (base, model) if not any(p.is_meta for p in m.parameters())]
+    subject = real[0] if real else base
+    try:
+        return trace_usage(subject, example)
+    except TraceError as err:
+        warnings.warn(
+            f"could not trace how parameters are used ({err}); their roles come from shape rules "
+            f"alone (the plan lists them). Pass example= an input the model's forward accepts, "
+            f"or overrides= for the listed names.", RoleWarning, stacklevel=3)
+        return {}
 
 
 def _check_same_architecture(model: dict, other: dict, label: str) -> None:
@@ -148,7 +243,7 @@ def _scales(get, use: Usage, base: Usage, delta: Usage | None) -> bool:
 
 
 def _usage_role(use: Usage, base: Usage, delta: Usage | None) -> Role:
-    if use.kind in ("vector", "norm"):
+    if use.kind in NUMEL_KINDS:
         return Role.VECTOR if _scales(lambda u: u.numel, use, base, delta) else Role.FIXED
     ins = _scales(lambda u: u.fan_in, use, base, delta)
     outs = _scales(lambda u: u.fan_out, use, base, delta)
@@ -171,7 +266,7 @@ def _info(name: str, p, role: Role, use: Usage, base: Usage, tied: bool, readout
         m = 1.0
     max_mult = _ratio(max(use.fan_in, use.fan_out), max(base.fan_in, base.fan_out))
     return ParamInfo(name, tuple(p.shape), role, use.fan_in, use.fan_out, m, max_mult,
-                     use.kind, tied, tuple(readouts))
+                     use.kind, tied, tuple(readouts), use.source, use.expert_dims)
 
 
 def _infer_one(name, p, uses, base_uses, delta_uses) -> ParamInfo:
@@ -216,17 +311,27 @@ def _apply_overrides(infos: dict[str, ParamInfo], overrides: dict[str, str] | No
                         f"{role} role (and Muon) needs a matrix; give 1-D parameters 'vector' or 'fixed'")
                 use, base = uses[0], base_uses[name][1][0]
                 readouts = [use.module] if role == "output" else []
-                out[name] = _info(name, p, Role(role), use, base, False, readouts)
+                out[name] = replace(_info(name, p, Role(role), use, base, False, readouts),
+                                    source="override")
     return out
 
 
 def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = None,
-                overrides: dict[str, str] | None = None) -> dict[str, ParamInfo]:
+                overrides: dict[str, str] | None = None, *, example=None) -> dict[str, ParamInfo]:
     """Assign every parameter of ``model`` a role by comparing its fans with ``base`` (and ``delta``).
 
     A dim scales when it differs between model and base, or between delta and base; the role
     follows from which dims scale (input: fan_out, hidden: both, output: fan_in, vector: a 1-D
     length, fixed: none). ``overrides`` maps name globs to roles and beats inference.
+
+    Fans come from the holding module's type (Linear, Embedding, conv, norm: ``source="module"``).
+    A parameter of any other module (a bare Parameter, fused experts, GPT-2's Conv1D is known)
+    gets them from how the forward uses it on ``example`` (usage.py, ``source="usage"``): the
+    contracted dims are fan_in, the dims that reach the output fan_out, the dims an expert index
+    picks are per-expert slices; a table looked up or added to activations is an input (never
+    Muon); gains and per-channel tensors (``A_log``, depthwise convs) are vectors. With no
+    example, or a forward that fails on it (a RoleWarning names why), torch's (out, in, ...)
+    layout is assumed (``source="shape"``).
 
         >>> from torch import nn
         >>> infer_roles(nn.Linear(256, 256), nn.Linear(64, 64))["weight"].role
@@ -240,6 +345,10 @@ def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = Non
     du = _by_name(delta) if delta is not None else None
     if du is not None:
         _check_same_architecture(mu, du, "delta")
+    if example is not None and any(uses[0].source == "shape" for _, uses in mu.values()):
+        traced = _trace(model, base, example)
+        mu, bu = _with_usage(mu, traced), _with_usage(bu, traced)
+        du = _with_usage(du, traced) if du is not None else None
     infos = {
         n: _infer_one(n, p, uses, bu[n][1], du[n][1] if du else None) for n, (p, uses) in mu.items()
     }

@@ -124,6 +124,7 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
     deadline = None if timeout is None else time.time() + timeout
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = None
     try:
         study, lock = _load_study(cfg, url, name, worker=0)
         with lock, _progress(study, cfg.sweep.trials, show_progress) as progress:
@@ -134,6 +135,10 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
                                deadline=deadline, progress=progress, catch=_catch(), lock=lock)
                 else:
                     _spawn(cfg, url, name, devices, deadline, study, progress, total)
+    except Exception:  # a trial raised: its error is in the study; leave the table behind
+        if study is not None:
+            write_reports(study, Path(reports_dir) / cfg.name / name, show=show_progress)
+        raise
     finally:
         optuna.logging.set_verbosity(verbosity)
     write_reports(study, Path(reports_dir) / cfg.name / name, show=show_progress)

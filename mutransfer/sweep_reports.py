@@ -39,7 +39,27 @@ def write_reports(study, out_dir: str | Path, *, show: bool = False) -> dict[str
         table = best_table(study)
         print(f"\nbest trials of {study.study_name} ({len(df)} trials; reports in {out}):")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        failed = failed_table(study)
+        if len(failed):
+            print(f"\nfailed trials ({len(failed)}):")
+            print(failed.to_string(index=False))
     return files
+
+
+def failed_table(study):
+    """DataFrame of the FAIL trials: number, params and the exception (``user_attrs["error"]``,
+    "type: message"; "unknown" for trials that failed before recording one).
+
+        >>> failed_table(study)["error"].tolist()
+        ['ModuleNotFoundError: No module named models']
+    """
+    import pandas as pd
+
+    from optuna.trial import TrialState
+
+    records = [{"trial": t.number, **t.params, "error": t.user_attrs.get("error", "unknown")}
+               for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+    return pd.DataFrame(records, columns=None if records else ["trial", "error"])
 
 
 def _plots(study, out: Path) -> dict[str, Path]:

@@ -90,6 +90,11 @@ class GPT(nn.Module):
         if tied:
             self.readout.weight = self.wte.weight
 
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """Token ids (batch, min(8, seq_len)) for one forward (roles traced from usage)."""
+        return torch.zeros(batch, min(8, self.seq_len), dtype=torch.long,
+                           device=self.wte.weight.device)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         t = ids.shape[1]
         if t > self.seq_len:
@@ -197,6 +202,10 @@ class CNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.readout = nn.Linear(width, classes)
 
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """Images (batch, C, S, S) for one forward (roles traced from usage)."""
+        return torch.zeros(batch, *self.image_shape, device=self.readout.weight.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:  # flat synthetic inputs of in_dim = C * S * S
             x = x.view(x.shape[0], *self.image_shape)
@@ -225,7 +234,9 @@ def cnn(width: int, depth: int = 2, in_channels: int = 3, classes: int = 10, ima
 
 def load_factory(spec: str) -> Callable[..., nn.Module]:
     """Resolve a factory string: ``"package.module:function"`` (imported) or
-    ``"path/to/file.py:function"`` (loaded from the file). The factory must accept ``width=``.
+    ``"path/to/file.py:function"`` (loaded from the file the way Python runs a script: the
+    file's folder goes on ``sys.path``, so it may import its sibling modules). The factory must
+    accept ``width=``.
 
         >>> load_factory("mutransfer.zoo:gpt") is gpt
         True
@@ -257,6 +268,9 @@ def _load_file(path: str):
     if not file.is_file():
         raise ValueError(f"factory file {path!r} not found (resolved: {file.resolve()}); "
                          f"give a path to an existing .py file, relative to the working directory")
+    folder = str(file.resolve().parent)
+    if folder not in sys.path:  # as `python mymodel.py` would: sibling modules import
+        sys.path.insert(0, folder)
     name = f"mutransfer_user_{abs(hash(str(file.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)

@@ -15,3 +15,11 @@ def test_coord_benchmark_prints_a_table(capsys):
 def test_bad_repeats_is_refused():
     with pytest.raises(SystemExit, match="--repeats must be >= 1"):
         bench.main(["optim", "--repeats", "0"])
+
+
+def test_roles_benchmark_prints_a_table(capsys):
+    pytest.importorskip("transformers")
+    assert bench.main(["roles", "--width", "128", "--base-width", "32", "--layers", "1",
+                       "--experts", "2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "infer_roles" in out and "parametrize(meta)" in out and "median_s" in out
