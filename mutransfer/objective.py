@@ -42,16 +42,18 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     torch.manual_seed(seed)
     factory = config_factory(cfg, zoo.load_factory(cfg.model.factory))
     p = cfg.parametrization
+    data = make_dataset(cfg.data)
+    seq_len = None if cfg.data.source == "synthetic" else cfg.train.seq_len
+    # the roles are traced on a batch of the config's own data (any factory, no example_input needed)
+    example = data.batch("train", 2, seq_len, torch.Generator().manual_seed(0))[0]
     plan = parametrize(factory, width=width, base_width=cfg.model.base_width, scheme=p.scheme,
                        optimizer=p.optimizer, muon_scale=p.muon_scale, readout=p.readout,
-                       constants=trial_constants(k), seed=seed)
+                       constants=trial_constants(k), seed=seed, example=example)
     _scale_init_(plan, k["init_scale"])
     t = cfg.train
     opt = plan.optimizer(k["lr"], weight_decay=k["weight_decay"], betas=t.betas, eps=t.eps,
                          momentum=k["momentum"], adam_lr=k["adam_lr"], wd_policy=t.wd_policy)
-    data = make_dataset(cfg.data)
-    return train(plan.model, opt, data, steps=t.steps, batch_size=k["batch_size"],
-                 seq_len=None if cfg.data.source == "synthetic" else t.seq_len,
+    return train(plan.model, opt, data, steps=t.steps, batch_size=k["batch_size"], seq_len=seq_len,
                  schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
                  grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, t.steps // 10),
                  eval_batches=t.eval_batches, seed=seed, callback=callback,

@@ -76,3 +76,19 @@ def test_a_trial_that_raises_records_its_exception(model_file, tmp_path, capsys)
     assert "failed trials (1):" in out and "RuntimeError: no model at width 16" in out
     csv = (tmp_path / "reports" / "mlp-synthetic" / "mlp-synthetic-w16" / "trials.csv").read_text()
     assert "user_attrs_error" in csv and "RuntimeError: no model at width 16" in csv
+
+
+def test_a_trial_traces_roles_on_a_batch_of_the_configs_data(model_file, monkeypatch):
+    """A user factory has no example_input(): the trial traces it on the config's own data, so the
+    gain `scale` (multiplied elementwise) gets its role from usage, not from its shape alone."""
+    import importlib
+
+    from mutransfer.objective import run_trial
+
+    module = importlib.import_module("mutransfer.parametrize")
+    real, plans = module.parametrize, []
+    monkeypatch.setattr(module, "parametrize", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
+    cfg = load_config(MLP, {**TINY, "model.factory": f"{model_file}:make", "model.kwargs": {}})
+    run_trial(cfg, {"lr": 1e-3, "batch_size": 16}, width=32, device="cpu", seed=0)
+    assert plans[0].shape_only == []
+    assert {n: p.source for n, p in plans[0].params.items()}["scale"] == "usage"
