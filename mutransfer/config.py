@@ -80,7 +80,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ParamConfig:
-    scheme: str = "mup"
+    scheme: str = "spectral"  # the default by measurement: reports/gpt-cpu-300, reports/mlp-synthetic
     optimizer: str = "adamw"
     muon_scale: str = "spectral"
     readout: str = "init"

@@ -38,7 +38,7 @@ def test_defaults_change_nothing_at_the_base_width():
     torch.manual_seed(0)
     model = gpt(32)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    plan = parametrize(model, gpt(32), delta=gpt(64), constants=Constants())
+    plan = parametrize(model, gpt(32), delta=gpt(64), scheme="mup", constants=Constants())
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
     assert set(plan.table()["lr_mult"]) == {1.0} and set(plan.table()["init_mult"]) == {1.0}
@@ -61,7 +61,7 @@ def test_constants_multiply_init_and_lr_and_carry_unchanged_across_width():
 
 @pytest.mark.parametrize("exponent", [-1.0, -0.5, 0.0])
 def test_readout_exponent_sets_the_readout_init_slope(exponent):
-    stds = [parametrize(gpt, width=w, base_width=32, constants={"readout_exponent": exponent})
+    stds = [parametrize(gpt, width=w, base_width=32, scheme="mup", constants={"readout_exponent": exponent})
             .table().set_index("name").loc["readout.weight", "init_std"] for w in (32, 64, 128, 256)]
     slope = (math.log(stds[-1]) - math.log(stds[0])) / math.log(256 / 32)
     assert slope == pytest.approx(exponent, abs=1e-6)
@@ -187,6 +187,6 @@ def test_a_plan_with_other_constants_is_refused(staged):
                           "parametrization.constants": {"lr_output": 7.0}})
     with pytest.raises(ValueError, match="the plan was tuned with other constants than the config fixes"):
         check_plan_matches(fixed, plan)
-    other = parametrize(zoo.mlp, width=64, base_width=8, constants={"lr_output": 7.0})
+    other = parametrize(zoo.mlp, width=64, base_width=8, scheme="mup", constants={"lr_output": 7.0})
     with pytest.raises(ValueError, match="the Plan was made with constants"):
         plan.optimizer(other)

@@ -147,7 +147,7 @@ def test_measured_init_std_follows_the_role_exponent():
     stds = {n: [] for n in EXPECTED_ROLES}
     for w in widths:
         torch.manual_seed(0)
-        model = parametrize(Net, width=w, base_width=64, seed=0).model
+        model = parametrize(Net, width=w, base_width=64, scheme="mup", seed=0).model
         for n, p in model.named_parameters():
             stds[n].append(float(p.detach().pow(2).mean().sqrt()))
     for name in ("hidden.weight", "head.weight", "emb.weight"):
@@ -329,7 +329,7 @@ def test_torch_compile_still_trains():
 def test_meta_model_and_base_cost_no_memory():
     with torch.device("meta"):
         model, base = Net(4096), Net(64)
-    plan = parametrize(model, base)
+    plan = parametrize(model, base, scheme="mup")
     assert plan.roles == EXPECTED_ROLES
     assert math.isnan(plan.params["hidden.weight"].init_std)
 

@@ -37,7 +37,7 @@ def test_train_target_equals_the_python_path_through_plan_optimizer(tmp_path):
     res = train_target(cfg, plan, device="cpu", progress=False)
     torch.manual_seed(0)
     factory = functools.partial(zoo.mlp, depth=2, in_dim=8, out_dim=4)
-    p = mutransfer.parametrize(factory, width=32, base_width=8, seed=0)
+    p = mutransfer.parametrize(factory, width=32, base_width=8, scheme="mup", seed=0)
     t = cfg.train
     direct = mutransfer.train(p.model, plan.optimizer(p), synthetic(in_dim=8, out_dim=4), steps=t.steps,
                               batch_size=plan.batch_size, seq_len=None, schedule=t.schedule, warmup=t.warmup,

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
                                    "the function takes width= and returns an nn.Module")
     p.add_argument("--width", type=int, required=True, help="the target width")
     p.add_argument("--base-width", type=int, required=True, help="the base (proxy) width")
-    p.add_argument("--scheme", default="mup", choices=("sp", "mup", "spectral"))
+    p.add_argument("--scheme", default="spectral", choices=("sp", "mup", "spectral"))
     p.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd", "muon"))
     p.add_argument("--muon-scale", default="spectral", choices=("spectral", "keller", "moonlight"))
     p.add_argument("--readout", default="init", choices=("init", "zero", "multiplier"))
