@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 # Every submodule is imported here, before the functions are bound: importing a submodule sets a
 # package attribute of the same name, which must not hide the same-named function afterwards.
 from . import (config, coord_check, data, landscape, laws, locks, muon, objective,  # noqa: F401
-               optim, parametrize, plots, qkclip, report, roles, scaling, storage, sweep, sweep_reports,
-               target, train, transfer, transfer_plan, trials, validate, verdict, zoo)
+               optim, parametrize, plots, qkclip, report, roles, scaling, storage, sweep,
+               sweep_reports, target, train, transfer, transfer_plan, trials, validate, verdict, zoo)
 from .config import ExperimentConfig, load_config
 from .coord_check import coord_check
 from .muon import Muon, newton_schulz
@@ -38,7 +38,8 @@ from .verdict import coord_slopes, coord_verdict
 from .validate import validate
 
 __all__ = [
-    "ExperimentConfig", "Muon", "ParamInfo", "Plan", "QKClip", "QKPair", "Role", "TrainResult", "TransferPlan",
+    "ExperimentConfig", "Muon", "ParamInfo", "Plan", "QKClip", "QKPair", "Role", "TrainResult",
+    "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
     "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
     "plot_coord_check", "plot_lr_landscape", "plot_training", "plot_transfer", "spectral_sigma",

@@ -15,3 +15,11 @@ def test_coord_benchmark_prints_a_table(capsys):
 def test_bad_repeats_is_refused():
     with pytest.raises(SystemExit, match="--repeats must be >= 1"):
         bench.main(["optim", "--repeats", "0"])
+
+
+def test_qkclip_benchmark_rows():
+    from mutransfer.bench import muonclip_step_times
+
+    table = muonclip_step_times(repeats=2, width=32, seq_len=16, batch_size=4)
+    assert set(table.variant) == {"baseline", "QK-Clip", "spectral decay"}
+    assert (table[table.variant == "baseline"].ratio == 1.0).all()
