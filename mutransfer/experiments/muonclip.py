@@ -26,7 +26,7 @@ OUT = Path("reports/muonclip")
 MODULE = "python -m mutransfer.experiments.muonclip"
 # The defaults each part runs with (the report's commands repeat them).
 LOGIT_WIDTHS, LOGIT_LOG2_LRS, TAU = (128, 512), (-2.0, 0.0), 10.0
-DECAY_WIDTHS, DECAY_LOG2_LR, DECAY_WD, DECAY_SEEDS = (128, 512), -4.0, 0.5, (0, 1)
+DECAY_WIDTHS, DECAY_LOG2_LR, DECAY_WD, DECAY_SEEDS = (128, 256), -4.0, 0.5, (0, 1)
 TRANSFER_WIDTHS, TRANSFER_LOG2_LRS = (64, 128, 256), (-6.0, -5.0, -4.0, -3.0, -2.0, -1.0)
 STEPS = 80
 
@@ -180,16 +180,16 @@ def logit_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def decay_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per (width, decay): final loss of each seed and their mean, sigma1 at the start and the
-    end, and the seconds per step relative to decoupled decay."""
+    end (seed means), and the seconds per step relative to decoupled decay."""
     last = df.sort_values("step").groupby(["width", "decay", "seed"]).tail(1)
-    first = df[df.step == 0].set_index(["width", "decay", "seed"]).sigma1
+    first = df[df.step == 0].groupby(["width", "decay"]).sigma1.mean()
     rows = []
     for (width, decay), g in last.groupby(["width", "decay"]):
         base = last[(last.width == width) & (last.decay == "decoupled")].seconds_per_step.mean()
         losses = ", ".join(f"{v:.4f}" for v in g.final_loss)
         rows.append({"width": width, "decay": decay, "final loss (seeds)": losses,
                      "mean": f"{g.final_loss.mean():.4f}",
-                     "sigma1(W_q) start -> end": f"{first[(width, decay, 0)]:.2f} -> "
+                     "sigma1(W_q) start -> end": f"{first[(width, decay)]:.2f} -> "
                                                   f"{g.sigma1.mean():.2f}",
                      "ms/step": f"{1e3 * g.seconds_per_step.mean():.0f}",
                      "time ratio": f"{g.seconds_per_step.mean() / base:.3f}"})
@@ -251,7 +251,7 @@ def _decay_section(df, out, markdown_table) -> list[str]:
     plot_sigma(df, out / "sigma.png")
     return ["## 2. Spectral against decoupled weight decay at equal lambda", "",
             f"Muon lr 2^{DECAY_LOG2_LR:g}, weight_decay = {DECAY_WD:g} (fixed_product policy) for "
-            f"both kinds, {int(df.step.max())} steps, seeds {sorted(df.seed.unique())}. sigma1 is "
+            f"both kinds, {int(df.step.max())} steps, seeds {sorted(int(v) for v in df.seed.unique())}. sigma1 is "
             "the top singular value of block 0's W_q (`torch.linalg.matrix_norm(ord=2)`) at every "
             "eval; the time ratio is seconds per step (train loop, evals included) over decoupled "
             "decay's at the same width (see also `python -m mutransfer.bench qkclip`).", "",
@@ -267,7 +267,7 @@ def _transfer_section(df, out, markdown_table) -> list[str]:
     figures = [f"![landscape, QK-Clip {c}](landscape-{'none' if c == 'off' else c.replace('tau = ', 'tau')}.png)"
                for c in sorted(df.qk_clip.unique())]
     return ["## 3. Does QK-Clip change lr transfer? (muP + Muon)", "",
-            f"`mutransfer.validate` landscapes, widths {sorted(df.width.unique())}, lrs "
+            f"`mutransfer.validate` landscapes, widths {sorted(int(w) for w in df.width.unique())}, lrs "
             f"2^{df.log2_lr.min():g} .. 2^{df.log2_lr.max():g} (one octave apart), one seed, "
             "same runs otherwise; drift = slope of log2 eta* against log2 width (95% bootstrap "
             "interval), regret at the largest width of the lr transferred from the smallest.", "",
