@@ -61,7 +61,8 @@ def run_logits(widths=LOGIT_WIDTHS, log2_lrs=LOGIT_LOG2_LRS, tau: float = TAU,
 def run_decay(widths=DECAY_WIDTHS, log2_lr: float = DECAY_LOG2_LR, wd: float = DECAY_WD,
               seeds=DECAY_SEEDS, steps: int = STEPS) -> pd.DataFrame:
     """sigma1(W_q of block 0) at every eval, final loss and seconds per step, per (width,
-    decay, seed), at equal weight decay ``wd`` (fixed_product policy)."""
+    decay, seed), at equal weight decay ``wd`` (fixed_product policy); decay "none" is the
+    same run with weight_decay 0, the reference both kinds are compared with."""
     import torch
 
     from .. import zoo
@@ -73,12 +74,13 @@ def run_decay(widths=DECAY_WIDTHS, log2_lr: float = DECAY_LOG2_LR, wd: float = D
     t, rows = cfg.train, []
     for width in widths:
         for seed in seeds:
-            for decay in ("decoupled", "spectral"):
+            for decay in ("none", "decoupled", "spectral"):
                 torch.manual_seed(seed)
                 plan = parametrize(config_factory(cfg, zoo.gpt), width=width,
                                    base_width=cfg.model.base_width, optimizer="muon", seed=seed)
-                opt = plan.optimizer(2.0 ** log2_lr, weight_decay=wd, adam_lr=t.adam_lr,
-                                     betas=t.betas, decay=decay)
+                opt = plan.optimizer(2.0 ** log2_lr, weight_decay=0.0 if decay == "none" else wd,
+                                     adam_lr=t.adam_lr, betas=t.betas,
+                                     decay="decoupled" if decay == "none" else decay)
                 w_q = plan.model.blocks[0].attn.q.weight
                 sigmas = [(0, float(torch.linalg.matrix_norm(w_q.detach(), ord=2)))]
 
@@ -152,7 +154,7 @@ def plot_sigma(df: pd.DataFrame, path: Path) -> Path:
     plt = _pyplot()
     widths = sorted(df.width.unique())
     fig, axes = plt.subplots(1, len(widths), figsize=(3.4 * len(widths), 2.8), squeeze=False)
-    colors = {"decoupled": "#d62728", "spectral": "#1f77b4"}
+    colors = {"none": "#7f7f7f", "decoupled": "#d62728", "spectral": "#1f77b4"}
     for ax, width in zip(axes[0], widths):
         for (decay, seed), run in df[df.width == width].groupby(["decay", "seed"]):
             ax.plot(run.step, run.sigma1, color=colors[decay], lw=1, ls="-" if seed == 0 else "--",
@@ -251,7 +253,7 @@ def _decay_section(df, out, markdown_table) -> list[str]:
     plot_sigma(df, out / "sigma.png")
     return ["## 2. Spectral against decoupled weight decay at equal lambda", "",
             f"Muon lr 2^{DECAY_LOG2_LR:g}, weight_decay = {DECAY_WD:g} (fixed_product policy) for "
-            f"both kinds, {int(df.step.max())} steps, seeds {sorted(int(v) for v in df.seed.unique())}. sigma1 is "
+            f"both kinds (\"none\": the same runs with weight_decay 0), {int(df.step.max())} steps, seeds {sorted(int(v) for v in df.seed.unique())}. sigma1 is "
             "the top singular value of block 0's W_q (`torch.linalg.matrix_norm(ord=2)`) at every "
             "eval; the time ratio is seconds per step (train loop, evals included) over decoupled "
             "decay's at the same width (see also `python -m mutransfer.bench qkclip`).", "",
