@@ -210,6 +210,7 @@ def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
         rows.append({"QK-Clip": clip, "log2 eta* by width": eta,
                      "drift (oct/doubling)": f"{s.drift:+.2f} [{s.drift_lo:+.2f}, {s.drift_hi:+.2f}]",
                      "regret": f"{s.regret_pct:.2f}%",
+                     f"best loss at width {int(etas.width.max())}": f"{s.best_loss:.4f}",
                      "diverged runs": int(runs.diverged.sum())})
     return pd.DataFrame(rows)
 
@@ -246,7 +247,21 @@ def _logits_section(df, out, markdown_table) -> list[str]:
             f"reports/gpt-cpu), {int(df.step.max())} steps, seed 0; QK-Clip at tau = {tau:g} "
             "after every step. The max logit is measured in each step's forward pass, before "
             "that step's clip (so a clipped run reads tau plus one step's growth).", "",
-            "![max logit and loss](logits.png)", "", *markdown_table(logit_table(df)), ""]
+            "![max logit and loss](logits.png)", "", *markdown_table(logit_table(df)), "",
+            _divergence_note(df), ""]
+
+
+def _divergence_note(df: pd.DataFrame) -> str:
+    """How many runs diverged, and the largest final-loss gap between no clip and QK-Clip."""
+    runs = df.groupby(["width", "log2_lr", df.tau.isna()]).agg(
+        final=("final_loss", "first"), diverged=("diverged", "first")).reset_index()
+    off, on = (runs[runs.tau == flag].set_index(["width", "log2_lr"]) for flag in (True, False))
+    gap = (off.final - on.final).dropna()
+    worst = gap.idxmax()
+    return (f"Diverged runs (the train loop's test: non-finite, or smoothed loss far above the "
+            f"start): {int(off.diverged.sum())} without the clip, {int(on.diverged.sum())} with it. "
+            f"The largest final-loss cost of not clipping: {gap.max():+.4f} nats at width "
+            f"{int(worst[0])}, lr 2^{worst[1]:g}.")
 
 
 def _decay_section(df, out, markdown_table) -> list[str]:
