@@ -183,7 +183,7 @@ def logit_table(df: pd.DataFrame) -> pd.DataFrame:
 def decay_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per (width, decay): final loss of each seed and their mean, sigma1 at the start and the
     end (seed means), and the seconds per step relative to decoupled decay."""
-    last = df.sort_values("step").groupby(["width", "decay", "seed"]).tail(1)
+    last = df.sort_values(["seed", "step"]).groupby(["width", "decay", "seed"]).tail(1)
     first = df[df.step == 0].groupby(["width", "decay"]).sigma1.mean()
     rows = []
     for (width, decay), g in last.groupby(["width", "decay"]):
