@@ -293,6 +293,12 @@ class Muon(torch.optim.Optimizer):
                         betas=betas, eps=eps)
         super().__init__(params, defaults)
 
+    def __setstate__(self, state: dict) -> None:
+        """torch's hook for loading: state_dicts saved before ``decay`` existed decay as then."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("decay", "decoupled")
+
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (torch's rules) and validate it, so bad groups added later also raise."""
         super().add_param_group(param_group)

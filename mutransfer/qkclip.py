@@ -155,7 +155,7 @@ class QKClip:
                              "q_proj/k_proj attention); pass pairs=[QKPair(name, q_linear, "
                              "k_linear, n_heads, n_kv_heads, head_dim, scale)]")
         for pair in self.pairs:
-            _check_pair(pair)
+            _check_pair(pair, self.tau)
         self._running: dict[str, torch.Tensor] = {}
         self.max_logits: dict[str, torch.Tensor] = {}
         self.factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -229,9 +229,14 @@ class QKClip:
         return pd.DataFrame(rows, columns=["layer", "head", "max_logit", "clipped"])
 
 
-def _check_pair(pair: QKPair) -> None:
+def _check_pair(pair: QKPair, tau: float | None) -> None:
     if not isinstance(pair, QKPair):
         raise TypeError(f"pairs must hold QKPair objects; got {type(pair).__name__}")
+    normed = [n for n in ("q_norm", "k_norm") if getattr(pair.attention, n, None) is not None]
+    if normed and tau is not None:
+        raise ValueError(f"{pair.name!r} normalizes q/k after the projections ({', '.join(normed)}), "
+                         "so scaling W_q and W_k cannot lower its logits; QK-norm already bounds "
+                         "them. Use tau=None to only record the max logits")
     ok = pair.n_kv_heads >= 1 and pair.n_heads % pair.n_kv_heads == 0
     rows_q, rows_k = pair.q.weight.shape[0], pair.k.weight.shape[0]
     if not ok or rows_q != pair.n_heads * pair.head_dim or rows_k != pair.n_kv_heads * pair.head_dim:

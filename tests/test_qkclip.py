@@ -204,3 +204,12 @@ def test_train_logs_max_logit_and_clips():
                            batch_size=8, seq_len=None, device="cpu", qk_clip=clip)
     logits = res.history["max_logit"]
     assert logits.iloc[0] > TAU and logits.iloc[-1] < logits.iloc[0]
+
+
+def test_qk_norm_attention_refuses_to_clip_but_records():
+    model = _tiny_llama()
+    attn = model.model.layers[0].self_attn
+    attn.q_norm = nn.RMSNorm(8)  # as Qwen3/OLMo2 do: q is normalized after q_proj
+    with pytest.raises(ValueError, match=r"normalizes q/k after the projections \(q_norm\).*tau=None"):
+        QKClip(model, 30.0)
+    QKClip(model, None).remove()

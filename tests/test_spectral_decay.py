@@ -193,3 +193,17 @@ def test_run_trial_applies_qk_clip_and_spectral_decay(tmp_path):
     res = run_trial(cfg, {"lr": 1e-3, "qk_clip": 1e-3, "decay": "decoupled"}, width=16,
                     device="cpu", seed=0)
     assert res.history["max_logit"].iloc[1:].max() < 0.1  # clipped to tau = 1e-3 plus one step
+
+
+def test_a_muon_state_dict_from_before_decay_loads_as_decoupled():
+    w = torch.randn(8, 8, requires_grad=True)
+    opt = Muon([w], weight_decay=0.1)
+    w.grad = torch.randn(8, 8)
+    opt.step()
+    old = opt.state_dict()
+    for group in old["param_groups"]:
+        del group["decay"]
+    fresh = Muon([w], weight_decay=0.1, decay="spectral")
+    fresh.load_state_dict(old)
+    assert fresh.param_groups[0]["decay"] == "decoupled"
+    fresh.step()
