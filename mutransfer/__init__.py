@@ -18,14 +18,15 @@ __version__ = "0.1.0"
 # Every submodule is imported here, before the functions are bound: importing a submodule sets a
 # package attribute of the same name, which must not hide the same-named function afterwards.
 from . import (config, coord_check, data, landscape, laws, locks, muon, objective,  # noqa: F401
-               optim, parametrize, plots, recipe, report, roles, scaling, storage, sweep,
-               sweep_reports, target, train, transfer, transfer_plan, trials, usage, validate,
-               verdict, zoo)
+               optim, parametrize, plots, qkclip, recipe, report, roles, scaling, storage,
+               sweep, sweep_reports, target, train, transfer, transfer_plan, trials, usage,
+               validate, verdict, zoo)
 from .config import ExperimentConfig, load_config
 from .coord_check import coord_check
 from .muon import Muon, newton_schulz
 from .parametrize import Plan, parametrize
 from .plots import plot_coord_check, plot_lr_landscape, plot_training, plot_transfer
+from .qkclip import QKClip, QKPair
 from .report import write_report
 from .roles import ParamInfo, Role, infer_roles
 from .scaling import Constants, attention_scale, multipliers, muon_alpha, spectral_sigma
@@ -39,7 +40,8 @@ from .verdict import coord_slopes, coord_verdict
 from .validate import validate
 
 __all__ = [
-    "Constants", "ExperimentConfig", "Muon", "ParamInfo", "Plan", "Role", "TrainResult", "TransferPlan",
+    "Constants", "ExperimentConfig", "Muon", "ParamInfo", "Plan", "QKClip", "QKPair", "Role",
+    "TrainResult", "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
     "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
     "plot_coord_check", "plot_lr_landscape", "plot_training", "plot_transfer", "spectral_sigma",

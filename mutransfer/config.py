@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .optim import WD_POLICIES
+from .optim import DECAY_KINDS, WD_POLICIES
 from .scaling import CONSTANT_NAMES, MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, Constants
 
 try:
@@ -33,8 +33,9 @@ PRUNERS = ("median", "hyperband", "none")
 RECIPES = ("single", "staged")
 # The knobs the objective knows how to apply; anything else in [sweep.space] is a typo.
 SPACE_KEYS = ("lr", "batch_size", "adam_lr", "weight_decay", "warmup", "init_scale",
-              "momentum") + CONSTANT_NAMES  # the constants: mutransfer.Constants
+              "momentum", "qk_clip", "decay") + CONSTANT_NAMES  # the constants: mutransfer.Constants
 INT_SPACE_KEYS = ("batch_size",)
+CHOICE_SPACE_KEYS = {"decay": DECAY_KINDS}  # knobs whose values are names, not numbers
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class TrainConfig:
     eps: float = 1e-8
     momentum: float | None = None  # None = the optimizer's default (SGD 0, Muon 0.95)
     wd_policy: str = "fixed_product"  # decay per step lr*wd is the same at every width
+    decay: str = "decoupled"  # or "spectral": decay only the top singular direction (adamw, muon)
+    qk_clip: float | None = None  # QK-Clip's tau (K2: 100); None = off
+    log_max_logit: bool = False  # log the max attention logit (history column) without clipping
     grad_accum: int = 1
     eval_every: int | None = None  # None = steps // 10, so a pruner sees ten reports
     eval_batches: int = 4
@@ -263,6 +267,7 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
     checks = [("data", "source", cfg.data.source, DATA_SOURCES),
               ("data", "kind", cfg.data.kind, SYNTHETIC_KINDS),
               ("train", "wd_policy", cfg.train.wd_policy, WD_POLICIES),
+              ("train", "decay", cfg.train.decay, DECAY_KINDS),
               ("parametrization", "scheme", cfg.parametrization.scheme, SCHEMES),
               ("parametrization", "optimizer", cfg.parametrization.optimizer, OPTIMIZERS),
               ("parametrization", "muon_scale", cfg.parametrization.muon_scale, MUON_SCALES),
@@ -290,6 +295,12 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
     for section, key, value in positive:
         if value < 1:
             raise ValueError(f"{source}: [{section}] {key} must be >= 1, got {value!r}")
+    if cfg.train.qk_clip is not None and not cfg.train.qk_clip > 0:
+        raise ValueError(f"{source}: [train] qk_clip must be a logit bound tau > 0 (K2 used 100), "
+                         f"or left out to turn QK-Clip off; got {cfg.train.qk_clip!r}")
+    if cfg.train.decay == "spectral" and cfg.parametrization.optimizer not in ("adamw", "muon"):
+        raise ValueError(f"{source}: [train] decay = 'spectral' needs [parametrization] optimizer "
+                         f"'adamw' or 'muon', got {cfg.parametrization.optimizer!r}")
     if cfg.sweep.grace_period <= cfg.sweep.heartbeat_interval:
         raise ValueError(f"{source}: [sweep] grace_period ({cfg.sweep.grace_period}) must exceed "
                          f"heartbeat_interval ({cfg.sweep.heartbeat_interval}), e.g. twice it")
@@ -314,6 +325,14 @@ def _check_space(sweep: SweepConfig, source: str) -> None:
 
 
 def _check_choices_list(spec: list, name: str, where: str) -> None:
+    if name in CHOICE_SPACE_KEYS:
+        choices = CHOICE_SPACE_KEYS[name]
+        if not spec or not all(isinstance(v, str) and v in choices for v in spec):
+            raise ValueError(f"{where} must be a non-empty list of {', '.join(map(repr, choices))}, "
+                             f"got {spec!r}")
+        return
+    if name == "qk_clip" and not all(isinstance(v, (int, float)) and v > 0 for v in spec):
+        raise ValueError(f"{where}: every tau must be > 0, got {spec!r}")
     number = (int,) if name in INT_SPACE_KEYS else (int, float)
     if not spec or not all(isinstance(v, number) and not isinstance(v, bool) for v in spec):
         kind = "ints" if name in INT_SPACE_KEYS else "numbers"
@@ -321,11 +340,16 @@ def _check_choices_list(spec: list, name: str, where: str) -> None:
 
 
 def _check_range(spec: dict, name: str, where: str) -> None:
+    if name in CHOICE_SPACE_KEYS:
+        raise ValueError(f"{where} must be a list of choices such as "
+                         f"{list(CHOICE_SPACE_KEYS[name])}, got {spec!r}")
     _check_keys(spec, ("low", "high", "log"), where.split(": ")[0], f"[sweep.space] {name}")
     low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
     nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
     if not nums or not isinstance(log, bool):
         raise ValueError(f"{where} must be {{low = <number>, high = <number>, log = true|false}}, got {spec!r}")
+    if name == "qk_clip" and nums and low <= 0:
+        raise ValueError(f"{where}: tau must be > 0, got low={low!r}")
     if not low < high or (log and low <= 0):
         raise ValueError(f"{where}: need 0 < low < high for log = true (low < high otherwise), "
                          f"got low={low!r} high={high!r}")

@@ -11,6 +11,12 @@ scale invariant, so this is the same update as the sum form
 No width rule lives here: the caller's Plan supplies ``alpha`` per param group (e.g. the spectral
 rule ``sqrt(fan_out / fan_in)``). Groups with ``use_muon=False`` (embeddings, the readout, vectors)
 are updated by torch's own functional AdamW.
+
+Decay kinds (group key ``decay``): ``"decoupled"`` shrinks W by ``lr * wd * W``; ``"spectral"``
+decays only the top singular direction, ``W -= lr * wd * W v1 v1^T = lr * wd * sigma1 u1 v1^T``
+(the gradient of ``||W||_2^2 / 2``), with v1 from power iteration on ``W^T W`` warm-started from
+the previous step's vector (kept in the optimizer state as ``spectral_v``). Vectors always get
+decoupled decay.
 """
 from __future__ import annotations
 
@@ -22,7 +28,16 @@ import torch
 from torch import Tensor
 from torch.optim.adamw import adamw
 
-__all__ = ["Muon", "newton_schulz", "default_ns_dtype"]
+__all__ = ["DECAY_KINDS", "Muon", "newton_schulz", "default_ns_dtype", "spectral_decay_",
+           "top_singular_vector"]
+
+DECAY_KINDS = ("decoupled", "spectral")
+# Power iterations on W^T W per step: from a random start the error shrinks like
+# (sigma2 / sigma1)^(2 n); warm-started from last step's v1 (which moves by O(lr) a step) two
+# iterations keep it converged.
+SPECTRAL_COLD_ITERS = 10
+SPECTRAL_WARM_ITERS = 2
+SPECTRAL_SEED = 0  # the cold start is a seeded Gaussian, so runs stay deterministic
 
 # Keller Jordan's quintic coefficients (the same as torch.optim.Muon's).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -150,6 +165,51 @@ def _orthogonalize(updates: list[Tensor], steps: int, dtype: torch.dtype,
     return [r.view(u.shape) for r, u in zip(results, updates)]
 
 
+def top_singular_vector(W: Tensor, v: Tensor | None = None, iters: int | None = None) -> Tensor:
+    """v1 of ``W`` (its top right singular vector, unit norm) by power iteration on ``W^T W``:
+
+        v <- W^T (W v) / ||W^T (W v)||      (``iters`` times; a zero result keeps the old v)
+
+    ``v=None`` starts from a seeded Gaussian with ``SPECTRAL_COLD_ITERS`` iterations; a given
+    ``v`` (last step's) warm-starts ``SPECTRAL_WARM_ITERS``. A conv weight is read as
+    ``(out, in*k*k)``.
+
+        >>> v = top_singular_vector(torch.diag(torch.tensor([3.0, 1.0])))
+        >>> torch.allclose(v.abs(), torch.tensor([1.0, 0.0]), atol=1e-4)
+        True
+    """
+    M = W.reshape(W.shape[0], -1)
+    if v is None:
+        gen = torch.Generator().manual_seed(SPECTRAL_SEED)
+        v = torch.randn(M.shape[1], generator=gen, dtype=torch.float32).to(M)
+        iters = SPECTRAL_COLD_ITERS if iters is None else iters
+    iters = SPECTRAL_WARM_ITERS if iters is None else iters
+    for _ in range(iters):
+        w = M.mT @ (M @ v)
+        norm = torch.linalg.vector_norm(w)
+        v = torch.where(norm > 0, w / norm.clamp_min(torch.finfo(w.dtype).tiny), v)
+    return v
+
+
+def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float) -> None:
+    """Spectral weight decay in place: ``W -= lr_wd * (W v1) v1^T`` for each matrix, which
+    lowers sigma1 to ``sigma1 (1 - lr_wd)`` and leaves the other singular values alone.
+
+    v1 comes from :func:`top_singular_vector`, warm-started from and stored back into each
+    parameter's ``state["spectral_v"]`` (so it survives ``state_dict`` round trips).
+
+        >>> w = torch.diag(torch.tensor([3.0, 1.0])); spectral_decay_([w], [{}], 0.1)
+        >>> w.diagonal()   # tensor([2.7000, 1.0000])
+    """
+    if lr_wd == 0:
+        return
+    for p, state in zip(params, states):
+        v = top_singular_vector(p, state.get("spectral_v"))
+        state["spectral_v"] = v
+        M = p.view(p.shape[0], -1)
+        M.addr_(M @ v, v, alpha=-lr_wd)
+
+
 def _check_range(name: str, value, low: float, high: float, hint: str, high_open: bool = False):
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and low <= value and (value < high if high_open else value <= high)
@@ -163,6 +223,8 @@ def _check_group(group: dict) -> None:
     inf = math.inf
     _check_range("lr", group["lr"], 0.0, inf, "e.g. 0.02 for Muon, 3e-4 for AdamW")
     _check_range("weight_decay", group["weight_decay"], 0.0, inf, "0 turns it off")
+    if group["decay"] not in DECAY_KINDS:
+        raise ValueError(f"decay must be one of {', '.join(DECAY_KINDS)}; got {group['decay']!r}")
     if group["use_muon"]:
         _check_range("momentum", group["momentum"], 0.0, 1.0, "0.95 is standard", high_open=True)
         _check_range("alpha", group["alpha"], 0.0, inf,
@@ -203,10 +265,14 @@ def _check_grad(p: Tensor) -> None:
 class Muon(torch.optim.Optimizer):
     r"""Muon for matrices, with AdamW for the groups marked ``use_muon=False``.
 
-    Muon groups (per-group keys lr, momentum, nesterov, weight_decay, alpha, ns_steps, ns_dtype):
+    Muon groups (per-group keys lr, momentum, nesterov, weight_decay, decay, alpha, ns_steps,
+    ns_dtype):
 
         M = beta M + (1 - beta) G;  U = msign((1 - beta) G + beta M) if nesterov else msign(M)
-        W = W - lr * weight_decay * W - lr * alpha * U
+        W = W - lr * weight_decay * D(W) - lr * alpha * U
+
+    with ``D(W) = W`` for ``decay="decoupled"`` and ``D(W) = W v1 v1^T`` for ``"spectral"``
+    (:func:`spectral_decay_`; in AdamW groups too, for matrices only: vectors keep ``D(W) = W``).
 
     msign is :func:`newton_schulz` (conv weights reshaped to (out, in*k*k)); a group with
     ``expert_dims=k`` holds fused expert tensors (E, out, in) or (E, in, out) and takes msign
@@ -220,7 +286,8 @@ class Muon(torch.optim.Optimizer):
         lr: learning rate (>= 0).
         momentum: beta in [0, 1).
         nesterov: use the Nesterov look-ahead.
-        weight_decay: decoupled weight decay (>= 0).
+        weight_decay: weight decay (>= 0).
+        decay: "decoupled" (``W -= lr wd W``) or "spectral" (``W -= lr wd W v1 v1^T``).
         alpha: update scale from the caller's width rule (>= 0).
         ns_steps: Newton-Schulz iterations (>= 1).
         ns_dtype: dtype of the iteration; None picks :func:`default_ns_dtype` for the device.
@@ -234,11 +301,18 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, alpha: float = 1.0, ns_steps: int = 5,
                  ns_dtype: torch.dtype | None = None, use_muon: bool = True,
-                 betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8) -> None:
+                 betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                 decay: str = "decoupled") -> None:
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        alpha=alpha, ns_steps=ns_steps, ns_dtype=ns_dtype, use_muon=use_muon,
+                        decay=decay, alpha=alpha, ns_steps=ns_steps, ns_dtype=ns_dtype, use_muon=use_muon,
                         betas=betas, eps=eps)
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        """torch's hook for loading: state_dicts saved before ``decay`` existed decay as then."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("decay", "decoupled")
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (torch's rules) and validate it, so bad groups added later also raise."""
@@ -287,14 +361,15 @@ class Muon(torch.optim.Optimizer):
             self._muon_update([params[i] for i in idx], [grads[i] for i in idx],
                               [bufs[i] for i in idx], group, dtype)
 
-    @staticmethod
-    def _muon_update(params, grads, bufs, group: dict, dtype: torch.dtype) -> None:
+    def _muon_update(self, params, grads, bufs, group: dict, dtype: torch.dtype) -> None:
         beta, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
         # The EMA form, as torch.optim.Muon: equal to the sum form up to a factor msign removes.
         torch._foreach_lerp_(bufs, grads, 1 - beta)
         updates = torch._foreach_lerp(grads, bufs, beta) if group["nesterov"] else bufs
         updates = _orthogonalize(updates, group["ns_steps"], dtype, group.get("expert_dims", 0))
-        if wd != 0:
+        if wd != 0 and group["decay"] == "spectral":
+            spectral_decay_(params, [self.state[p] for p in params], lr * wd)
+        elif wd != 0:
             torch._foreach_mul_(params, 1 - lr * wd)
         torch._foreach_add_(params, updates, alpha=-(lr * group["alpha"]))
 
@@ -316,7 +391,24 @@ class Muon(torch.optim.Optimizer):
             steps.append(state["step"])
         if not params:
             return
+        lists = (params, grads, exp_avgs, exp_avg_sqs, steps)
+        if group["decay"] != "spectral" or group["weight_decay"] == 0:
+            self._adamw(group, *lists, weight_decay=group["weight_decay"])
+            return
+        # spectral: matrices get W -= lr wd W v1 v1^T before their (undecayed) AdamW update
+        for matrices in (True, False):
+            idx = [i for i, p in enumerate(params) if (p.ndim >= 2) == matrices]
+            if not idx:
+                continue
+            part = [[lst[i] for i in idx] for lst in lists]
+            if matrices:
+                spectral_decay_(part[0], [self.state[p] for p in part[0]],
+                                group["lr"] * group["weight_decay"])
+            self._adamw(group, *part, weight_decay=0.0 if matrices else group["weight_decay"])
+
+    @staticmethod
+    def _adamw(group, params, grads, exp_avgs, exp_avg_sqs, steps, weight_decay: float) -> None:
         beta1, beta2 = group["betas"]
         adamw(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, beta1=beta1,
-              beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+              beta2=beta2, lr=group["lr"], weight_decay=weight_decay, eps=group["eps"],
               maximize=False)

@@ -28,6 +28,8 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
 
     Knobs missing from ``params`` take ``cfg.train``/``cfg.parametrization`` values;
     ``init_scale`` multiplies the init of every input/hidden/output weight after muP's rewrite.
+    ``qk_clip`` (tau) turns on :class:`~mutransfer.qkclip.QKClip` (``[train] log_max_logit``
+    records the max logit without clipping), ``decay`` picks the weight-decay kind.
 
         >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
         >>> res.final_loss
@@ -52,12 +54,18 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     _scale_init_(plan, k["init_scale"])
     t = cfg.train
     opt = plan.optimizer(k["lr"], weight_decay=k["weight_decay"], betas=t.betas, eps=t.eps,
-                         momentum=k["momentum"], adam_lr=k["adam_lr"], wd_policy=t.wd_policy)
+                         momentum=k["momentum"], adam_lr=k["adam_lr"], wd_policy=t.wd_policy,
+                         decay=k["decay"])
+    qk_clip = None
+    if k["qk_clip"] is not None or t.log_max_logit:
+        from .qkclip import QKClip
+
+        qk_clip = QKClip(plan.model, k["qk_clip"])
     return train(plan.model, opt, data, steps=t.steps, batch_size=k["batch_size"], seq_len=seq_len,
                  schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
                  grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, t.steps // 10),
                  eval_batches=t.eval_batches, seed=seed, callback=callback,
-                 measure_noise=t.measure_noise, progress=progress)
+                 measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip)
 
 
 def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
@@ -65,7 +73,7 @@ def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
     t = cfg.train
     fixed = {"lr": t.lr, "batch_size": t.batch_size, "adam_lr": t.adam_lr,
              "weight_decay": t.weight_decay, "warmup": t.warmup, "momentum": t.momentum,
-             **config_constants(cfg), "init_scale": 1.0}
+             **config_constants(cfg), "init_scale": 1.0, "qk_clip": t.qk_clip, "decay": t.decay}
     return {**fixed, **params}
 
 
@@ -209,6 +217,8 @@ def _store_result(trial, res, seconds: float) -> None:
     trial.set_user_attr("reason", res.reason)
     trial.set_user_attr("seconds", seconds)
     trial.set_user_attr("tokens", int(res.tokens))
+    if "max_logit" in res.history:
+        trial.set_user_attr("max_logit", float(res.history["max_logit"].max()))
     if res.noise:
         for key in ("b_simple", "g2", "trace_sigma"):
             trial.set_user_attr(key, float(res.noise[key]))

@@ -9,6 +9,14 @@ Each group carries ``lr = base_lr * lr_mult`` and records ``lr_mult``, so torch 
 | fixed_product   | wd / k               | lr * wd (same at any width)|
 | coupled         | wd                   | lr * k * wd                |
 | independent     | wd / (lr * k)        | wd * scheduled_lr / peak_lr|
+
+Decay kinds (``decay=``): ``"decoupled"`` (torch's ``W -= lr * wd * W``) or ``"spectral"``
+(``W -= lr * wd * W v1 v1^T``: only the top singular direction, scaling.md section 4), with the
+same per-group weight decay under every policy. Spectral decay acts on matrices; vectors keep the
+decoupled kind. Muon applies it itself (group key ``decay``); for torch's AdamW the plan's matrix
+groups carry ``decay="spectral"``, ``weight_decay=0`` and ``spectral_weight_decay=wd``, and a
+step pre-hook (:class:`SpectralDecayHook`) applies it before AdamW's update, as AdamW decays.
+The power-iteration vector lives in ``optimizer.state[p]["spectral_v"]``.
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .muon import DECAY_KINDS, spectral_decay_
 from .scaling import check_choice
 
 if TYPE_CHECKING:
@@ -39,6 +48,27 @@ def group_weight_decay(wd: float, lr: float, lr_mult: float, policy: str) -> flo
     return wd / (lr * lr_mult)
 
 
+class SpectralDecayHook:
+    """Step pre-hook of a torch optimizer: ``W -= lr * spectral_weight_decay * W v1 v1^T`` for
+    each parameter with a gradient in the groups that have ``spectral_weight_decay``.
+
+    v1 is warm-started from ``optimizer.state[p]["spectral_v"]``, stored there once the optimizer
+    has created that parameter's state (AdamW creates its state lazily when it is empty; until then
+    the hook starts cold).
+
+        >>> opt.register_step_pre_hook(SpectralDecayHook())
+    """
+
+    def __call__(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                wd = group.get("spectral_weight_decay", 0.0)
+                params = [p for p in group["params"] if p.grad is not None and p.ndim >= 2]
+                if wd and params:
+                    states = [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
+                    spectral_decay_(params, states, group["lr"] * wd)
+
+
 def _check_numbers(lr, weight_decay, eps, adam_lr) -> None:
     for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False),
                                   ("eps", eps, False), ("adam_lr", adam_lr, True)):
@@ -53,18 +83,26 @@ def _check_numbers(lr, weight_decay, eps, adam_lr) -> None:
 
 def param_groups(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: float = 0.0,
                  eps: float = 1e-8, adam_lr: float | None = None,
-                 wd_policy: str = "fixed_product") -> list[dict]:
+                 wd_policy: str = "fixed_product", decay: str = "decoupled") -> list[dict]:
     """Param groups of ``model`` with the plan's multipliers: one group per distinct
-    (update rule, lr_mult, eps_mult, muon_alpha, role).
+    (update rule, lr_mult, eps_mult, muon_alpha, role), and with ``decay="spectral"`` outside
+    Muon also per (matrix or not).
 
     ``group["lr"] = lr * lr_mult`` (``adam_lr`` for Muon's AdamW groups),
-    ``group["eps"] = eps * eps_mult``, ``group["weight_decay"]`` from :func:`group_weight_decay`.
+    ``group["eps"] = eps * eps_mult``, ``group["weight_decay"]`` from :func:`group_weight_decay`,
+    ``group["decay"] = decay``; for spectral decay of torch-optimizer matrix groups the weight
+    decay moves to ``group["spectral_weight_decay"]`` (module docstring).
 
         >>> groups = param_groups(plan, plan.model, 1e-3)
         >>> torch.optim.AdamW(groups)
     """
     _check_numbers(lr, weight_decay, eps, adam_lr)
     check_choice("wd_policy", wd_policy, WD_POLICIES)
+    check_choice("decay", decay, DECAY_KINDS)
+    if decay == "spectral" and plan.optimizer_name not in ("adamw", "muon"):
+        raise ValueError(f"decay='spectral' is a decoupled decay, for optimizer 'adamw' or 'muon'; "
+                         f"plan.optimizer_name is {plan.optimizer_name!r} (whose weight decay is L2). "
+                         "Parametrize with optimizer='adamw' or 'muon', or use decay='decoupled'")
     named = dict(model.named_parameters())
     missing = sorted(set(named) - set(plan.params))
     if missing:
@@ -77,10 +115,15 @@ def param_groups(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: flo
         base_lr = lr if (muon or plan.optimizer_name != "muon" or adam_lr is None) else adam_lr
         experts = getattr(pp, "expert_dims", 0) if muon else 0
         key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if muon else None, pp.role, experts)
+        hooked = decay == "spectral" and plan.optimizer_name != "muon" and p.ndim >= 2
+        key += (hooked,) if decay == "spectral" else ()
         if key not in groups:
+            wd = group_weight_decay(weight_decay, base_lr, pp.lr_mult, wd_policy)
             group = {"params": [], "names": [], "role": pp.role, "lr_mult": pp.lr_mult,
-                     "lr": base_lr * pp.lr_mult,
-                     "weight_decay": group_weight_decay(weight_decay, base_lr, pp.lr_mult, wd_policy)}
+                     "lr": base_lr * pp.lr_mult, "weight_decay": 0.0 if hooked else wd,
+                     "decay": decay if (hooked or plan.optimizer_name == "muon") else "decoupled"}
+            if hooked:
+                group["spectral_weight_decay"] = wd
             if muon:
                 group.update(use_muon=True, alpha=pp.muon_alpha)
                 if experts:  # fused experts: msign of each expert matrix, not of the whole tensor
@@ -99,21 +142,26 @@ def build_optimizer(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: 
                     betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
                     momentum: float | None = None, adam_lr: float | None = None,
                     wd_policy: str = "fixed_product", nesterov: bool = True,
-                    **kwargs) -> torch.optim.Optimizer:
+                    decay: str = "decoupled", **kwargs) -> torch.optim.Optimizer:
     """The torch optimizer for ``plan.optimizer_name`` over :func:`param_groups`.
 
     adamw/adam -> torch.optim.AdamW/Adam; sgd -> torch.optim.SGD (momentum default 0);
     muon -> :class:`mutransfer.muon.Muon` (momentum default 0.95) with AdamW groups at ``adam_lr``
     (default ``lr``) for embeddings, the readout and vectors. Extra ``kwargs`` go to the optimizer.
+    ``decay="spectral"`` (adamw, muon) decays matrices by ``lr * wd * W v1 v1^T`` instead of
+    ``lr * wd * W`` (module docstring).
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64, optimizer="muon")
-        >>> opt = plan.optimizer(0.02, adam_lr=3e-3, weight_decay=0.01)
+        >>> opt = plan.optimizer(0.02, adam_lr=3e-3, weight_decay=0.01, decay="spectral")
     """
     groups = param_groups(plan, model, lr, weight_decay=weight_decay, eps=eps, adam_lr=adam_lr,
-                          wd_policy=wd_policy)
+                          wd_policy=wd_policy, decay=decay)
     name = plan.optimizer_name
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
+        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
+        if decay == "spectral":
+            opt.register_step_pre_hook(SpectralDecayHook())
+        return opt
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, **kwargs)
     if name == "sgd":

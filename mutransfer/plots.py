@@ -256,15 +256,21 @@ def _landscape_panel(ax, means, live, etas, colours, loss_at) -> None:
 
 
 def plot_training(history: pd.DataFrame, path, *, title: str = "",
-                  predicted: tuple[float, float, float] | None = None) -> Path:
+                  predicted: tuple[float, float, float] | None = None,
+                  tau: float | None = None) -> Path:
     """Train and eval loss against tokens (log x), with the lr schedule below; ``predicted`` =
-    (loss, low, high) draws the transfer plan's predicted final loss and its interval.
+    (loss, low, high) draws the transfer plan's predicted final loss and its interval. A
+    ``max_logit`` column (QK-Clip or ``log_max_logit``) adds a panel of the max attention logit,
+    with QK-Clip's ``tau`` as a line.
 
         >>> plot_training(train_target(cfg, plan).history, "reports/x/train-w512/loss.png")
     """
     plt = _pyplot()
-    fig, (ax, lr_ax) = plt.subplots(2, 1, figsize=(6.4, 4.6), sharex=True,
-                                    gridspec_kw={"height_ratios": [3, 1]})
+    logits = "max_logit" in history and history["max_logit"].notna().any()
+    ratios = [3, 1.6, 1] if logits else [3, 1]
+    fig, axes = plt.subplots(len(ratios), 1, figsize=(6.4, 4.6 + 1.6 * logits), sharex=True,
+                             gridspec_kw={"height_ratios": ratios})
+    ax, lr_ax = axes[0], axes[-1]
     tokens = history["tokens"]
     ax.plot(tokens, history["train_loss"], color="#9a9a9a", lw=0.8, label="train loss (batch)")
     ev = history.dropna(subset=["eval_loss"])
@@ -277,14 +283,24 @@ def plot_training(history: pd.DataFrame, path, *, title: str = "",
     ax.set_ylabel("loss (nats)", fontsize=8)
     ax.legend(fontsize=7, frameon=False)
     ax.set_title(title, fontsize=9)
+    if logits:
+        _max_logit_panel(axes[1], tokens, history["max_logit"], tau)
     lr_ax.plot(tokens, history["lr"], color="#2ca02c", lw=1)
     lr_ax.set_ylabel("base lr", fontsize=8)
     lr_ax.set_xlabel("tokens seen", fontsize=8)
     lr_ax.set_xscale("log")
-    for a in (ax, lr_ax):
+    for a in axes:
         _style_axes(a)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _max_logit_panel(ax, x, max_logit, tau: float | None) -> None:
+    ax.plot(x, max_logit, color="#ff7f0e", lw=1, label="max attention logit (before clip)")
+    if tau is not None:
+        ax.axhline(tau, color="#d62728", lw=1, ls="--", label=f"QK-Clip tau = {tau:g}")
+    ax.set_ylabel("max logit", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
 
 
 # ---------------------------------------------------------------- transfer plan

@@ -119,11 +119,15 @@ def summary_rows(plan: TransferPlan, res, width: int) -> list[tuple[str, str]]:
             ("weight decay", "-" if plan.weight_decay is None else f"{plan.weight_decay:.4g}"),
             ("steps", str(res.steps)), ("tokens", f"{res.tokens:,}"), ("device", res.device),
             ("seconds", f"{res.seconds:.1f}"), ("final eval loss", loss),
+            *([("max attention logit", f"{res.history['max_logit'].max():.4g}")]
+              if "max_logit" in res.history else []),
             ("predicted by the plan", predicted)]
 
 
-def write_training_report(folder: str | Path, plan: TransferPlan, res, width: int, command: str) -> Path:
-    """Write ``history.csv``, ``loss.png`` and ``train.md`` of a target run into ``folder``.
+def write_training_report(folder: str | Path, plan: TransferPlan, res, width: int, command: str,
+                          tau: float | None = None) -> Path:
+    """Write ``history.csv``, ``loss.png`` and ``train.md`` of a target run into ``folder``;
+    ``loss.png`` plots the max attention logit when the history has it (QK-Clip's ``tau``).
 
         >>> write_training_report("reports/quickstart/train-w256", plan, res, 256, "mutransfer train ...")
         PosixPath('reports/quickstart/train-w256/train.md')
@@ -137,7 +141,7 @@ def write_training_report(folder: str | Path, plan: TransferPlan, res, width: in
     folder.mkdir(parents=True, exist_ok=True)
     res.history.to_csv(folder / "history.csv", index=False)
     predicted = (plan.predicted_loss, *(plan.loss_interval or (None, None)))
-    plot_training(res.history, folder / "loss.png", predicted=predicted,
+    plot_training(res.history, folder / "loss.png", predicted=predicted, tau=tau,
                   title=f"target width {width}: lr {plan.lr:.3g}, batch {plan.batch_size}")
     rows = pd.DataFrame(summary_rows(plan, res, width), columns=["", "value"])
     text = ["# Target training", "", f"Regenerate: `{command}`", "", *markdown_table(rows), "",

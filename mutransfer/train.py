@@ -43,7 +43,9 @@ class TrainResult:
     history: DataFrame, one row per step: step (1-based), lr (the scheduled lr of the first param
         group divided by its lr_mult: the lr the plan's optimizer was given), train_loss
         (before the step's update), eval_loss (NaN between evals), grad_norm (before clipping),
-        tokens (cumulative), seconds (cumulative); plus g2_small, g2_big with ``measure_noise``.
+        tokens (cumulative), seconds (cumulative); plus g2_small, g2_big with ``measure_noise``,
+        and max_logit (the largest attention logit of the step's forward, before the clip) with
+        ``qk_clip``.
     final_loss: the last eval loss (NaN if the run diverged).
     diverged / reason / diverged_step: why and when the run ended early (reason is also set,
         with diverged False, when the callback stopped it).
@@ -169,6 +171,7 @@ class _Run:
         self.autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
         self.batch_size, self.seq_len, self.grad_accum, self.clip = batch_size, seq_len, grad_accum, clip
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.qk_clip = None
         gen = torch.Generator().manual_seed(EVAL_SEED)
         self.eval_set = [data.batch("val", batch_size, seq_len, gen, device) for _ in range(eval_batches)]
 
@@ -245,7 +248,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
           eval_every: int | None = None, eval_batches: int = 4, seed: int = 0,
           callback: Callable[[int, float], bool | None] | None = None,
           measure_noise: bool = False, noise_decay: float = NOISE_DECAY,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, qk_clip=None) -> TrainResult:
     """Train ``model`` for ``steps`` optimizer steps on ``data``; returns a :class:`TrainResult`.
 
     Each step draws one batch of ``batch_size`` examples (windows of ``seq_len`` tokens; None for
@@ -264,6 +267,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
     bias-corrected EMA with decay ``noise_decay`` (:class:`NoiseMeter`;
     0.98 weighs about the last 100 steps; closer to 1 averages longer at a fixed point).
     ``progress`` draws a tqdm bar (steps, with the smoothed train loss and the last eval loss).
+    ``qk_clip`` (a :class:`mutransfer.qkclip.QKClip` on ``model``) is applied after each
+    optimizer step and its max logit logged as the history column ``max_logit``.
 
         >>> res = train(model, opt, mutransfer.data.pycorpus(), steps=50, batch_size=16, seq_len=64)
         >>> res.final_loss, res.history.tail()
@@ -276,6 +281,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
     dev = resolve_device(device)
     run = _Run(model.to(dev), optimizer, data, dev, resolve_dtype(dtype, dev), batch_size, seq_len,
                grad_accum, eval_batches, clip)
+    run.qk_clip = qk_clip
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):  # seeds dropout etc. without touching the caller's RNG
         torch.manual_seed(seed)
@@ -320,7 +326,8 @@ def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, mete
         if not math.isnan(row["eval_loss"]) and callback is not None and callback(done, final):
             reason = f"stopped by callback at step {done}"
             break
-    history = pd.DataFrame(rows, columns=list(COLUMNS) + (["g2_small", "g2_big"] if meter else []))
+    extra = (["g2_small", "g2_big"] if meter else []) + (["max_logit"] if run.qk_clip is not None else [])
+    history = pd.DataFrame(rows, columns=list(COLUMNS) + extra)
     return TrainResult(history, final, diverged_step is not None, reason, diverged_step,
                        len(rows) * per_step, time.perf_counter() - t0, done,
                        meter.result() if meter else None, str(run.device))
@@ -349,4 +356,7 @@ def _step(run: _Run, gen, smooth: _Smoothed, meter: NoiseMeter | None, noise_col
             row["g2_big"] = norm**2
             meter.update(g2_small, norm**2, loss)
         run.opt.step()
+    if run.qk_clip is not None:  # after the step (K2); a skipped step only resets the record
+        run.qk_clip.clip_()
+        row["max_logit"] = run.qk_clip.max_logit()
     return row, reason

@@ -23,3 +23,11 @@ def test_roles_benchmark_prints_a_table(capsys):
                        "--experts", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "infer_roles" in out and "parametrize(meta)" in out and "median_s" in out
+
+
+def test_qkclip_benchmark_rows():
+    from mutransfer.bench import muonclip_step_times
+
+    table = muonclip_step_times(repeats=2, width=32, seq_len=16, batch_size=4)
+    assert set(table.variant) == {"baseline", "QK-Clip", "spectral decay"}
+    assert (table[table.variant == "baseline"].ratio == 1.0).all()

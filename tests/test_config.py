@@ -41,7 +41,7 @@ def test_shipped_configs_load_and_round_trip(name):
 def test_defaults_and_types(tmp_path):
     cfg = load_config(write(tmp_path, MINIMAL))
     assert cfg.train.steps == 10 and cfg.train.betas == (0.9, 0.95)
-    assert cfg.sweep.storage is None and cfg.parametrization.scheme == "mup"
+    assert cfg.sweep.storage is None and cfg.parametrization.scheme == "spectral"  # the measured default
     assert isinstance(cfg.train.lr, float)
 
 

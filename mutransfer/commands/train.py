@@ -40,7 +40,7 @@ def run(args) -> int:
     command = " ".join(["mutransfer train", shell_path(args.config), "--plan", shell_path(plan_path),
                         f"--width {width}", *([f"--steps {args.steps}"] if args.steps else []),
                         *([f"--seed {args.seed}"] if args.seed else []), "--out", shell_path(out)])
-    path = write_training_report(out, plan, res, width, command)
+    path = write_training_report(out, plan, res, width, command, tau=cfg.train.qk_clip)
     for what, value in summary_rows(plan, res, width):
         print(f"  {what:<24}{value}")
     print(f"wrote {path}")

@@ -1,0 +1,1 @@
+"""Committed experiments behind the reports in reports/ (each runnable with python -m)."""
