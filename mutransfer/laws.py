@@ -126,6 +126,31 @@ def quadratic_optimum(log2_lr, loss, *, window: float = WINDOW, n_boot: int = N_
                    weak, bool(outside[0]), exact)
 
 
+def row_optimum(x, Y: np.ndarray, *, window: float = WINDOW):
+    """The minimiser of each row of ``Y`` (R, n) over ``x`` (n,): a weighted quadratic in
+    ``dx = x - x_best`` (x_best = row 0's argmin) on the points within ``window`` of it (at least
+    the 3 nearest), weights exp(-dx^2 / (2 window^2)), as in :func:`quadratic_optimum`; the
+    vertex is kept within the fitted points. Returns (argmin (R,), clamped: row 0's vertex fell
+    outside them or the parabola opens downward).
+
+        >>> row_optimum(np.log2([8, 16, 32, 64]), np.array([[2.3, 2.1, 2.15, 2.4]]))[0]
+        array([4.34...])
+    """
+    x, Y = np.asarray(x, float), np.atleast_2d(np.asarray(Y, float))
+    if len(np.unique(x)) < 3:
+        raise ValueError(f"a quadratic optimum needs >= 3 distinct points; got {np.unique(x).tolist()}")
+    best = x[np.nanargmin(Y[0])]
+    dist = np.abs(x - best)
+    keep = dist <= max(window, np.sort(dist)[2]) + 1e-9
+    dx = x[keep] - best
+    scale = max(window, np.abs(dx).max())
+    W = np.broadcast_to(np.exp(-0.5 * (dx / scale) ** 2), (len(Y), keep.sum()))
+    coef = wls(np.c_[np.ones_like(dx), dx, dx ** 2], Y[:, keep], W)
+    coef[np.isnan(coef[:, 0])] = coef[0]
+    v, _, outside = _parabola_min(coef, dx.min(), dx.max())
+    return best + v, bool(outside[0])
+
+
 def _parabola_min(coef: np.ndarray, lo: float, hi: float):
     """Minimiser and minimum of each row's a0 + a1 v + a2 v^2 on [lo, hi]."""
     a0, a1, a2 = coef.T

@@ -50,10 +50,11 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     opt = plan.optimizer(k["lr"], weight_decay=k["weight_decay"], betas=t.betas, eps=t.eps,
                          momentum=k["momentum"], adam_lr=k["adam_lr"], wd_policy=t.wd_policy)
     data = make_dataset(cfg.data)
-    return train(plan.model, opt, data, steps=t.steps, batch_size=k["batch_size"],
+    steps = cfg.steps_for(k["batch_size"], k["tokens"])
+    return train(plan.model, opt, data, steps=steps, batch_size=k["batch_size"],
                  seq_len=None if cfg.data.source == "synthetic" else t.seq_len,
                  schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
-                 grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, t.steps // 10),
+                 grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, steps // 10),
                  eval_batches=t.eval_batches, seed=seed, callback=callback,
                  measure_noise=t.measure_noise, progress=progress)
 
@@ -63,7 +64,7 @@ def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
     t = cfg.train
     fixed = {"lr": t.lr, "batch_size": t.batch_size, "adam_lr": t.adam_lr,
              "weight_decay": t.weight_decay, "warmup": t.warmup, "momentum": t.momentum,
-             "output_mult": cfg.parametrization.output_mult, "init_scale": 1.0}
+             "output_mult": cfg.parametrization.output_mult, "init_scale": 1.0, "tokens": t.tokens}
     return {**fixed, **params}
 
 
@@ -158,7 +159,8 @@ def make_objective(cfg: ExperimentConfig, *, width: int, device: str) -> Callabl
         # "config" tells storage._fail_unstarted that its worker died before starting.
         for key, value in {"width": width, "batch_size": k["batch_size"], "scheme": p.scheme,
                            "optimizer": p.optimizer, "muon_scale": p.muon_scale, "seed": seed,
-                           "device": device, "config": stored}.items():
+                           "device": device, "config": stored, "budget": k["tokens"],
+                           "steps": cfg.steps_for(k["batch_size"], k["tokens"])}.items():
             trial.set_user_attr(key, value)
 
         def report(step: int, eval_loss: float) -> bool:
