@@ -126,29 +126,37 @@ def quadratic_optimum(log2_lr, loss, *, window: float = WINDOW, n_boot: int = N_
                    weak, bool(outside[0]), exact)
 
 
-def row_optimum(x, Y: np.ndarray, *, window: float = WINDOW):
-    """The minimiser of each row of ``Y`` (R, n) over ``x`` (n,): a weighted quadratic in
-    ``dx = x - x_best`` (x_best = row 0's argmin) on the points within ``window`` of it (at least
-    the 3 nearest), weights exp(-dx^2 / (2 window^2)), as in :func:`quadratic_optimum`; the
-    vertex is kept within the fitted points. Returns (argmin (R,), clamped: row 0's vertex fell
-    outside them or the parabola opens downward).
+def flat_optimum(x, Y: np.ndarray, *, z: float = 2.0):
+    """The largest ``x`` whose value is as low as the lowest within the noise, for each row of
+    ``Y`` (R, n; row 0 the data, rows 1.. bootstrap replicates) over sorted ``x`` (n,).
 
-        >>> row_optimum(np.log2([8, 16, 32, 64]), np.array([[2.3, 2.1, 2.15, 2.4]]))[0]
-        array([4.34...])
+    With j* row 0's argmin, d_j = Y[r, j] - min_k Y[r, k] and tol_j = z * sd_rows(Y[:, j] -
+    Y[:, j*]): scanning up from the row's argmin, the first j with d_j > tol_j ends the flat
+    bottom, and x_opt interpolates linearly where d - tol crosses 0 before it. A loss that is flat
+    in the batch (the linear-scaling regime, B << B_noise) thus gives its largest batch, the one
+    that reaches the same loss in the fewest steps; a sharp minimum gives about its argmin.
+    Returns (x_opt (R,), edge: row 0's bottom reaches the largest x).
+
+        >>> flat_optimum(np.log2([8, 16, 32, 64]), np.array([[2.0, 2.0, 2.2, 2.6]]))[0]
+        array([4.])
     """
     x, Y = np.asarray(x, float), np.atleast_2d(np.asarray(Y, float))
-    if len(np.unique(x)) < 3:
-        raise ValueError(f"a quadratic optimum needs >= 3 distinct points; got {np.unique(x).tolist()}")
-    best = x[np.nanargmin(Y[0])]
-    dist = np.abs(x - best)
-    keep = dist <= max(window, np.sort(dist)[2]) + 1e-9
-    dx = x[keep] - best
-    scale = max(window, np.abs(dx).max())
-    W = np.broadcast_to(np.exp(-0.5 * (dx / scale) ** 2), (len(Y), keep.sum()))
-    coef = wls(np.c_[np.ones_like(dx), dx, dx ** 2], Y[:, keep], W)
-    coef[np.isnan(coef[:, 0])] = coef[0]
-    v, _, outside = _parabola_min(coef, dx.min(), dx.max())
-    return best + v, bool(outside[0])
+    if len(x) < 2 or np.any(np.diff(x) <= 0):
+        raise ValueError(f"x must hold >= 2 increasing values; got {x.tolist()}")
+    j0 = int(np.nanargmin(Y[0]))
+    tol = z * np.nanstd(Y[1:] - Y[1:, j0:j0 + 1], axis=0) if len(Y) > 1 else np.zeros(len(x))
+    f = Y - np.nanmin(Y, axis=1, keepdims=True) - tol
+    out, edge = np.empty(len(Y)), False
+    for r, row in enumerate(f):
+        j = int(np.nanargmin(Y[r]))
+        above = np.flatnonzero(row[j:] > 0)
+        if not len(above):
+            out[r], edge = x[-1], edge or r == 0
+            continue
+        k = j + above[0]  # the first batch above the flat bottom; k - 1 is still on it
+        lo, hi = row[k - 1], row[k]
+        out[r] = x[k - 1] + (x[k] - x[k - 1]) * min(1.0, max(0.0, -lo / (hi - lo)))
+    return out, edge
 
 
 def _parabola_min(coef: np.ndarray, lo: float, hi: float):

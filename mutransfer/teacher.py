@@ -121,3 +121,51 @@ def simulate(teacher: LinearTeacher, lrs, batch_size: int, steps: int, *, repeat
     e = w - teacher.w_star
     out = 0.5 * (np.einsum("lrd,d,lrd->lr", e, teacher.spectrum, e) + teacher.noise ** 2)
     return np.where(np.isfinite(out), out, np.inf)
+
+
+def train_students(teacher: LinearTeacher, width: int, lrs, batch_size: int, steps: int, *,
+                   base_width: int = 16, repeats: int = 4, betas=(0.9, 0.95), eps: float = 1e-8,
+                   seed: int = 0) -> np.ndarray:
+    """Population loss of muP two-layer linear students ``f(x) = a^T V x`` (V: width x dim) after
+    ``steps`` of Adam under a linear decay to 0, at each lr, ``repeats`` runs each; every lr sees
+    the same batches. Returns (n_lrs, repeats).
+
+    muP for Adam with m = width / base_width (scaling.md section 3): V is the input role (std
+    1/sqrt(dim), lr x1), a the output role (std 1 / (m sqrt(base_width)), lr x 1/m), so eta*
+    does not move with width; the student's linear map u = V^T a gives L = (e^T H e + s^2) / 2.
+
+        >>> losses = train_students(LinearTeacher.make(16), 32, 2.0 ** np.arange(-8, -2), 8, 100)
+    """
+    for name, value in (("width", width), ("base_width", base_width), ("batch_size", batch_size),
+                        ("steps", steps), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    lrs = np.asarray(lrs, float)
+    rng = np.random.default_rng(seed)
+    d, sd, m = len(teacher.spectrum), np.sqrt(teacher.spectrum), width / base_width
+    shape = (len(lrs), repeats)
+    params = [np.broadcast_to(rng.normal(size=(repeats, width, d)) / np.sqrt(d), shape + (width, d)).copy(),
+              np.broadcast_to(rng.normal(size=(repeats, width)) / (m * np.sqrt(base_width)), shape + (width,)).copy()]
+    mults = [1.0, 1.0 / m]
+    moments = [[np.zeros_like(p), np.zeros_like(p)] for p in params]
+    (b1, b2) = betas
+    for t in range(steps):
+        x = rng.normal(size=(repeats, batch_size, d)) * sd
+        y = x @ teacher.w_star + teacher.noise * rng.normal(size=(repeats, batch_size))
+        V, a = params
+        h = np.einsum("rbd,lrnd->lrbn", x, V)
+        resid = np.einsum("lrbn,lrn->lrb", h, a) - y
+        grads = [np.einsum("lrb,lrn,rbd->lrnd", resid, a, x) / batch_size,
+                 np.einsum("lrb,lrbn->lrn", resid, h) / batch_size]
+        scale = lrs * (1 - t / steps)
+        for p, g, (mo, ve), k in zip(params, grads, moments, mults):
+            mo *= b1
+            mo += (1 - b1) * g
+            ve *= b2
+            ve += (1 - b2) * g * g
+            step = (mo / (1 - b1 ** (t + 1))) / (np.sqrt(ve / (1 - b2 ** (t + 1))) + eps)
+            p -= (scale * k).reshape((-1,) + (1,) * (p.ndim - 1)) * step
+    u = np.einsum("lrnd,lrn->lrd", params[0], params[1])
+    e = u - teacher.w_star
+    out = 0.5 * (np.einsum("lrd,d,lrd->lr", e, teacher.spectrum, e) + teacher.noise ** 2)
+    return np.where(np.isfinite(out), out, np.inf)

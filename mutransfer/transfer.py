@@ -15,7 +15,8 @@ each (width, batch) sweep; the math is in :mod:`mutransfer.laws`):
    loss, itself from a plain power law of loss against width (with 2-3 proxy widths the
    offset of L = a w^-b + c cannot be identified). The law's B_noise moves by the same factor.
 5. With a token budget (trials run with ``[train] tokens``), the compute-optimal batch: the
-   batch whose best-lr loss (step 1) is lowest at that budget, from a quadratic in log2 B.
+   batch whose best-lr loss (step 1) is lowest at that budget; where that loss is flat in B
+   within the bootstrap noise (B << B_noise), the largest batch of the flat bottom.
 
 Two batches, both in examples per optimizer step (sequences for byte corpora, never tokens):
 - the critical batch B_crit ~ B_noise (scaling.md section 6: steps to a loss are 2 S_min there,
@@ -107,7 +108,7 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
     loss = _loss_projection(groups, L, target_width, notes)
     noise = _noise(ok, n_boot, rng, notes)
     shift, bn_target = _noise_at_target(noise, loss, law, L, c, notes)
-    b_opt = _compute_optimal(groups, L, budget, tokens, window, notes)
+    b_opt = _compute_optimal(groups, L, budget, tokens, notes)
     batch, batch_ci = _batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
     log2_lr, lr_proxy = _lr_at(batch, groups, En, law, c, shift, notes)
     steps, tpe = _steps(ok, tokens, batch, notes)
@@ -362,8 +363,9 @@ def _budget(ok):
     return int(values[0]) if values else None
 
 
-def _compute_optimal(groups, L, budget, tokens, window, notes):
-    """(R+1,) log2 of the batch whose best-lr loss is lowest at the widest proxy width, or None
+def _compute_optimal(groups, L, budget, tokens, notes):
+    """(R+1,) log2 of the batch whose best-lr loss is lowest at the widest proxy width (where it
+    is flat in B within the noise, the largest such batch: :func:`laws.flat_optimum`), or None
     without a budget (at a fixed step count a larger batch always looks better) or < 3 batches."""
     if budget is None:
         return None
@@ -372,18 +374,18 @@ def _compute_optimal(groups, L, budget, tokens, window, notes):
     for w in widths:
         m = (groups["width"] == w).to_numpy()
         if m.sum() >= 3:
-            per_width[w] = laws.row_optimum(np.log2(groups.loc[m, "batch_size"].to_numpy(float)),
-                                             L[:, m], window=window)
+            order = np.argsort(groups.loc[m, "batch_size"].to_numpy(float))
+            per_width[w] = laws.flat_optimum(np.log2(groups.loc[m, "batch_size"].to_numpy(float))[order],
+                                             L[:, m][:, order])
     if not per_width:
         notes.append(f"the compute-optimal batch needs >= 3 batch sizes at one width; sweep more")
         return None
     widest = max(per_width)
-    opt, clamped = per_width[widest]
-    if clamped:
+    opt, edge = per_width[widest]
+    if edge:
         batches = groups.loc[groups["width"] == widest, "batch_size"]
-        side = "smaller" if opt[0] <= np.log2(batches.min()) + 1e-9 else "larger"
-        notes.append(f"the compute-optimal batch at budget {budget:.3g} lies at the edge of the swept "
-                     f"batches {sorted(batches.tolist())}: sweep {side} batches")
+        notes.append(f"the loss at budget {budget:.3g} is still at its lowest at the largest swept batch "
+                     f"{batches.max()}: the compute-optimal batch may be larger; sweep larger batches")
     spread = [2 ** v[0][0] for v in per_width.values()]
     if max(spread) > 2 * min(spread):
         notes.append(f"the compute-optimal batch moves with width ({', '.join(f'{w}: {2 ** v[0][0]:.3g}' for w, v in per_width.items())}); "
