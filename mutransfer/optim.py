@@ -54,10 +54,12 @@ def timescale_weight_decay(wd: float, *, lr: float, batch: float, tokens: float,
         >>> timescale_weight_decay(0.1, lr=1e-3, batch=32, tokens=1e6, new_lr=1e-3, new_batch=64, new_tokens=1e6)
         0.2
     """
+    from numbers import Real
+
     values = {"wd": wd, "lr": lr, "batch": batch, "tokens": tokens, "new_lr": new_lr,
               "new_batch": new_batch, "new_tokens": new_tokens}
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        if isinstance(value, bool) or not isinstance(value, Real) or not (
                 value >= 0 if name == "wd" else value > 0):
             raise ValueError(f"{name} must be a {'number >= 0' if name == 'wd' else 'positive number'}; "
                              f"got {value!r}")
