@@ -348,8 +348,9 @@ def _noise_at_target(noise, loss, law, L, c, notes):
     if not 1 / NOISE_MISMATCH < ratio < NOISE_MISMATCH:
         notes.append(f"the law's B_noise in raw examples (c B_noise = {c:.3g} x "
                      f"{2 ** law['theta'][0, 1]:.3g} = {2 ** raw:.3g}) and the measured B_simple "
-                     f"({2 ** measured:.3g}) at the proxies' loss differ {ratio:.2g}x: the batch uses "
-                     f"B_simple, the lr uses the law")
+                     f"({2 ** measured:.3g}) at the proxies' loss differ {max(ratio, 1 / ratio):.2g}x "
+                     f"(the law's is {'smaller' if ratio < 1 else 'larger'}): the batch uses B_simple, "
+                     f"the lr uses the law")
     return shift, direct
 
 

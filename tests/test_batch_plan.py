@@ -1,4 +1,5 @@
-"""The token budget ([train] tokens) and the timescale weight-decay policy (issue 13)."""
+"""The batch side of the transfer plan (issue 13): the token budget ([train] tokens), the critical
+batch in raw examples, and the timescale weight-decay policy."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -98,3 +99,31 @@ def test_timescale_policy_in_groups_config_and_transfer():
     assert plain.wd_policy is None and "(timescale)" in held.summary()
     with pytest.raises(ValueError, match="unknown wd_policy 'tau'"):
         transfer(frame, 1024, wd_policy="tau")
+
+
+# ----- the critical batch: B_simple drives it; the law is compared in raw examples -----
+
+C = (1 - 0.9) / (1 + 0.9)  # synth's beta1 = 0.9
+
+
+def with_b_simple(frame, level):
+    """Noise statistics with B_simple = ``level`` at every trial's loss (no loss dependence)."""
+    return frame.assign(b_simple=level, noise_loss=frame["loss"])
+
+
+def test_critical_batch_is_b_simple_and_the_law_is_compared_in_raw_examples():
+    raw = 2000.0 * C  # synth's law: B_noise 2000 effective examples, i.e. 105 raw
+    agree = transfer(with_b_simple(synth("sgd"), raw), 1024, target_batch="auto")
+    assert agree.critical_batch == pytest.approx(raw, rel=0.05) == agree.b_noise_target
+    assert agree.batch_size == 104 and not any("differ" in w for w in agree.warnings)
+    # a B_simple equal to the effective-unit B_noise is 19x the raw bend: flagged, and the batch follows it
+    apart = transfer(with_b_simple(synth("sgd"), 2000.0), 1024, target_batch="auto")
+    assert any("c B_noise = 0.0526 x" in w and "differ 19x (the law's is smaller)" in w for w in apart.warnings), apart.warnings
+    assert apart.critical_batch == pytest.approx(2000.0, rel=0.05)
+
+
+def test_without_noise_statistics_the_critical_batch_is_the_laws_raw_bend():
+    plan = transfer(synth("sgd"), 1024, target_batch="auto")
+    assert plan.b_noise == pytest.approx(2000.0, rel=0.25)  # effective examples B / c
+    assert plan.critical_batch == pytest.approx(plan.b_noise * C, rel=1e-6)
+    assert plan.batch_size == 8 * round(plan.critical_batch / 8)
