@@ -28,6 +28,8 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
 
     Knobs missing from ``params`` take ``cfg.train``/``cfg.parametrization`` values;
     ``init_scale`` multiplies the init of every input/hidden/output weight after muP's rewrite.
+    With a token budget (``[train] tokens`` or a swept ``tokens``) the run takes
+    ``cfg.steps_for(batch_size, tokens)`` = tokens / (batch_size * seq_len) steps.
 
         >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
         >>> res.final_loss

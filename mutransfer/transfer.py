@@ -370,27 +370,26 @@ def _compute_optimal(groups, L, budget, tokens, notes):
     without a budget (at a fixed step count a larger batch always looks better) or < 3 batches."""
     if budget is None:
         return None
-    widths = sorted(groups["width"].unique().tolist())
     per_width = {}
-    for w in widths:
-        m = (groups["width"] == w).to_numpy()
-        if m.sum() >= 3:
-            order = np.argsort(groups.loc[m, "batch_size"].to_numpy(float))
-            per_width[w] = laws.flat_optimum(np.log2(groups.loc[m, "batch_size"].to_numpy(float))[order],
-                                             L[:, m][:, order])
+    for w, sub in groups.groupby("width"):
+        if len(sub) >= 3:
+            order = np.argsort(sub["batch_size"].to_numpy(float))
+            cols = sub.index.to_numpy()[order]  # groups has a RangeIndex: its labels are L's columns
+            per_width[int(w)] = laws.flat_optimum(np.log2(sub["batch_size"].to_numpy(float)[order]), L[:, cols])
     if not per_width:
-        notes.append(f"the compute-optimal batch needs >= 3 batch sizes at one width; sweep more")
+        notes.append("the compute-optimal batch needs >= 3 batch sizes at one width; sweep more")
         return None
     widest = max(per_width)
     opt, edge = per_width[widest]
     if edge:
-        batches = groups.loc[groups["width"] == widest, "batch_size"]
+        largest = groups.loc[groups["width"] == widest, "batch_size"].max()
         notes.append(f"the loss at budget {budget:.3g} is still at its lowest at the largest swept batch "
-                     f"{batches.max()}: the compute-optimal batch may be larger; sweep larger batches")
-    spread = [2 ** v[0][0] for v in per_width.values()]
-    if max(spread) > 2 * min(spread):
-        notes.append(f"the compute-optimal batch moves with width ({', '.join(f'{w}: {2 ** v[0][0]:.3g}' for w, v in per_width.items())}); "
-                     f"Power Lines finds it independent of model size: the widest proxy's is used")
+                     f"{largest}: the compute-optimal batch may be larger; sweep larger batches")
+    by_width = {w: 2 ** v[0][0] for w, v in per_width.items()}
+    if max(by_width.values()) > 2 * min(by_width.values()):
+        listed = ", ".join(f"width {w}: {b:.3g}" for w, b in by_width.items())
+        notes.append(f"the compute-optimal batch moves with width ({listed}); Power Lines finds it "
+                     f"independent of model size: the widest proxy's is used")
     if tokens != budget:
         notes.append(f"the compute-optimal batch was measured at the proxies' budget {budget:.3g}, the "
                      f"target trains on {tokens:.3g}: B_opt grows with the budget (a power of D), "
