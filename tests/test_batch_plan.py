@@ -127,3 +127,14 @@ def test_without_noise_statistics_the_critical_batch_is_the_laws_raw_bend():
     assert plan.b_noise == pytest.approx(2000.0, rel=0.25)  # effective examples B / c
     assert plan.critical_batch == pytest.approx(plan.b_noise * C, rel=1e-6)
     assert plan.batch_size == 8 * round(plan.critical_batch / 8)
+
+
+def test_explicit_steps_override_a_budget(tmp_path):
+    from mutransfer.target import train_target
+    from mutransfer.transfer_plan import TransferPlan
+
+    cfg = load_config(MLP, {**TINY, "train.tokens": 4096})
+    plan = TransferPlan(lr=1e-2, lr_interval=(1e-2, 1e-2), batch_size=32, target_width=16,
+                        scheme="mup", optimizer_name="adamw", base_width=8)
+    assert train_target(cfg, plan, steps=3, device="cpu").steps == 3
+    assert train_target(cfg, plan, device="cpu").steps == 4096 // 32  # the budget, at the plan's batch
