@@ -12,8 +12,10 @@ loss ``l = (x^T w - y)^2 / 2``. With ``e = w - w*`` everything of scaling.md sec
 
 so B_simple equals B_noise only when H ~ I. :class:`LinearTeacher` implements the data protocol
 of :mod:`mutransfer.data` (``batch`` draws fresh examples, ``loss`` is the batch mean of l), so
-:func:`mutransfer.train.train` can train a ``nn.Linear(dim, 1, bias=False)`` student on it, and :func:`simulate` trains many students at once (a grid of lrs times
-repeats, SGD with heavy-ball momentum, common random batches) for lr sweeps that cost seconds.
+:func:`mutransfer.train.train` can train a ``nn.Linear(dim, 1, bias=False)`` student on it.
+Two vectorised trainers run a grid of lrs times repeats on common random batches in seconds:
+:func:`simulate` (linear students, SGD with heavy-ball momentum) and :func:`train_students`
+(muP two-layer linear students of a given width, Adam, a token budget's worth of steps).
 
     >>> t = LinearTeacher.make(dim=16, decay=1.0, noise=0.0)
     >>> t.b_noise(np.zeros(16)), t.b_simple(np.zeros(16))
@@ -90,6 +92,7 @@ class LinearTeacher:
         return 0.5 * ((outputs.float() - y) ** 2).mean()
 
     def describe(self) -> dict:
+        """Name, dim, target noise and tr(H)."""
         return {"name": "linear-teacher", "dim": len(self.spectrum), "noise": self.noise,
                 "trace_h": float(self.spectrum.sum())}
 
