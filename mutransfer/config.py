@@ -33,8 +33,8 @@ PRUNERS = ("median", "hyperband", "none")
 RECIPES = ("single", "staged")
 # The knobs the objective knows how to apply; anything else in [sweep.space] is a typo.
 SPACE_KEYS = ("lr", "batch_size", "adam_lr", "weight_decay", "warmup", "init_scale",
-              "momentum", "qk_clip", "decay") + CONSTANT_NAMES  # the constants: mutransfer.Constants
-INT_SPACE_KEYS = ("batch_size",)
+              "momentum", "qk_clip", "decay", "tokens") + CONSTANT_NAMES  # constants: mutransfer.Constants
+INT_SPACE_KEYS = ("batch_size", "tokens")
 CHOICE_SPACE_KEYS = {"decay": DECAY_KINDS}  # knobs whose values are names, not numbers
 
 
@@ -59,7 +59,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 100
+    steps: int = 100  # used when tokens is None
+    # A training budget instead of a step count: steps = tokens / (batch_size * seq_len), so runs
+    # at different batch sizes see the same data and the schedule stretches with the steps. For
+    # synthetic data an example counts as one token (the budget is in examples). None = steps.
+    tokens: int | None = None
     batch_size: int = 16  # used when [sweep.space] does not sweep batch_size
     seq_len: int = 64  # ignored for synthetic data
     schedule: str = "cosine"
@@ -134,6 +138,22 @@ class ExperimentConfig:
         """
         return _build(raw, source, root or Path.cwd())
 
+    def tokens_per_example(self) -> int:
+        """Tokens one example holds: ``train.seq_len`` for byte corpora, 1 for synthetic data."""
+        return 1 if self.data.source == "synthetic" else self.train.seq_len
+
+    def steps_for(self, batch_size: int, tokens: int | None = None) -> int:
+        """Optimizer steps of one run: ``[train] steps`` without a budget, else
+        :func:`budget_steps` of ``tokens`` (default ``[train] tokens``).
+
+            >>> cfg.override({"train.tokens": 65536}).steps_for(16)   # seq_len 64
+            64
+        """
+        tokens = self.train.tokens if tokens is None else tokens
+        if tokens is None:
+            return self.train.steps
+        return budget_steps(tokens, batch_size, self.tokens_per_example())
+
     def override(self, overrides: dict[str, Any]) -> "ExperimentConfig":
         """A copy with dotted keys replaced, validated like a file (CLI flags use this).
 
@@ -141,6 +161,24 @@ class ExperimentConfig:
             >>> small.sweep.width
         """
         return ExperimentConfig.from_dict(_merge(self.to_dict(), overrides, "overrides"), "overrides")
+
+
+def budget_steps(tokens: int, batch_size: int, tokens_per_example: int = 1) -> int:
+    """Steps that spend a budget: ``round(tokens / (batch_size * tokens_per_example))``.
+
+        >>> budget_steps(65536, 16, 64)
+        64
+    """
+    for name, value in (("tokens", tokens), ("batch_size", batch_size),
+                        ("tokens_per_example", tokens_per_example)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    per_step = batch_size * tokens_per_example
+    if tokens < per_step:
+        raise ValueError(f"a budget of {tokens} tokens is less than one step of batch {batch_size} x "
+                         f"{tokens_per_example} tokens ({per_step}); raise [train] tokens to at least "
+                         f"{per_step} or lower the batch size")
+    return max(1, round(tokens / per_step))
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
@@ -292,6 +330,8 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
                 ("sweep", "width", cfg.sweep.width), ("sweep", "trials", cfg.sweep.trials),
                 ("sweep", "heartbeat_interval", cfg.sweep.heartbeat_interval),
                 ("sweep", "grace_period", cfg.sweep.grace_period)]
+    if cfg.train.tokens is not None:
+        positive.append(("train", "tokens", cfg.train.tokens))
     for section, key, value in positive:
         if value < 1:
             raise ValueError(f"{source}: [{section}] {key} must be >= 1, got {value!r}")

@@ -126,6 +126,39 @@ def quadratic_optimum(log2_lr, loss, *, window: float = WINDOW, n_boot: int = N_
                    weak, bool(outside[0]), exact)
 
 
+def flat_optimum(x, Y: np.ndarray, *, z: float = 2.0):
+    """The largest ``x`` whose value is as low as the lowest within the noise, for each row of
+    ``Y`` (R, n; row 0 the data, rows 1.. bootstrap replicates) over sorted ``x`` (n,).
+
+    With j* row 0's argmin, d_j = Y[r, j] - min_k Y[r, k] and tol_j = z * sd_rows(Y[:, j] -
+    Y[:, j*]): scanning up from the row's argmin, the first j with d_j > tol_j ends the flat
+    bottom, and x_opt interpolates linearly where d - tol crosses 0 before it. A loss that is flat
+    in the batch (the linear-scaling regime, B << B_noise) thus gives its largest batch, the one
+    that reaches the same loss in the fewest steps; a sharp minimum gives about its argmin.
+    Returns (x_opt (R,), edge: row 0's bottom reaches the largest x).
+
+        >>> flat_optimum(np.log2([8, 16, 32, 64]), np.array([[2.0, 2.0, 2.2, 2.6]]))[0]
+        array([4.])
+    """
+    x, Y = np.asarray(x, float), np.atleast_2d(np.asarray(Y, float))
+    if len(x) < 2 or np.any(np.diff(x) <= 0):
+        raise ValueError(f"x must hold >= 2 increasing values; got {x.tolist()}")
+    j0 = int(np.nanargmin(Y[0]))
+    tol = z * np.nanstd(Y[1:] - Y[1:, j0:j0 + 1], axis=0) if len(Y) > 1 else np.zeros(len(x))
+    f = Y - np.nanmin(Y, axis=1, keepdims=True) - tol
+    out, edge = np.empty(len(Y)), False
+    for r, row in enumerate(f):
+        j = int(np.nanargmin(Y[r]))
+        above = np.flatnonzero(row[j:] > 0)
+        if not len(above):
+            out[r], edge = x[-1], edge or r == 0
+            continue
+        k = j + above[0]  # the first batch above the flat bottom; k - 1 is still on it
+        lo, hi = row[k - 1], row[k]
+        out[r] = x[k - 1] + (x[k] - x[k - 1]) * min(1.0, max(0.0, -lo / (hi - lo)))
+    return out, edge
+
+
 def _parabola_min(coef: np.ndarray, lo: float, hi: float):
     """Minimiser and minimum of each row's a0 + a1 v + a2 v^2 on [lo, hi]."""
     a0, a1, a2 = coef.T

@@ -30,6 +30,8 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     ``init_scale`` multiplies the init of every input/hidden/output weight after muP's rewrite.
     ``qk_clip`` (tau) turns on :class:`~mutransfer.qkclip.QKClip` (``[train] log_max_logit``
     records the max logit without clipping), ``decay`` picks the weight-decay kind.
+    With a token budget (``[train] tokens`` or a swept ``tokens``) the run takes
+    ``cfg.steps_for(batch_size, tokens)`` = tokens / (batch_size * seq_len) steps.
 
         >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
         >>> res.final_loss
@@ -61,9 +63,10 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
         from .qkclip import QKClip
 
         qk_clip = QKClip(plan.model, k["qk_clip"])
-    return train(plan.model, opt, data, steps=t.steps, batch_size=k["batch_size"], seq_len=seq_len,
+    steps = cfg.steps_for(k["batch_size"], k["tokens"])
+    return train(plan.model, opt, data, steps=steps, batch_size=k["batch_size"], seq_len=seq_len,
                  schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
-                 grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, t.steps // 10),
+                 grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, steps // 10),
                  eval_batches=t.eval_batches, seed=seed, callback=callback,
                  measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip)
 
@@ -73,7 +76,8 @@ def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
     t = cfg.train
     fixed = {"lr": t.lr, "batch_size": t.batch_size, "adam_lr": t.adam_lr,
              "weight_decay": t.weight_decay, "warmup": t.warmup, "momentum": t.momentum,
-             **config_constants(cfg), "init_scale": 1.0, "qk_clip": t.qk_clip, "decay": t.decay}
+             **config_constants(cfg), "init_scale": 1.0, "qk_clip": t.qk_clip, "decay": t.decay,
+             "tokens": t.tokens}
     return {**fixed, **params}
 
 
@@ -188,7 +192,8 @@ def make_objective(cfg: ExperimentConfig, *, width: int, device: str) -> Callabl
         # "config" tells storage._fail_unstarted that its worker died before starting.
         for key, value in {"width": width, "batch_size": k["batch_size"], "scheme": p.scheme,
                            "optimizer": p.optimizer, "muon_scale": p.muon_scale, "seed": seed,
-                           "device": device, "config": stored}.items():
+                           "device": device, "config": stored, "budget": k["tokens"],
+                           "steps": cfg.steps_for(k["batch_size"], k["tokens"])}.items():
             trial.set_user_attr(key, value)
 
         def report(step: int, eval_loss: float) -> bool:

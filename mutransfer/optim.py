@@ -9,6 +9,13 @@ Each group carries ``lr = base_lr * lr_mult`` and records ``lr_mult``, so torch 
 | fixed_product   | wd / k               | lr * wd (same at any width)|
 | coupled         | wd                   | lr * k * wd                |
 | independent     | wd / (lr * k)        | wd * scheduled_lr / peak_lr|
+| timescale       | wd / k               | lr * wd, and the plan holds |
+|                 |                      | tau = B / (lr wd D)         |
+
+``timescale`` (Power Lines, Bergsma et al. 2025) decays each group like ``fixed_product`` within a
+run; what it adds is the rule :func:`timescale_weight_decay` that :func:`mutransfer.transfer` uses
+when the target's batch B or token budget D differs from the proxies': the AdamW timescale
+tau = B / (lr wd D), i.e. 1 / (lr wd) steps as a share of the D / B steps, is held fixed.
 
 Decay kinds (``decay=``): ``"decoupled"`` (torch's ``W -= lr * wd * W``) or ``"spectral"``
 (``W -= lr * wd * W v1 v1^T``: only the top singular direction, scaling.md section 4), with the
@@ -31,7 +38,7 @@ from .scaling import check_choice
 if TYPE_CHECKING:
     from .parametrize import Plan
 
-WD_POLICIES = ("fixed_product", "coupled", "independent")
+WD_POLICIES = ("fixed_product", "coupled", "independent", "timescale")
 
 
 def group_weight_decay(wd: float, lr: float, lr_mult: float, policy: str) -> float:
@@ -41,7 +48,7 @@ def group_weight_decay(wd: float, lr: float, lr_mult: float, policy: str) -> flo
         0.4
     """
     check_choice("wd_policy", policy, WD_POLICIES)
-    if policy == "fixed_product":
+    if policy in ("fixed_product", "timescale"):
         return wd / lr_mult
     if policy == "coupled":
         return wd
@@ -67,6 +74,26 @@ class SpectralDecayHook:
                 if wd and params:
                     states = [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
                     spectral_decay_(params, states, group["lr"] * wd)
+
+
+def timescale_weight_decay(wd: float, *, lr: float, batch: float, tokens: float, new_lr: float,
+                           new_batch: float, new_tokens: float) -> float:
+    """The weight decay that keeps the AdamW timescale tau = B / (lr wd D) when lr, batch B and
+    budget D change: wd' = wd (B' / B) (lr / lr') (D / D') (tau' = tau exactly).
+
+        >>> timescale_weight_decay(0.1, lr=1e-3, batch=32, tokens=1e6, new_lr=1e-3, new_batch=64, new_tokens=1e6)
+        0.2
+    """
+    from numbers import Real
+
+    values = {"wd": wd, "lr": lr, "batch": batch, "tokens": tokens, "new_lr": new_lr,
+              "new_batch": new_batch, "new_tokens": new_tokens}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, Real) or not (
+                value >= 0 if name == "wd" else value > 0):
+            raise ValueError(f"{name} must be a {'number >= 0' if name == 'wd' else 'positive number'}; "
+                             f"got {value!r}")
+    return float(wd * (new_batch / batch) * (lr / new_lr) * (tokens / new_tokens))
 
 
 def _check_numbers(lr, weight_decay, eps, adam_lr) -> None:

@@ -366,6 +366,11 @@ def _eta_vs_batch(plt, ax, plan, table: pd.DataFrame) -> None:
         theta = np.array([[np.log2(plan.eta_max), np.log2(plan.b_noise or 1.0)]])
         ax.plot(grid, 2 ** law_log2_eta(plan.law, np.log2(grid / c), theta)[0], "k-", lw=1,
                 label=f"{plan.law} law fit")
+    marks = [(plan.critical_batch, "--", "critical batch (B_noise at the target)"),
+             (plan.compute_optimal_batch, ":", "compute-optimal batch at the budget")]
+    for value, style, label in marks:
+        if value is not None:
+            ax.axvline(value, color="0.4", ls=style, lw=1, label=f"{label} {value:.3g}")
     ax.set_xscale("log", base=2)
     shown = [*table["batch_size"], plan.batch_size]
     ax.set_xlim(min(shown) / 1.6, max(shown) * 1.6)  # one batch size must not fill the axis

@@ -102,7 +102,7 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
         raise ValueError(f"width must be a positive int, e.g. --width 512; got {width!r}")
     steps = steps if steps is not None else plan.steps
     if steps is not None:
-        cfg = cfg.override({"train.steps": steps})
+        cfg = cfg.override({"train.steps": steps, "train.tokens": None})  # explicit steps win
     return run_trial(cfg, plan_params(plan), width=width, device=device, seed=seed,
                      progress=progress)
 

@@ -9,12 +9,30 @@ each (width, batch) sweep; the math is in :mod:`mutransfer.laws`):
 3. the eta*(B) law (sgd / sign-like / surge, or constant) with the momentum correction
    B -> B / c, c = (1 - beta1) / (1 + beta1), for every form (scaling.md states it for momentum
    in general); beta1 is the optimizer's (Adam's beta1, Muon/SGD momentum) from the trials'
-   config, defaulting to 0.9 (Adam), 0.95 (Muon), 0 (SGD). c only rescales B_noise into
-   examples per gradient, so that it compares with the measured B_simple; the law choice and
-   eta*(B) do not depend on it.
+   config, defaulting to 0.9 (Adam), 0.95 (Muon), 0 (SGD). c only rescales the law's B_noise
+   (reported in effective examples B / c); the law choice and eta*(B) do not depend on it.
 4. B_noise against loss (power law, from the trials' noise statistics) read at the target's
    loss, itself from a plain power law of loss against width (with 2-3 proxy widths the
    offset of L = a w^-b + c cannot be identified). The law's B_noise moves by the same factor.
+5. With a token budget (trials run with ``[train] tokens``), the compute-optimal batch: the
+   batch whose best-lr loss (step 1) is lowest at that budget; where that loss is flat in B
+   within the bootstrap noise (B << B_noise), the largest batch of the flat bottom.
+
+Two batches, both in examples per optimizer step (sequences for byte corpora, never tokens):
+- the critical batch B_crit ~ B_noise (scaling.md section 6: steps to a loss are 2 S_min there,
+  (S/S_min - 1)(E/E_min - 1) = 1 with E_min / S_min = B_noise), read at the target's loss;
+- the compute-optimal batch B_opt at the proxies' budget D (Power Lines: B_opt depends on D,
+  not on the model size, so the target at the same D shares it).
+``target_batch="auto"`` takes B_opt when the proxies ran at a budget, else B_crit.
+
+Which noise estimate drives B_crit (reports/batch-noise): the measured B_simple = tr(Sigma) /
+|G|^2 against loss, in raw examples per step. The law's B_noise is compared with it in the
+same raw units, c B_noise (the raw batch where eta*(B) bends): in reports/gpt-cpu-batch the two
+differed 30x only because the law's 1212 is in effective examples B / c (1 / c = 19 at
+beta1 = 0.9); in raw units they are 64 and 40, inside the law's interval. c B_noise stands in
+for B_simple when the trials carry no noise statistics. B_simple approximates the true
+tr(H Sigma) / (G^T H G) only when H ~ I (see :mod:`mutransfer.teacher`), so the 4x mismatch
+warning is kept as the cross-check.
 
     >>> plan = mutransfer.transfer([study64, study128], target_width=1024, target_batch="auto")
     >>> print(plan.summary()); opt = plan.optimizer(model, base=base_model)
@@ -29,6 +47,7 @@ import numpy as np
 
 from . import laws
 from .laws import N_BOOT, VAR_FLOOR, WINDOW, interval
+from .optim import WD_POLICIES, timescale_weight_decay
 from .scaling import OPTIMIZERS, SCHEMES, check_choice
 from .transfer_plan import TransferPlan, json_ready  # TransferPlan is also mutransfer.transfer's API
 from .trials import DEFAULT_BETA1, trials_frame  # trials_frame is also mutransfer.transfer's API
@@ -40,7 +59,8 @@ NOISE_MISMATCH = 4.0  # the law's B_noise and the measured B_simple may differ b
 def transfer(results, target_width: int, *, target_batch: int | str | None = None,
              tokens: int | None = None, optimizer: str | None = None, scheme: str | None = None,
              max_batch: int | None = None, correct_drift: bool = False, beta1: float | None = None,
-             window: float = WINDOW, n_boot: int = N_BOOT, seed: int = 0) -> TransferPlan:
+             wd_policy: str | None = None, window: float = WINDOW, n_boot: int = N_BOOT,
+             seed: int = 0) -> TransferPlan:
     """Project eta* (and a batch size) from proxy sweeps to ``target_width`` (scaling.md section 6).
 
     lr = eta*(B_target) of the chosen law, eta_max / (1 + B_noise c / B) (sgd),
@@ -48,6 +68,9 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
     (surge), c = (1 - beta1) / (1 + beta1), with B_noise moved to the target's projected loss;
     with < 3 batch sizes, eta* at the nearest swept batch. muP's width invariance is assumed
     unless ``correct_drift`` extrapolates the fitted log2 eta* ~ slope * log2 width.
+    Weight decay keeps lr * wd (scaling.md section 5) and its share of training; with
+    ``wd_policy="timescale"``, wd = wd_p (B / B_p) (lr_p / lr) (D_p / D), which holds the AdamW
+    timescale tau = B / (lr wd D) of the proxies' best trial (batch B_p, budget D_p).
 
     Args:
         results: Optuna studies (as the sweeper writes them) or a DataFrame of trials.
@@ -61,10 +84,12 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
         >>> plan = transfer([study64, study128], 1024, target_batch="auto", max_batch=512)
         >>> plan.lr, plan.batch_size, plan.warnings
     """
-    _check_args(target_width, target_batch, tokens, max_batch, n_boot, window)
+    _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy)
     notes: list[str] = []
     frame, constants = _constants_group(trials_frame(results, keep_diverged=True), notes)
     ok = frame[~frame["diverged"]]
+    budget = _budget(ok)
+    tokens = budget if tokens is None else tokens
     scheme = _resolve(ok, "scheme", scheme, SCHEMES)
     optimizer = _resolve(ok, "optimizer", optimizer, OPTIMIZERS)
     if scheme == "sp":
@@ -84,8 +109,9 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
     law = _law(groups, En, c, notes)
     loss = _loss_projection(groups, L, target_width, notes)
     noise = _noise(ok, n_boot, rng, notes)
-    shift, bn_target = _noise_at_target(noise, loss, law, L, notes)
-    batch, batch_ci = _batch(target_batch, ok, groups, bn_target, max_batch, notes)
+    shift, bn_target = _noise_at_target(noise, loss, law, L, c, notes)
+    b_opt = _compute_optimal(groups, L, budget, tokens, notes)
+    batch, batch_ci = _batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
     log2_lr, lr_proxy = _lr_at(batch, groups, En, law, c, shift, notes)
     steps, tpe = _steps(ok, tokens, batch, notes)
     diag = {"trials": int(len(ok)), "dropped": frame.attrs.get("dropped", {}), "beta1": b1,
@@ -97,11 +123,16 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
             "scheme": scheme, "optimizer_name": optimizer, "muon_scale": _unique(ok["muon_scale"]),
             "base_width": _unique(ok["base_width"], int), "optima": _optima_records(groups),
             "constants": constants}
-    plan.update(adam_lr=_adam_lr(ok, groups, plan["lr"]),
-                weight_decay=_weight_decay(ok, groups, plan["lr"] / diag["lr_proxy"], steps, tokens, tpe))
+    policy = wd_policy or _unique(ok["wd_policy"])
+    plan.update(adam_lr=_adam_lr(ok, groups, plan["lr"]), budget=budget, wd_policy=policy,
+                weight_decay=_weight_decay(ok, groups, plan["lr"], diag["lr_proxy"], batch, steps, tokens, tpe,
+                                           policy))
     plan.update(_law_fields(law, diag), **_drift_fields(drift), **_loss_fields(loss, diag))
     if bn_target is not None:
-        plan.update(b_noise_target=float(2 ** bn_target[0]), b_noise_target_interval=_ci2(bn_target))
+        plan.update(b_noise_target=float(2 ** bn_target[0]), b_noise_target_interval=_ci2(bn_target),
+                    critical_batch=float(2 ** bn_target[0]), critical_batch_interval=_ci2(bn_target))
+    if b_opt is not None:
+        plan.update(compute_optimal_batch=float(2 ** b_opt[0]), compute_optimal_batch_interval=_ci2(b_opt))
     if noise is not None:
         diag.update(noise_exponent=float(noise[0, 0]), noise_exponent_interval=interval(noise[1:, 0]))
     return TransferPlan(**plan, warnings=tuple(notes), diagnostics=json_ready(diag))
@@ -134,7 +165,7 @@ def _constants_group(frame, notes):
     return frame[chosen], json.loads(best)
 
 
-def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window) -> None:
+def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy) -> None:
     for name, value, optional in (("target_width", target_width, False), ("tokens", tokens, True),
                                   ("max_batch", max_batch, True), ("n_boot", n_boot, False)):
         if optional and value is None:
@@ -144,6 +175,8 @@ def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window) -
     if not (target_batch is None or target_batch == "auto" or (
             isinstance(target_batch, (int, np.integer)) and not isinstance(target_batch, bool) and target_batch >= 1)):
         raise ValueError(f"target_batch must be a positive int, 'auto' or None; got {target_batch!r}")
+    if wd_policy is not None:
+        check_choice("wd_policy", wd_policy, WD_POLICIES)
     if not (isinstance(window, (int, float)) and window > 0):
         raise ValueError(f"window must be a positive number of octaves, e.g. 2; got {window!r}")
 
@@ -313,8 +346,9 @@ def _noise(ok, n_boot, rng, notes):
     return coef
 
 
-def _noise_at_target(noise, loss, law, L, notes):
-    """(octaves to add to the law's log2 B_noise, log2 B_noise at the target or None)."""
+def _noise_at_target(noise, loss, law, L, c, notes):
+    """(octaves to add to the law's log2 B_noise, log2 B_noise at the target or None), the
+    latter in raw examples per step: B_simple's, or the law's c B_noise without noise statistics."""
     zero = np.zeros(len(L))
     if loss is None:
         if law is not None or noise is not None:
@@ -328,7 +362,8 @@ def _noise_at_target(noise, loss, law, L, notes):
             notes.append("no noise statistics (set [train] measure_noise = true): B_noise is held at "
                          "the proxies' value although it grows as the loss falls; at batches near or "
                          "above it the lr may be too high")
-        return zero, (law["theta"][:, 1] if law is not None and law["law"] != "constant" else None)
+        raw = law is not None and law["law"] != "constant"
+        return zero, (law["theta"][:, 1] + np.log2(c) if raw else None)
     x = target_log2_loss if target_log2_loss is not None else np.full(len(L), np.nan)
     direct = noise[:, 1] + noise[:, 0] * x
     if target_log2_loss is None:
@@ -338,30 +373,81 @@ def _noise_at_target(noise, loss, law, L, notes):
     ref = np.log2(np.maximum(L, 1e-12)).mean(1)  # the loss level the law was fitted at
     shift = noise[:, 0] * (target_log2_loss - ref)
     measured = noise[0, 1] + noise[0, 0] * ref[0]
-    ratio = 2 ** (law["theta"][0, 1] - measured)
+    raw = law["theta"][0, 1] + np.log2(c)  # the raw batch where eta*(B) bends
+    ratio = 2 ** (raw - measured)
     if not 1 / NOISE_MISMATCH < ratio < NOISE_MISMATCH:
-        notes.append(f"the law's B_noise ({2 ** law['theta'][0, 1]:.3g}) and the measured B_simple "
-                     f"({2 ** measured:.3g}) at the proxies' loss differ {ratio:.2g}x: the batch uses "
-                     f"B_simple, the lr uses the law")
+        notes.append(f"the law's B_noise in raw examples (c B_noise = {c:.3g} x "
+                     f"{2 ** law['theta'][0, 1]:.3g} = {2 ** raw:.3g}) and the measured B_simple "
+                     f"({2 ** measured:.3g}) at the proxies' loss differ {max(ratio, 1 / ratio):.2g}x "
+                     f"(the law's is {'smaller' if ratio < 1 else 'larger'}): the batch uses B_simple, "
+                     f"the lr uses the law")
     return shift, direct
 
 
-def _batch(target_batch, ok, groups, bn_target, max_batch, notes):
+def _budget(ok):
+    """The proxies' token budget, None when they ran a step count; several budgets are an error."""
+    values = sorted({float(v) for v in ok["budget"] if v is not None and np.isfinite(float(v))})
+    if len(values) > 1:
+        raise ValueError(f"the trials ran at several token budgets {values}: the compute-optimal batch "
+                         f"is defined at one budget; pass transfer() the trials of one budget "
+                         f"(e.g. frame[frame.budget == {values[0]:.0f}])")
+    return int(values[0]) if values else None
+
+
+def _compute_optimal(groups, L, budget, tokens, notes):
+    """(R+1,) log2 of the batch whose best-lr loss is lowest at the widest proxy width (where it
+    is flat in B within the noise, the largest such batch: :func:`laws.flat_optimum`), or None
+    without a budget (at a fixed step count a larger batch always looks better) or < 3 batches."""
+    if budget is None:
+        return None
+    per_width = {}
+    for w, sub in groups.groupby("width"):
+        if len(sub) >= 3:
+            order = np.argsort(sub["batch_size"].to_numpy(float))
+            cols = sub.index.to_numpy()[order]  # groups has a RangeIndex: its labels are L's columns
+            per_width[int(w)] = laws.flat_optimum(np.log2(sub["batch_size"].to_numpy(float)[order]), L[:, cols])
+    if not per_width:
+        notes.append("the compute-optimal batch needs >= 3 batch sizes at one width; sweep more")
+        return None
+    widest = max(per_width)
+    opt, edge = per_width[widest]
+    if edge:
+        largest = groups.loc[groups["width"] == widest, "batch_size"].max()
+        notes.append(f"the loss at budget {budget:.3g} is still at its lowest at the largest swept batch "
+                     f"{largest}: the compute-optimal batch may be larger; sweep larger batches")
+    by_width = {w: 2 ** v[0][0] for w, v in per_width.items()}
+    if max(by_width.values()) > 2 * min(by_width.values()):
+        listed = ", ".join(f"width {w}: {b:.3g}" for w, b in by_width.items())
+        notes.append(f"the compute-optimal batch moves with width ({listed}); Power Lines finds it "
+                     f"independent of model size: the widest proxy's is used")
+    if tokens != budget:
+        notes.append(f"the compute-optimal batch was measured at the proxies' budget {budget:.3g}, the "
+                     f"target trains on {tokens:.3g}: B_opt grows with the budget (a power of D), "
+                     f"sweep the proxies at that budget to measure it there")
+    return opt
+
+
+def _batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes):
     if target_batch is None:
         widest = ok[ok["width"] == ok["width"].max()]
         return int(widest.loc[widest["loss"].idxmin(), "batch_size"]), None
     if target_batch != "auto":
         return int(target_batch), None
+    if b_opt is not None:
+        return _capped(_round_batch(2 ** b_opt[0]), "compute-optimal batch", b_opt, max_batch, notes), _ci2(b_opt)
     if bn_target is None:
         raise ValueError("target_batch='auto' needs noise statistics ([train] measure_noise = true) or "
                          f"trials at >= 3 batch sizes (got {sorted(groups['batch_size'].unique().tolist())}) "
                          "for the eta*(B) law; or pass target_batch=<int>")
-    batch = _round_batch(2 ** bn_target[0])
+    return _capped(_round_batch(2 ** bn_target[0]), "B_noise", bn_target, max_batch, notes), _ci2(bn_target)
+
+
+def _capped(batch: int, what: str, log2_reps, max_batch, notes) -> int:
     if max_batch is not None and batch > max_batch:
-        notes.append(f"the recommended batch {batch} (~B_noise {2 ** bn_target[0]:.3g}) is capped by "
+        notes.append(f"the recommended batch {batch} (~{what} {2 ** log2_reps[0]:.3g}) is capped by "
                      f"max_batch={max_batch}")
-        batch = int(max_batch)
-    return batch, _ci2(bn_target)
+        return int(max_batch)
+    return batch
 
 
 def _round_batch(b: float) -> int:
@@ -419,12 +505,23 @@ def _adam_lr(ok, groups, lr):
     return None if ratio is None else float(lr * 2 ** ratio)
 
 
-def _weight_decay(ok, groups, lr_ratio, steps, tokens, tpe):
+def _weight_decay(ok, groups, lr, lr_proxy, batch, steps, tokens, tpe, policy):
     """Keep lr * wd (the decay timescale in steps, scaling.md section 5), and with a token
-    budget keep that timescale the same share of training."""
-    wd = _median(_best_rows(ok, groups)["weight_decay"])
+    budget keep that timescale the same share of training. "timescale": hold tau = B / (lr wd D)
+    of the best trial at the widest width (its own lr, batch and budget)."""
+    best = _best_rows(ok, groups)
+    wd = _median(best["weight_decay"])
     if wd is None:
         return None
+    if policy == "timescale":
+        top = best.loc[best["loss"].idxmin()]
+        per_step = tpe or 1.0
+        proxy_tokens = float(top["steps"]) * float(top["batch_size"]) * per_step
+        target_tokens = float(tokens) if tokens else float(top["steps"]) * batch * per_step
+        return timescale_weight_decay(float(top["weight_decay"]), lr=float(top["lr"]),
+                                      batch=float(top["batch_size"]), tokens=proxy_tokens, new_lr=lr,
+                                      new_batch=float(batch), new_tokens=target_tokens)
+    lr_ratio = lr / lr_proxy
     proxy_steps = _median(ok["steps"])
     share = proxy_steps / steps if steps and proxy_steps else 1.0
     return float(wd / lr_ratio * share)

@@ -40,10 +40,18 @@ class TransferPlan:
     law: str | None = None  # the chosen eta*(B) law; None with < 3 batch sizes
     eta_max: float | None = None  # the law's eta_max (surge: eta_peak)
     eta_max_interval: tuple[float, float] | None = None
-    b_noise: float | None = None  # the law's B_noise at the proxies (surge: B_peak), in examples
+    b_noise: float | None = None  # the law's B_noise (surge: B_peak) in effective examples B / c
     b_noise_interval: tuple[float, float] | None = None
     b_noise_target: float | None = None  # B_noise projected to the target's loss
     b_noise_target_interval: tuple[float, float] | None = None
+    # B_crit ~ B_noise at the target's loss (steps to a loss = 2 S_min), in examples per step
+    critical_batch: float | None = None
+    critical_batch_interval: tuple[float, float] | None = None
+    # the batch whose best-lr loss is lowest at the proxies' token budget (None at fixed steps)
+    compute_optimal_batch: float | None = None
+    compute_optimal_batch_interval: tuple[float, float] | None = None
+    budget: int | None = None  # the proxies' token (synthetic: example) budget
+    wd_policy: str | None = None  # "timescale": weight_decay holds tau = B / (lr wd D)
     drift_slope: float | None = None  # octaves of eta* per doubling of width
     drift_interval: tuple[float, float] | None = None
     predicted_loss: float | None = None  # at the reference batch and the proxies' steps
@@ -178,7 +186,11 @@ def _summary(p: TransferPlan) -> str:
     widths = sorted({o["width"] for o in p.optima})
     rows = [("lr", _fmt(p.lr, p.lr_interval)), ("adam_lr", _fmt(p.adam_lr)),
             ("batch_size", _fmt(p.batch_size, p.batch_interval, "{:.0f}")),
-            ("weight_decay", _fmt(p.weight_decay)), ("steps", _fmt(p.steps, None, "{:d}")),
+            ("weight_decay", _fmt(p.weight_decay) + (f"   ({p.wd_policy})" if p.wd_policy else "")),
+            ("steps", _fmt(p.steps, None, "{:d}")), ("proxy budget", _fmt(p.budget, None, "{:.4g}")),
+            ("compute-optimal B", _fmt(p.compute_optimal_batch, p.compute_optimal_batch_interval, "{:.0f}")
+             if p.budget else "- (needs a token budget: [train] tokens)"),
+            ("critical B (B_noise)", _fmt(p.critical_batch, p.critical_batch_interval, "{:.0f}")),
             ("eta*(B) law", p.law or "- (needs >= 3 batch sizes)"),
             ("eta_max", _fmt(p.eta_max, p.eta_max_interval)),
             ("B_noise (proxies)", _fmt(p.b_noise, p.b_noise_interval, "{:.0f}")),

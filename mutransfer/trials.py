@@ -16,7 +16,8 @@ import numpy as np
 
 REQUIRED = ("width", "lr", "batch_size", "loss")
 OPTIONAL = ("scheme", "optimizer", "muon_scale", "diverged", "b_simple", "noise_loss", "adam_lr",
-            "weight_decay", "steps", "tokens", "beta1", "base_width", "study", "constants")
+            "weight_decay", "steps", "tokens", "beta1", "base_width", "study", "budget",
+            "wd_policy", "constants")
 DEFAULT_BETA1 = {"adamw": 0.9, "adam": 0.9, "muon": 0.95, "sgd": 0.0}  # torch's and Muon's defaults
 
 
@@ -68,7 +69,8 @@ def _check_frame(df):
     out = df.copy()
     for col in OPTIONAL:
         if col not in out.columns:
-            out[col] = None if col in ("scheme", "optimizer", "muon_scale", "study", "constants") else np.nan
+            out[col] = None if col in ("scheme", "optimizer", "muon_scale", "study", "wd_policy",
+                                       "constants") else np.nan
     for col in ("width", "lr", "batch_size"):
         bad = out.loc[~(out[col].astype(float) > 0), col]
         if len(bad):
@@ -107,9 +109,12 @@ def _trial_row(t, study_name: str) -> dict:
             "b_simple": ua.get("b_simple", np.nan), "noise_loss": ua.get("noise_loss", np.nan),
             "adam_lr": params.get("adam_lr", train.get("adam_lr")),
             "weight_decay": params.get("weight_decay", train.get("weight_decay")),
-            "steps": train.get("steps"), "tokens": ua.get("tokens"),
+            "steps": ua.get("steps", train.get("steps")), "tokens": ua.get("tokens"),
             "beta1": _beta1(optimizer, params, train),
             "base_width": cfg.get("model", {}).get("base_width"), "study": study_name,
+            # the token (or example) budget the trial was given; None when it ran a step count
+            "budget": ua.get("budget", params.get("tokens", train.get("tokens"))),
+            "wd_policy": train.get("wd_policy"),
             "constants": constants_key(_trial_constants(cfg.get("parametrization", {}), params))}
 
 

@@ -65,7 +65,7 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     grid = make_grid(widths, schemes, optimizers, log2_lrs, seeds)
     if steps is not None:
-        cfg = cfg.override({"train.steps": steps})
+        cfg = cfg.override({"train.steps": steps, "train.tokens": None})  # explicit steps win
     cfg = cfg.override({"train.eval_every": cfg.train.steps})  # only the final loss counts
     study = open_study(cfg, storage or cfg.sweep.storage or default_storage(cfg, reports_dir),
                        study_name or f"{cfg.name}-validate")

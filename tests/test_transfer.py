@@ -260,7 +260,7 @@ def test_command_writes_the_plan(tmp_path, capsys):
 
     config = tmp_path / "proxy.toml"
     config.write_text('name = "proxy"\n[model]\nfactory = "mutransfer.zoo:mlp"\nwidth = 256\nbase_width = 32\n'
-                      '[data]\nsource = "synthetic"\n[train]\n[parametrization]\n'
+                      '[data]\nsource = "synthetic"\n[train]\n[parametrization]\nscheme = "mup"\n'
                       '[sweep]\n[sweep.space]\nlr = {low = 1e-4, high = 1e-1, log = true}\n')
     url = f"sqlite:///{tmp_path / 'study.db'}"
     for width in (64, 128):

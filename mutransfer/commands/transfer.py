@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-batch", type=int, help="cap for --target-batch auto")
     p.add_argument("--tokens", type=int, help="the target's training tokens (gives steps and "
                                               "scales weight decay)")
+    p.add_argument("--wd-policy",
+                   help="'timescale' holds tau = B / (lr wd D) when the batch or budget changes "
+                        "(default: the trials' [train] wd_policy)")
     p.add_argument("--correct-drift", action="store_true",
                    help="extrapolate the fitted drift of eta* across width instead of assuming none")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -46,7 +49,8 @@ def run(args) -> int:
     plan = transfer(studies, args.target_width or cfg.model.width,
                     target_batch=_batch_arg(args.target_batch), tokens=args.tokens,
                     scheme=cfg.parametrization.scheme, optimizer=cfg.parametrization.optimizer,
-                    max_batch=args.max_batch, correct_drift=args.correct_drift, seed=args.seed)
+                    max_batch=args.max_batch, correct_drift=args.correct_drift, seed=args.seed,
+                    wd_policy=args.wd_policy)
     print(plan.summary())
     out = Path(args.out or Path(args.reports) / cfg.name / "plan.json")
     command = regenerate_command(args, [s.study_name for s in studies], out)
@@ -65,7 +69,7 @@ def regenerate_command(args, studies: list[str], out: Path) -> str:
 
     flags = [("--studies", ",".join(studies)), ("--target-width", args.target_width),
              ("--target-batch", args.target_batch), ("--max-batch", args.max_batch),
-             ("--tokens", args.tokens), ("--seed", args.seed or None)]
+             ("--tokens", args.tokens), ("--wd-policy", args.wd_policy), ("--seed", args.seed or None)]
     parts = ["mutransfer transfer", shell_path(args.config)]
     parts += [f"{flag} {value}" for flag, value in flags if value is not None]
     parts += ["--correct-drift"] if args.correct_drift else []

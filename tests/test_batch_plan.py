@@ -1,0 +1,140 @@
+"""The batch side of the transfer plan (issue 13): the token budget ([train] tokens), the critical
+batch in raw examples, and the timescale weight-decay policy."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from test_transfer import synth
+
+from mutransfer.config import budget_steps, load_config
+from mutransfer.objective import run_trial
+from mutransfer.optim import WD_POLICIES, group_weight_decay, timescale_weight_decay
+from mutransfer.sweep import sweep
+from mutransfer.transfer import transfer
+from mutransfer.trials import trials_frame
+
+MLP = Path(__file__).resolve().parents[1] / "sweeps" / "mlp-synthetic.toml"
+TINY = {"sweep.width": 16, "model.base_width": 8, "train.eval_batches": 1,
+        "model.kwargs": {"depth": 2}, "sweep.space": {"lr": [1e-3, 1e-2]}}
+
+
+def test_budget_steps_and_its_errors():
+    assert budget_steps(65536, 16, 64) == 64
+    assert budget_steps(1000, 3) == 333  # rounded to the nearest step
+    with pytest.raises(ValueError, match="a budget of 100 tokens is less than one step of batch 32 x 64"):
+        budget_steps(100, 32, 64)
+    with pytest.raises(ValueError, match="tokens must be a positive int; got 0"):
+        budget_steps(0, 32)
+
+
+def test_config_steps_follow_the_budget_and_stay_put_without_one():
+    cfg = load_config(MLP, TINY)
+    assert cfg.train.tokens is None and cfg.steps_for(8) == cfg.steps_for(64) == cfg.train.steps
+    budget = cfg.override({"train.tokens": 512})
+    assert budget.tokens_per_example() == 1  # synthetic data: the budget counts examples
+    assert [budget.steps_for(b) for b in (8, 16, 64)] == [64, 32, 8]
+    assert budget.steps_for(8, tokens=1024) == 128  # a swept budget overrides the file's
+    text = load_config(Path(MLP).parents[0] / "quickstart.toml", {"train.tokens": 64 * 64 * 10})
+    assert text.tokens_per_example() == text.train.seq_len and text.steps_for(64) == 10
+    with pytest.raises(ValueError, match=r"\[train\] tokens must be >= 1, got 0"):
+        cfg.override({"train.tokens": 0})
+    with pytest.raises(ValueError, match=r"\[train\] tokens must be an int, got 'lots'"):
+        cfg.override({"train.tokens": "lots"})
+
+
+def test_trials_spend_the_budget_and_record_it(tmp_path):
+    cfg = load_config(MLP, {**TINY, "train.tokens": 256, "sweep.trials": 4, "sweep.sampler": "grid",
+                            "sweep.space": {"lr": [1e-3, 1e-2], "batch_size": [8, 32]}})
+    res = run_trial(cfg, {"lr": 1e-2, "batch_size": 32}, width=16, device="cpu", seed=0)
+    assert res.steps == 8 and res.tokens == 256
+    study = sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path,
+                  storage=f"sqlite:///{tmp_path / 'study.db'}")
+    df = trials_frame(study)
+    assert (df["budget"] == 256).all() and (df["tokens"] == 256).all()
+    assert dict(zip(df["batch_size"], df["steps"])) == {8: 32, 32: 8}
+    unset = run_trial(load_config(MLP, TINY), {"lr": 1e-2, "batch_size": 32}, width=16, device="cpu", seed=0)
+    assert unset.steps == load_config(MLP, TINY).train.steps  # no budget: behaviour unchanged
+
+
+def test_several_budgets_in_one_transfer_are_an_error():
+    frame = synth("sign").assign(budget=lambda d: np.where(d.batch_size > 64, 2048, 1024))
+    with pytest.raises(ValueError, match=r"several token budgets \[1024.0, 2048.0\]"):
+        transfer(frame, 1024)
+
+
+def test_no_budget_means_no_compute_optimal_batch():
+    plan = transfer(synth("sign"), 1024, target_batch=64)
+    assert plan.budget is None and plan.compute_optimal_batch is None
+    assert "needs a token budget" in plan.summary()
+
+
+# ----- the timescale weight-decay policy -----
+
+def test_timescale_weight_decay_holds_tau():
+    tau = lambda wd, lr, b, d: b / (lr * wd * d)  # noqa: E731  Power Lines' AdamW timescale
+    wd = timescale_weight_decay(0.1, lr=1e-3, batch=32, tokens=1e6, new_lr=5e-4, new_batch=128, new_tokens=4e6)
+    assert tau(wd, 5e-4, 128, 4e6) == pytest.approx(tau(0.1, 1e-3, 32, 1e6))
+    assert wd == pytest.approx(0.1 * 4 * 2 / 4)
+    # at fixed lr and budget the optimal decay scales linearly with the batch
+    assert [timescale_weight_decay(0.1, lr=1e-3, batch=32, tokens=1e6, new_lr=1e-3, new_batch=b,
+                                   new_tokens=1e6) for b in (16, 32, 64)] == pytest.approx([0.05, 0.1, 0.2])
+    with pytest.raises(ValueError, match="new_batch must be a positive number; got 0"):
+        timescale_weight_decay(0.1, lr=1e-3, batch=32, tokens=1e6, new_lr=1e-3, new_batch=0, new_tokens=1e6)
+
+
+def test_timescale_policy_in_groups_config_and_transfer():
+    assert "timescale" in WD_POLICIES
+    assert group_weight_decay(0.1, 1e-3, 0.25, "timescale") == group_weight_decay(0.1, 1e-3, 0.25, "fixed_product")
+    assert load_config(MLP, {**TINY, "train.wd_policy": "timescale"}).train.wd_policy == "timescale"
+    frame = synth("sign").assign(weight_decay=0.1, steps=100, tokens=lambda d: 100 * d.batch_size)
+    plain = transfer(frame, 1024, target_batch=64)
+    held = transfer(frame, 1024, target_batch=64, wd_policy="timescale", tokens=100 * 256)
+    best = frame.loc[frame[frame.width == 128].loss.idxmin()]
+    expected = timescale_weight_decay(0.1, lr=best.lr, batch=best.batch_size, tokens=100 * best.batch_size,
+                                      new_lr=held.lr, new_batch=64, new_tokens=100 * 256)
+    assert held.wd_policy == "timescale" and held.weight_decay == pytest.approx(expected)
+    assert plain.wd_policy is None and "(timescale)" in held.summary()
+    with pytest.raises(ValueError, match="unknown wd_policy 'tau'"):
+        transfer(frame, 1024, wd_policy="tau")
+
+
+# ----- the critical batch: B_simple drives it; the law is compared in raw examples -----
+
+C = (1 - 0.9) / (1 + 0.9)  # synth's beta1 = 0.9
+
+
+def with_b_simple(frame, level):
+    """Noise statistics with B_simple = ``level`` at every trial's loss (no loss dependence)."""
+    return frame.assign(b_simple=level, noise_loss=frame["loss"])
+
+
+def test_critical_batch_is_b_simple_and_the_law_is_compared_in_raw_examples():
+    raw = 2000.0 * C  # synth's law: B_noise 2000 effective examples, i.e. 105 raw
+    agree = transfer(with_b_simple(synth("sgd"), raw), 1024, target_batch="auto")
+    assert agree.critical_batch == pytest.approx(raw, rel=0.05) == agree.b_noise_target
+    assert agree.batch_size == 104 and not any("differ" in w for w in agree.warnings)
+    # a B_simple equal to the effective-unit B_noise is 19x the raw bend: flagged, and the batch follows it
+    apart = transfer(with_b_simple(synth("sgd"), 2000.0), 1024, target_batch="auto")
+    assert any("c B_noise = 0.0526 x" in w and "differ 19x (the law's is smaller)" in w for w in apart.warnings), apart.warnings
+    assert apart.critical_batch == pytest.approx(2000.0, rel=0.05)
+
+
+def test_without_noise_statistics_the_critical_batch_is_the_laws_raw_bend():
+    plan = transfer(synth("sgd"), 1024, target_batch="auto")
+    assert plan.b_noise == pytest.approx(2000.0, rel=0.25)  # effective examples B / c
+    assert plan.critical_batch == pytest.approx(plan.b_noise * C, rel=1e-6)
+    assert plan.batch_size == 8 * round(plan.critical_batch / 8)
+
+
+def test_explicit_steps_override_a_budget(tmp_path):
+    from mutransfer.target import train_target
+    from mutransfer.transfer_plan import TransferPlan
+
+    cfg = load_config(MLP, {**TINY, "train.tokens": 4096})
+    plan = TransferPlan(lr=1e-2, lr_interval=(1e-2, 1e-2), batch_size=32, target_width=16,
+                        scheme="mup", optimizer_name="adamw", base_width=8)
+    assert train_target(cfg, plan, steps=3, device="cpu").steps == 3
+    assert train_target(cfg, plan, device="cpu").steps == 4096 // 32  # the budget, at the plan's batch
