@@ -192,12 +192,33 @@ def open_study(cfg: ExperimentConfig, url: str, name: str):
     stored = study.user_attrs.get("setup")
     if stored is None:
         study.set_user_attr("setup", setup)
-    elif stored != setup:
+    elif _older_defaults(stored, setup) != setup:
         diff = ", ".join(_diff(stored, setup)[:4])
         raise ValueError(f"study {name!r} in {url} holds runs of another training setup ({diff}); "
                          f"pass a new study name (--study {name}-2) or delete the old one: "
                          f"optuna delete-study --study-name {name} --storage {url}")
     return study
+
+
+def _older_defaults(stored: dict, setup: dict) -> dict:
+    """``stored`` with the keys a later version added to the config filled in where ``setup``
+    has them at their default: a new field left at its default changes no run, so a study from
+    before it still resumes."""
+    import dataclasses
+
+    from .config import SECTIONS
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
+    for section, cls in SECTIONS.items():
+        if section not in setup or not isinstance(out.get(section), dict):
+            continue
+        for f in dataclasses.fields(cls):
+            if f.name in setup[section] and f.name not in out[section]:
+                default = (f.default if f.default is not dataclasses.MISSING
+                           else f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+                if json.loads(json.dumps(default)) == setup[section][f.name]:
+                    out[section][f.name] = setup[section][f.name]
+    return out
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:

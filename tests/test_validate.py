@@ -233,6 +233,25 @@ def test_a_study_from_another_training_setup_is_refused(tiny, tmp_path):
     assert len(df) == 6
 
 
+def test_a_study_from_before_a_new_config_field_still_resumes(tiny, tmp_path):
+    """A field added to the config later, left at its default, changes no run: the study of an
+    older version (whose stored setup lacks it) resumes; a non-default value is still refused."""
+    reports = tmp_path / "reports"
+    small = {"schemes": ["mup"], "log2_lrs": [-8.0, -6.0, -4.0], "seeds": 1}
+    run_tiny(tiny, reports, **small)
+    from mutransfer.storage import default_storage
+
+    cfg = load_config(tiny)
+    study = optuna.load_study(study_name="tiny-validate", storage=default_storage(cfg, reports))
+    older = study.user_attrs["setup"]
+    del older["train"]["decay"], older["parametrization"]["constants"]
+    study.set_user_attr("setup", older)
+    assert len(run_tiny(tiny, reports, **small)) == 6
+    tiny.write_text(tiny.read_text().replace("[train]", '[train]\ndecay = "spectral"'))
+    with pytest.raises(ValueError, match=r"train.decay: was None, now 'spectral'"):
+        run_tiny(tiny, reports, **small)
+
+
 def cli(*argv) -> int:
     return run_command(validate_cmd, "validate", *argv)
 
