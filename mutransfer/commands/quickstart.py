@@ -46,7 +46,7 @@ eval_every = 20
 eval_batches = 2
 
 [parametrization]
-scheme = "mup"
+scheme = "spectral"  # the default, by measurement (README: Which default)
 optimizer = "adamw"
 
 [sweep]
@@ -60,7 +60,7 @@ seed = 0
 [sweep.space]
 # lr = 2^-10 ... 2^-4 (batch-size laws need >= 3 batch sizes: see sweeps/gpt-pycorpus.toml)
 lr = [0.0009765625, 0.001953125, 0.00390625, 0.0078125, 0.015625, 0.03125, 0.0625]
-# muP's free constants, tuned on the proxy and carried unchanged to the target (scaling.md section 8)
+# the free constants, tuned on the proxy and carried unchanged to the target (scaling.md section 8)
 init_input = { low = 0.0625, high = 64.0, log = true }
 init_output = { low = 0.0625, high = 16.0, log = true }
 output_mult = { low = 0.25, high = 16.0, log = true }
@@ -75,7 +75,7 @@ SMOKE = {"name": "quickstart-smoke", "model.width": 64, "model.base_width": 16,
          "sweep.space": {"lr": [2.0 ** -8, 2.0 ** -6, 2.0 ** -4, 2.0 ** -2],
                          "output_mult": {"low": 0.5, "high": 2.0, "log": True}}}
 # Per size: coordinate-check widths/seeds/steps, validation log2 lrs and seeds.
-SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "lrs": "-12:-5:1", "seeds": 1, "compare_seeds": 2},
+SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "lrs": "-12:-4:1", "seeds": 1, "compare_seeds": 2},
          "smoke": {"coord_seeds": 1, "coord_steps": 2, "lrs": "-8:-2:2", "seeds": 1, "compare_seeds": 1}}
 
 
@@ -162,8 +162,8 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
     _step(4, f"train the target (width {target}) with the plan", start)
     _train_target(config, folder, target, device)
     widths = sorted({proxy, 2 * proxy, target})
-    _step(5, f"lr landscapes at widths {widths}, SP vs muP", start)
-    validate(config, widths=widths, schemes=["sp", p.scheme], optimizers=[p.optimizer],
+    _step(5, f"lr landscapes at widths {widths}, SP vs muP vs {p.scheme}", start)
+    validate(config, widths=widths, schemes=list(dict.fromkeys(["sp", "mup", p.scheme])), optimizers=[p.optimizer],
              log2_lrs=log2_grid(size["lrs"]), seeds=size["seeds"], device=device, reports_dir=out)
     _step(6, f"SP tuned at width {target} against the transfer (lr; lr and constants)", start)
     _compare(config, out, size["compare_seeds"], device)
@@ -198,11 +198,14 @@ def _train_target(config: Path, folder: Path, width: int, device: str) -> None:
 
 def _coord_check(config: Path, widths: list[int], size: dict, folder: Path) -> None:
     """The coord-check command in-process: it owns coord.csv/png/md and their regeneration line."""
+    from ..config import load_config
     from . import coord_check
 
     parser = argparse.ArgumentParser(prog="mutransfer")
     coord_check.register(parser.add_subparsers())
+    scheme = load_config(config).parametrization.scheme
     args = parser.parse_args(["coord-check", str(config), "--widths", ",".join(map(str, widths)),
+                              "--schemes", ",".join(dict.fromkeys(["sp", "mup", scheme])),
                               "--seeds", str(size["coord_seeds"]), "--steps", str(size["coord_steps"]),
                               "--out", str(folder)])
     coord_check.run(args)
