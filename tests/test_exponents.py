@@ -66,3 +66,17 @@ def test_bad_exponent_arguments(kwargs, message):
     args = {"widths": [16, 32, 64], "roles": ["output"], "log2_mults": [-1, 0, 1], **kwargs}
     with pytest.raises(ValueError, match=message):
         role_runs(load_config(MLP), **args)
+
+
+def test_a_plan_fixes_the_lr_and_constants_the_roles_are_measured_around(tmp_path):
+    from mutransfer.commands.exponents import tuned_config
+    from mutransfer.objective import config_constants
+    from mutransfer.transfer_plan import TransferPlan
+
+    plan = TransferPlan(lr=0.0125, lr_interval=(0.01, 0.02), batch_size=16, target_width=256,
+                        constants={"init_input": 9.0, "output_mult": 2.5})
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    cfg = tuned_config(load_config(MLP), tmp_path / "plan.json")
+    assert cfg.train.lr == 0.0125 and cfg.sweep.space == {"lr": [0.0125]}
+    c = config_constants(cfg)
+    assert (c["init_input"], c["output_mult"], c["lr_hidden"]) == (9.0, 2.5, 1.0)
