@@ -122,16 +122,43 @@ def n_params(cfg: ExperimentConfig, width: int) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def verdict(table: pd.DataFrame) -> str:
-    """One sentence: does ``transfer-constants`` reach ``sp-direct``'s loss at <= 1/8 of its compute?"""
+def meets_goal(table: pd.DataFrame) -> tuple[bool, bool]:
+    """(level, cheap): is ``transfer-constants``'s target loss <= ``sp-direct``'s, and is its
+    tuning compute <= 1/8 of ``sp-direct``'s?
+
+        >>> meets_goal(table)
+        (True, True)
+    """
     t = table.set_index("arm")
     c, a = t.loc["transfer-constants"], t.loc["sp-direct"]
-    level = c["loss"] <= a["loss"]
-    cheap = c["compute_ratio"] <= 1 / 8
+    return bool(c["loss"] <= a["loss"]), bool(c["compute_ratio"] <= 1 / 8)
+
+
+def verdict(table: pd.DataFrame) -> str:
+    """One sentence: how ``transfer-constants`` compares with ``sp-direct`` in loss and compute,
+    and which part of the goal (level at <= 1/8 of the compute) it meets."""
+    t = table.set_index("arm")
+    c, a = t.loc["transfer-constants"], t.loc["sp-direct"]
+    level, cheap = meets_goal(table)
     gap = c["loss"] - a["loss"]
-    return (f"transfer-constants ({c['scheme']}) {'meets' if level and cheap else 'misses'} the goal: target loss "
-            f"{c['loss']:.4f} against sp-direct's {a['loss']:.4f} ({gap:+.4f} nat), at "
-            f"{c['compute_ratio']:.3f}x its tuning compute (goal: <= 0 nat at <= 0.125x).")
+    parts = {(True, True): "met", (True, False): "met for the loss, missed for the compute",
+             (False, True): "missed for the loss, met for the compute", (False, False): "missed"}
+    return (f"transfer-constants ({c['scheme']}): target loss {c['loss']:.4f} against sp-direct's "
+            f"{a['loss']:.4f} ({gap:+.4f} nat) at {c['compute_ratio']:.3f}x its tuning compute; "
+            f"the goal (<= 0 nat at <= 0.125x) is {parts[level, cheap]}.")
+
+
+def read_compare(path: str | Path) -> pd.DataFrame:
+    """A table written by :func:`write_compare` (``compare.csv``), its list and dict cells parsed.
+
+        >>> read_compare("reports/gpt-cpu-300/compare.csv").loss
+    """
+    import ast
+
+    table = pd.read_csv(path)
+    for col in ("constants", "seed_losses"):
+        table[col] = table[col].map(ast.literal_eval)
+    return table
 
 
 def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: str = "compare") -> Path:
@@ -166,4 +193,4 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
                           command, text)
 
 
-__all__ = ["ARMS", "arm_config", "compare", "verdict", "write_compare"]
+__all__ = ["ARMS", "arm_config", "compare", "meets_goal", "read_compare", "verdict", "write_compare"]

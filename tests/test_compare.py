@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.compare import arm_config, compare, verdict, write_compare
+from mutransfer.compare import arm_config, compare, meets_goal, read_compare, verdict, write_compare
 from mutransfer.config import load_config
 from tiny import run_command
 
@@ -42,8 +42,13 @@ def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
     assert table["compute_ratio"].tolist() == pytest.approx([1.0, p16 / p64, 10 * p16 / (4 * p64)])
     assert all(len(v) == 2 for v in table["seed_losses"])
     assert table["loss"].tolist() == pytest.approx([sum(v) / 2 for v in table["seed_losses"]])
-    assert verdict(table).startswith(("transfer-constants (mup) meets", "transfer-constants (mup) misses"))
+    level, cheap = meets_goal(table)
+    assert level == (table["loss"].iloc[2] <= table["loss"].iloc[0]) and cheap == (table["compute_ratio"].iloc[2] <= 0.125)
+    assert verdict(table).startswith("transfer-constants (mup): target loss ")
     path = write_compare(table, tmp_path / "out", "mutransfer compare x.toml")
+    back = read_compare(tmp_path / "out" / "compare.csv")
+    assert back["seed_losses"].tolist() == table["seed_losses"].tolist()
+    assert back["constants"].tolist() == table["constants"].tolist()
     assert (tmp_path / "out" / "compare.png").stat().st_size > 5000
     assert "Regenerate: `mutransfer compare x.toml`" in path.read_text()
     again = compare(cfg, seeds=2, device="cpu", reports_dir=tmp_path, show=False)  # resumes: no new trials
@@ -68,3 +73,13 @@ def test_another_scheme_gets_its_own_transfer_studies(tmp_path):
     names = {s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{tmp_path}/c.db")}
     assert names == {"mlp-synthetic-compare-sp-sp-direct-w64", "mlp-synthetic-compare-spectral-transfer-lr-w16",
                      "mlp-synthetic-compare-spectral-transfer-constants-w16"}
+
+
+@pytest.mark.parametrize("losses, ratio, part", [((2.0, 1.9), 0.1, "is met."), ((2.0, 1.9), 0.3, "met for the loss, missed for the compute."),
+                                                  ((2.0, 2.1), 0.1, "missed for the loss, met for the compute."), ((2.0, 2.1), 0.3, "is missed.")])
+def test_the_verdict_names_which_part_of_the_goal_is_met(losses, ratio, part):
+    import pandas as pd
+
+    table = pd.DataFrame({"arm": ["sp-direct", "transfer-constants"], "scheme": ["sp", "spectral"],
+                          "loss": list(losses), "compute_ratio": [1.0, ratio]})
+    assert verdict(table).endswith(part) and "(spectral)" in verdict(table)
