@@ -90,8 +90,7 @@ def config_constants(cfg: ExperimentConfig) -> dict[str, float]:
     """
     from .scaling import Constants
 
-    p = cfg.parametrization
-    return Constants.coerce({**p.constants, "output_mult": p.output_mult}).as_dict()
+    return Constants.of_parametrization(dataclasses.asdict(cfg.parametrization)).as_dict()
 
 
 def trial_constants(knobs: dict) -> "Constants":

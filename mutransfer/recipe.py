@@ -60,11 +60,12 @@ def enqueue_phase_(study, cfg: ExperimentConfig, phase: int, constants: dict[str
 
 
 def _best(study):
-    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.value is not None]
-    if not done:
+    """Optuna's best trial; an error naming the cause when phase 1 left none."""
+    try:
+        return study.best_trial
+    except ValueError:
         raise ValueError(f"study {study.study_name!r} has no completed trial after the staged "
-                         f"recipe's lr phase: every trial failed; see the sweep's table")
-    return min(done, key=lambda t: t.value)
+                         f"recipe's lr phase: every trial failed; see the sweep's table") from None
 
 
 def check_staged(cfg: ExperimentConfig, constants: dict[str, float], source: str) -> None:

@@ -220,6 +220,18 @@ class Constants:
         return Constants.coerce({**self.as_dict(), **values})
 
     @classmethod
+    def of_parametrization(cls, table: dict, knobs: dict | None = None) -> "Constants":
+        """The constants of a ``[parametrization]`` table (its ``constants`` and
+        ``output_mult``), with any constant among ``knobs`` (a trial's params) on top.
+
+            >>> Constants.of_parametrization({"constants": {"lr_hidden": 2.0}, "output_mult": 3.0}).output_mult
+            3.0
+        """
+        values = {**table.get("constants", {}), "output_mult": table.get("output_mult", 1.0)}
+        values.update({k: v for k, v in (knobs or {}).items() if k in CONSTANT_NAMES})
+        return cls.coerce(values)
+
+    @classmethod
     def coerce(cls, value) -> "Constants":
         """``value`` as Constants: None (all defaults), a dict of names, or Constants.
 

@@ -62,21 +62,16 @@ def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
     """Refuse a plan whose constants differ from those the config fixes (a constant the config
     sweeps is free: the plan's tuned value is applied)."""
     from .objective import config_constants
+    from .scaling import Constants
 
     fixed = {k: v for k, v in config_constants(cfg).items() if k not in cfg.sweep.space}
-    planned = {k: plan.constants.get(k, _default(k)) for k in fixed}
+    planned = Constants.coerce(plan.constants).as_dict()
     wrong = {k: (planned[k], v) for k, v in fixed.items() if planned[k] != v}
     if wrong:
         detail = ", ".join(f"{k}: plan {p:g}, config {c:g}" for k, (p, c) in wrong.items())
         raise ValueError(f"the plan was tuned with other constants than the config fixes ({detail}); "
                          f"use the config the plan's sweeps ran with, sweep those constants in "
                          f"[sweep.space], or rerun `mutransfer transfer` for this config")
-
-
-def _default(name: str) -> float:
-    from .scaling import Constants
-
-    return getattr(Constants(), name)
 
 
 def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str | Path, *,

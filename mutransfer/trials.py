@@ -119,11 +119,9 @@ def _trial_row(t, study_name: str) -> dict:
 
 
 def _trial_constants(param_cfg: dict, params: dict) -> dict:
-    from .scaling import CONSTANT_NAMES
+    from .scaling import Constants
 
-    values = {**param_cfg.get("constants", {}), "output_mult": param_cfg.get("output_mult", 1.0)}
-    values.update({k: v for k, v in params.items() if k in CONSTANT_NAMES})
-    return values
+    return Constants.of_parametrization(param_cfg, params).as_dict()
 
 
 def constants_key(values: dict | None) -> str:
