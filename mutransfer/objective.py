@@ -32,6 +32,8 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     records the max logit without clipping), ``decay`` picks the weight-decay kind.
     With a token budget (``[train] tokens`` or a swept ``tokens``) the run takes
     ``cfg.steps_for(batch_size, tokens)`` = tokens / (batch_size * seq_len) steps.
+    Every trial is evaluated on the same ``eval_batches`` x ``[train] batch_size`` val examples,
+    whatever batch size it trains with, so losses compare across a swept batch size.
 
         >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
         >>> res.final_loss
@@ -67,7 +69,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     return train(plan.model, opt, data, steps=steps, batch_size=k["batch_size"], seq_len=seq_len,
                  schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
                  grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, steps // 10),
-                 eval_batches=t.eval_batches, seed=seed, callback=callback,
+                 eval_batches=t.eval_batches, eval_batch_size=t.batch_size, seed=seed, callback=callback,
                  measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip)
 
 

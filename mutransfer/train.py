@@ -140,12 +140,13 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every, eval_batches,
-                measure_noise) -> None:
+                measure_noise, eval_batch_size=None) -> None:
     if not (hasattr(data, "batch") and hasattr(data, "loss")):
         raise TypeError(f"data must implement batch(split, batch_size, seq_len, generator, device) "
                         f"and loss(outputs, y), e.g. mutransfer.data.pycorpus(); got {type(data).__name__}")
     counts = [("steps", steps), ("batch_size", batch_size), ("grad_accum", grad_accum),
-              ("eval_batches", eval_batches)] + ([("eval_every", eval_every)] if eval_every is not None else [])
+              ("eval_batches", eval_batches)] + ([("eval_every", eval_every)] if eval_every is not None else []) \
+        + ([("eval_batch_size", eval_batch_size)] if eval_batch_size is not None else [])
     for name, value in counts:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
@@ -166,14 +167,14 @@ class _Run:
     """The mutable state of one run; :func:`train` is its public face."""
 
     def __init__(self, model, optimizer, data, device, dtype, batch_size, seq_len, grad_accum,
-                 eval_batches, clip):
+                 eval_batches, clip, eval_batch_size):
         self.model, self.opt, self.data, self.device = model, optimizer, data, device
         self.autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
         self.batch_size, self.seq_len, self.grad_accum, self.clip = batch_size, seq_len, grad_accum, clip
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.qk_clip = None
         gen = torch.Generator().manual_seed(EVAL_SEED)
-        self.eval_set = [data.batch("val", batch_size, seq_len, gen, device) for _ in range(eval_batches)]
+        self.eval_set = [data.batch("val", eval_batch_size, seq_len, gen, device) for _ in range(eval_batches)]
 
     def micro_batches(self, x, y):
         return zip(x.chunk(self.grad_accum), y.chunk(self.grad_accum))
@@ -245,7 +246,8 @@ def _divergence(loss: float, what: str, smooth: _Smoothed | None = None) -> str 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: int, batch_size: int,
           seq_len: int | None, schedule: str = "cosine", warmup: float = 0.05, clip: float = 1.0,
           device: str | torch.device = "auto", dtype: str = "auto", grad_accum: int = 1,
-          eval_every: int | None = None, eval_batches: int = 4, seed: int = 0,
+          eval_every: int | None = None, eval_batches: int = 4, eval_batch_size: int | None = None,
+          seed: int = 0,
           callback: Callable[[int, float], bool | None] | None = None,
           measure_noise: bool = False, noise_decay: float = NOISE_DECAY,
           progress: bool = False, qk_clip=None) -> TrainResult:
@@ -255,8 +257,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
     synthetic data) from a generator seeded with ``seed``, split into ``grad_accum`` micro-batches.
     Group lrs follow ``initial_lr * lr_factor(step)`` (LambdaLR; warmup: fraction of steps if < 1,
     else steps). Gradients are clipped to norm ``clip`` (0: off). Eval: mean loss over
-    ``eval_batches`` fixed val batches (seeded by ``EVAL_SEED``) every ``eval_every`` steps and at
-    the end; ``callback(step, eval_loss)`` runs after each eval, a truthy return stops the run, and
+    ``eval_batches`` fixed val batches of ``eval_batch_size`` examples (default ``batch_size``; fix it
+    to compare runs of different batch sizes on one eval set), seeded by ``EVAL_SEED``, every
+    ``eval_every`` steps and at the end; ``callback(step, eval_loss)`` runs after each eval, a truthy return stops the run, and
     its exceptions (e.g. ``optuna.TrialPruned``) propagate. ``device="auto"``: CUDA if present;
     ``dtype="auto"``: bf16 autocast on CUDA, fp32 on CPU. Deterministic on CPU for a given seed.
 
@@ -274,13 +277,13 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
         >>> res.final_loss, res.history.tail()
     """
     _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every, eval_batches,
-                measure_noise)
+                measure_noise, eval_batch_size)
     if not 0 <= noise_decay < 1:
         raise ValueError(f"noise_decay must be in [0, 1); got {noise_decay!r} (e.g. 0.98)")
     n_warmup = warmup_steps_of(warmup, steps)
     dev = resolve_device(device)
     run = _Run(model.to(dev), optimizer, data, dev, resolve_dtype(dtype, dev), batch_size, seq_len,
-               grad_accum, eval_batches, clip)
+               grad_accum, eval_batches, clip, eval_batch_size or batch_size)
     run.qk_clip = qk_clip
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):  # seeds dropout etc. without touching the caller's RNG

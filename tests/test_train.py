@@ -83,6 +83,17 @@ def test_eval_uses_the_same_batches_every_time():
     assert res.history["train_loss"].nunique() == 4  # training batches do change
 
 
+def test_eval_set_is_fixed_by_eval_batch_size_not_the_training_batch():
+    """Runs that train with different batch sizes are judged on one eval set (a batch sweep)."""
+    def final(batch_size, **kw):
+        model = tiny_gpt()
+        return T.train(model, torch.optim.SGD(model.parameters(), lr=0.0), data.pycorpus(), steps=2,
+                       batch_size=batch_size, seq_len=16, eval_batches=2, warmup=0, **kw).final_loss
+
+    assert final(4, eval_batch_size=8) == final(16, eval_batch_size=8) == final(8)
+    assert final(4) != final(16)  # the old default: the eval set grows with the training batch
+
+
 def test_grad_accum_gives_the_same_steps_as_one_batch():
     losses = []
     for accum in (1, 4):
@@ -194,6 +205,7 @@ def test_noise_is_measured_after_warmup_only():
     ({"dtype": "fp8"}, ValueError, "unknown dtype 'fp8'"),
     ({"steps": 0}, ValueError, "steps must be a positive integer; got 0"),
     ({"eval_every": 0}, ValueError, "eval_every must be a positive integer; got 0"),
+    ({"eval_batch_size": 0}, ValueError, "eval_batch_size must be a positive integer; got 0"),
     ({"clip": -1.0}, ValueError, "clip must be a max grad norm >= 0"),
     ({"noise_decay": 1.0}, ValueError, "noise_decay must be in"),
     ({"data": object()}, TypeError, "data must implement batch"),
