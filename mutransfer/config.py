@@ -11,6 +11,7 @@ type and names the file, the key and the expected form in its error.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import math
 import types
 import typing
@@ -171,7 +172,7 @@ def budget_steps(tokens: int, batch_size: int, tokens_per_example: int = 1) -> i
     """
     for name, value in (("tokens", tokens), ("batch_size", batch_size),
                         ("tokens_per_example", tokens_per_example)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     per_step = batch_size * tokens_per_example
     if tokens < per_step:

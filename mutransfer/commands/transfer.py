@@ -21,8 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--studies", help="comma-separated study names (default: every <name>-w<W> and "
                                      "<name>-w<W>-s<S> study)")
     p.add_argument("--target-width", type=int, help="width to plan for (default: [model] width)")
-    p.add_argument("--target-batch", help="an int, or 'auto' (B_noise at the target's loss); "
-                                          "default: the best proxy trial's batch size")
+    p.add_argument("--target-batch", help="an int, or 'auto' (the compute-optimal batch when the "
+                                          "proxies ran a token budget, else B_noise at the target's "
+                                          "loss); default: the best proxy trial's batch size")
     p.add_argument("--max-batch", type=int, help="cap for --target-batch auto")
     p.add_argument("--tokens", type=int, help="the target's training tokens (gives steps and "
                                               "scales weight decay)")
