@@ -17,7 +17,10 @@ from __future__ import annotations
 import copy
 import warnings
 
-__all__ = ["family", "forward_constants", "mup_attention", "example_input", "ForwardConstantWarning"]
+import torch
+
+__all__ = ["family", "forward_constants", "mup_attention", "example_input", "causal_lm",
+           "ForwardConstantWarning"]
 
 HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model")
 # sizes that grow with the hidden size (scaled by the same ratio)
@@ -179,3 +182,55 @@ def example_input(model) -> dict | None:
     ids = torch.arange(16, device=device).reshape(2, 8) % cfg.vocab_size
     extra = {"decoder_input_ids": ids} if getattr(cfg, "is_encoder_decoder", False) else {}
     return {"input_ids": ids, **extra}
+
+
+# generic config names (transformers maps them onto each model's own, e.g. n_embd for GPT-2)
+_SIZES = ("hidden_size", "num_attention_heads", "num_hidden_layers", "max_position_embeddings", "vocab_size")
+_DROPOUTS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout",
+             "dropout", "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def causal_lm(width: int, *, model_type: str = "gpt2", base_width: int = 64, head_dim: int = 16,
+              depth: int = 2, seq_len: int = 64, vocab: int = 256, dropout: float = 0.0, **overrides):
+    """A transformers causal LM of ``model_type`` built from its config (no download) at
+    hidden size ``width``, for a TOML ``[model] factory = "mutransfer.hf:causal_lm"``.
+
+    The base config has hidden size ``base_width``, ``base_width / head_dim`` heads, ``depth``
+    layers, ``seq_len`` positions, a ``vocab``-token vocabulary (256: bytes), every dropout at
+    ``dropout`` and ``overrides`` set on it; :func:`family` then scales it to ``width`` (heads grow,
+    head dim fixed). The model's own init and tying are kept. The returned module maps token ids
+    ``(B, T)`` to logits ``(B, T, vocab)`` (:class:`LogitsOf` around the model).
+
+        >>> model = causal_lm(256, model_type="llama")          # a 16-head Llama, 2 layers
+        >>> model(torch.zeros(2, 8, dtype=torch.long)).shape     # (2, 8, 256)
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if base_width % head_dim:
+        raise ValueError(f"base_width {base_width} is not a multiple of head_dim {head_dim}; pick "
+                         f"a head_dim that divides it (e.g. {base_width // 4})")
+    cfg = AutoConfig.for_model(model_type)
+    sizes = dict(zip(_SIZES, (base_width, base_width // head_dim, depth, seq_len, vocab)))
+    for key, value in {**sizes, **{k: dropout for k in _DROPOUTS if hasattr(cfg, k)}, **overrides}.items():
+        setattr(cfg, key, value)
+    if hasattr(cfg, "num_key_value_heads"):
+        cfg.num_key_value_heads = overrides.get("num_key_value_heads", cfg.num_attention_heads)
+    if hasattr(cfg, "intermediate_size") and "intermediate_size" not in overrides:
+        cfg.intermediate_size = 4 * base_width
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ForwardConstantWarning)  # fixed head dim: nothing grows
+        return LogitsOf(AutoModelForCausalLM.from_config(family(cfg, width)))
+
+
+class LogitsOf(torch.nn.Module):
+    """A causal LM whose forward takes token ids ``(B, T)`` and returns only the logits.
+
+        >>> LogitsOf(lm)(ids).shape      # lm(input_ids=ids).logits.shape
+    """
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids):
+        return self.lm(input_ids=input_ids).logits

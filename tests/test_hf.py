@@ -107,3 +107,30 @@ def test_transformers_models_are_traced_with_an_input_built_from_their_config(ma
         warnings.simplefilter("error", RoleWarning)
         plan = parametrize(make, width=64, base_width=32)
     assert plan.shape_only == [] and plan.params[name].role == role
+
+
+@pytest.mark.parametrize("model_type, heads_key", [("gpt2", "n_head"), ("llama", "num_attention_heads")])
+def test_causal_lm_factory_grows_heads_at_a_fixed_head_dim_and_trains_from_a_toml(tmp_path, model_type, heads_key):
+    from mutransfer.hf import causal_lm
+    from mutransfer.objective import run_trial
+    from mutransfer.config import load_config
+
+    small, wide = causal_lm(64, model_type=model_type), causal_lm(128, model_type=model_type)
+    assert getattr(small.lm.config, heads_key) == 4 and getattr(wide.lm.config, heads_key) == 8
+    assert small(torch.zeros(2, 8, dtype=torch.long)).shape == (2, 8, 256)
+    toml = tmp_path / "lm.toml"
+    toml.write_text("\n".join([
+        'name = "lm"', "[model]", 'factory = "mutransfer.hf:causal_lm"', "width = 128", "base_width = 64",
+        f'kwargs = {{ model_type = "{model_type}" }}', "[data]", 'source = "pycorpus"',
+        "[train]", "steps = 3", "batch_size = 2", "seq_len = 16", "eval_batches = 1",
+        "[parametrization]", 'scheme = "spectral"', "[sweep]", "width = 64", "[sweep.space]",
+        "lr = [0.001]", ""]))
+    res = run_trial(load_config(toml), {"lr": 1e-3}, width=128, device="cpu", seed=0)
+    assert math.isfinite(res.final_loss) and res.final_loss < 6.0  # ln 256 = 5.55 at the start
+
+
+def test_causal_lm_rejects_a_head_dim_that_does_not_divide_the_base():
+    from mutransfer.hf import causal_lm
+
+    with pytest.raises(ValueError, match="base_width 64 is not a multiple of head_dim 24"):
+        causal_lm(128, head_dim=24)
