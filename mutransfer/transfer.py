@@ -415,6 +415,11 @@ def _compute_optimal(groups, L, budget, tokens, notes):
         largest = groups.loc[groups["width"] == widest, "batch_size"].max()
         notes.append(f"the loss at budget {budget:.3g} is still at its lowest at the largest swept batch "
                      f"{largest}: the compute-optimal batch may be larger; sweep larger batches")
+    sub = groups[groups["width"] == widest]
+    best = sub.loc[sub["loss"].idxmin(), "batch_size"]
+    if best == sub["batch_size"].min() and not edge:
+        notes.append(f"the loss at budget {budget:.3g} is lowest at the smallest swept batch {best} "
+                     f"(width {widest}): the compute-optimal batch may be smaller; sweep smaller batches")
     by_width = {w: 2 ** v[0][0] for w, v in per_width.items()}
     if max(by_width.values()) > 2 * min(by_width.values()):
         listed = ", ".join(f"width {w}: {b:.3g}" for w, b in by_width.items())

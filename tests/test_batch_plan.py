@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from test_transfer import synth
+from test_transfer import has, synth
 
 from mutransfer.config import budget_steps, load_config
 from mutransfer.objective import run_trial
@@ -69,6 +69,16 @@ def test_no_budget_means_no_compute_optimal_batch():
     plan = transfer(synth("sign"), 1024, target_batch=64)
     assert plan.budget is None and plan.compute_optimal_batch is None
     assert "needs a token budget" in plan.summary()
+
+
+def test_a_compute_optimal_batch_at_either_end_of_the_swept_batches_is_flagged():
+    larger_is_better = synth("sign").assign(budget=1 << 20)
+    smaller_is_better = larger_is_better.assign(loss=lambda d: d.loss + 0.3 * np.log2(d.batch_size))
+    up = transfer(larger_is_better, 1024, target_batch="auto")
+    down = transfer(smaller_is_better, 1024, target_batch="auto")
+    assert has(up, "largest swept batch", "may be larger") and not has(up, "may be smaller")
+    assert has(down, "smallest swept batch", "may be smaller") and not has(down, "may be larger")
+    assert down.compute_optimal_batch == min(smaller_is_better.batch_size)
 
 
 # ----- the timescale weight-decay policy -----
