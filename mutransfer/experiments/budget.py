@@ -301,7 +301,8 @@ def write(cfg: ExperimentConfig, reports: Path) -> Path:
              f"Written by `{MODULE} write` from the sweeps, plans and CSVs in this folder.", "",
              "## Commands", "", "```sh", *_commands(), "```", "",
              *_setup(cfg, proxy, direct), "## Projected against measured", ""]
-    lines += markdown_table(pd.DataFrame(verdicts(proxy_plan, direct_plan, table))) + [""]
+    rows = verdicts(proxy_plan, direct_plan, table)
+    lines += markdown_table(pd.DataFrame(rows)) + [""] + _reading(rows, table) + [""]
     lines += ["eta* per batch at the target, projected from the proxies (the fitted law moved to the "
               "target's loss) and measured by the direct sweep (quadratic fit, bootstrap interval):", ""]
     lines += markdown_table(table.round(3)) + ["", "![budget](budget.png)", ""]
@@ -312,9 +313,27 @@ def write(cfg: ExperimentConfig, reports: Path) -> Path:
     return out
 
 
+def _reading(rows: list[dict], table: pd.DataFrame) -> list[str]:
+    """Which batch route came closer, and how far eta* was off over all batches."""
+    ratios = {r["what"].split(" (")[0]: float(r["off by"].rstrip("x")) for r in rows if r["off by"].endswith("x")}
+    out = []
+    if len(ratios) == 2:
+        closer = min(ratios, key=lambda k: abs(math.log2(ratios[k])))
+        out.append(f"- Of the two routes to the target's batch, the **{closer}** came closer to the direct "
+                   f"measurement ({ratios[closer]:.2f}x against "
+                   f"{max(ratios.values(), key=lambda v: abs(math.log2(v))):.2f}x).")
+    off = table.off_octave.abs()
+    out.append(f"- eta* projected against measured over all {len(table)} batches: median |off| "
+               f"{off.median():.2f} octave, worst {off.max():.2f} (batch {int(table.batch_size[off.idxmax()])}); "
+               f"{int((off <= LR_GOAL).sum())} of {len(table)} within {LR_GOAL:g} octave.")
+    return out
+
+
 def _commands() -> list[str]:
-    top = [line[4:] for line in CONFIG.read_text().splitlines() if line.startswith("#   ")]
-    return top + [f"{MODULE} decay", f"{MODULE} write"]
+    """The command lines at the top of the two sweep files (AdamW, then Muon)."""
+    lines = [line[4:] for path in (CONFIG, MUON_CONFIG) if path.exists()
+             for line in path.read_text().splitlines() if line.startswith("#   ")]
+    return sorted(lines, key=lambda line: f"{MODULE} write" in line)  # the report last
 
 
 def _setup(cfg, proxy, direct) -> list[str]:
