@@ -166,6 +166,12 @@ def measured_at(direct_plan: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("batch_size")
 
 
+def best_losses(frame: pd.DataFrame) -> pd.DataFrame:
+    """The lowest final loss of any trial per batch (no fit): the plain reading of the measurement."""
+    ok = frame[~frame.diverged.astype(bool)]
+    return ok.groupby("batch_size").loss.min().rename("best_trial_loss").reset_index().astype({"batch_size": int})
+
+
 def nearest(values, x: float) -> float:
     """The element of ``values`` nearest ``x`` in log2."""
     values = np.asarray(sorted(values), float)
@@ -293,7 +299,7 @@ def write(cfg: ExperimentConfig, reports: Path) -> Path:
     direct = load_frame(cfg, study_names(cfg, [TARGET_WIDTH], (cfg.sweep.seed,)), reports)
     batches = sorted(direct.batch_size.unique())
     table = projected_at(proxy[~proxy.diverged], batches, TARGET_WIDTH, cfg.train.tokens).merge(
-        measured_at(direct_plan), on="batch_size", how="outer")
+        measured_at(direct_plan), on="batch_size", how="outer").merge(best_losses(direct), on="batch_size")
     table["off_octave"] = table.log2_lr_projected - table.log2_lr_measured
     table.to_csv(folder / "projection.csv", index=False)
     plot(proxy_plan, direct_plan, table, folder / "budget.png")
@@ -322,6 +328,13 @@ def _reading(rows: list[dict], table: pd.DataFrame) -> list[str]:
         out.append(f"- Of the two routes to the target's batch, the **{closer}** came closer to the direct "
                    f"measurement ({ratios[closer]:.2f}x against "
                    f"{max(ratios.values(), key=lambda v: abs(math.log2(v))):.2f}x).")
+    best = table.loc[table.best_trial_loss.idxmin()]
+    fitted = table.loc[table["loss_at_eta*"].idxmin()]
+    out.append(f"- The plain reading (the lowest final loss of any trial) is lowest at batch "
+               f"{int(best.batch_size)} ({best.best_trial_loss:.3f}); the fitted loss at eta* at batch "
+               f"{int(fitted.batch_size)} ({fitted['loss_at_eta*']:.3f}). B_opt is the largest batch whose "
+               f"fitted loss is within 2 bootstrap sd of the lowest, so a poorly determined fit (one seed, a "
+               f"1-octave lr grid) widens it toward larger batches.")
     off = table.off_octave.abs()
     out.append(f"- eta* projected against measured over all {len(table)} batches: median |off| "
                f"{off.median():.2f} octave, worst {off.max():.2f} (batch {int(table.batch_size[off.idxmax()])}); "
@@ -399,10 +412,11 @@ def _muon_section(folder: Path, reports: Path) -> list[str]:
     if not (plan_path.exists() and direct_path.exists()):
         return ["## Muon", "", f"Not run: the commands at the top of `sweeps/{MUON_CONFIG.name}`.", ""]
     proxy_plan = json.loads(plan_path.read_text())
-    direct = direct_plan_of(pd.read_csv(direct_path))
+    runs = pd.read_csv(direct_path)
+    direct = direct_plan_of(runs)
     proxy = load_frame(cfg, study_names(cfg, PROXY_WIDTHS, (cfg.sweep.seed,)), reports)
     table = projected_at(proxy[~proxy.diverged], MUON_BATCHES, TARGET_WIDTH, cfg.train.tokens).merge(
-        measured_at(direct), on="batch_size", how="outer")
+        measured_at(direct), on="batch_size", how="outer").merge(best_losses(runs), on="batch_size")
     table["off_octave"] = table.log2_lr_projected - table.log2_lr_measured
     table.to_csv(folder / "muon-projection.csv", index=False)
     plot(proxy_plan, direct, table, folder / "muon.png")
@@ -412,7 +426,8 @@ def _muon_section(folder: Path, reports: Path) -> list[str]:
             f"(one seed), and a smaller direct check at width {TARGET_WIDTH}: batches "
             f"{', '.join(map(str, MUON_BATCHES))} x the {len(cfg.sweep.space['lr'])} lrs of the sweep, one seed "
             f"(`{MODULE} muon-direct`).", "",
-            *markdown_table(pd.DataFrame(verdicts(proxy_plan, direct, table))), "",
+            *markdown_table(pd.DataFrame(rows := verdicts(proxy_plan, direct, table))), "",
+            *_reading(rows, table), "",
             *markdown_table(table.round(3)), "", "![muon](muon.png)", "",
             *_plan_lines(proxy_plan, None)]
 
