@@ -144,9 +144,10 @@ def _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every,
     if not (hasattr(data, "batch") and hasattr(data, "loss")):
         raise TypeError(f"data must implement batch(split, batch_size, seq_len, generator, device) "
                         f"and loss(outputs, y), e.g. mutransfer.data.pycorpus(); got {type(data).__name__}")
+    optional = [(n, v) for n, v in (("eval_every", eval_every), ("eval_batch_size", eval_batch_size))
+                if v is not None]
     counts = [("steps", steps), ("batch_size", batch_size), ("grad_accum", grad_accum),
-              ("eval_batches", eval_batches)] + ([("eval_every", eval_every)] if eval_every is not None else []) \
-        + ([("eval_batch_size", eval_batch_size)] if eval_batch_size is not None else [])
+              ("eval_batches", eval_batches), *optional]
     for name, value in counts:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")

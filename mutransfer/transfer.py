@@ -411,15 +411,7 @@ def _compute_optimal(groups, L, budget, tokens, notes):
         return None
     widest = max(per_width)
     opt, edge = per_width[widest]
-    if edge:
-        largest = groups.loc[groups["width"] == widest, "batch_size"].max()
-        notes.append(f"the loss at budget {budget:.3g} is still at its lowest at the largest swept batch "
-                     f"{largest}: the compute-optimal batch may be larger; sweep larger batches")
-    sub = groups[groups["width"] == widest]
-    best = sub.loc[sub["loss"].idxmin(), "batch_size"]
-    if best == sub["batch_size"].min() and not edge:
-        notes.append(f"the loss at budget {budget:.3g} is lowest at the smallest swept batch {best} "
-                     f"(width {widest}): the compute-optimal batch may be smaller; sweep smaller batches")
+    _batch_edge_notes(groups[groups["width"] == widest], edge, budget, notes)
     by_width = {w: 2 ** v[0][0] for w, v in per_width.items()}
     if max(by_width.values()) > 2 * min(by_width.values()):
         listed = ", ".join(f"width {w}: {b:.3g}" for w, b in by_width.items())
@@ -430,6 +422,19 @@ def _compute_optimal(groups, L, budget, tokens, notes):
                      f"target trains on {tokens:.3g}: B_opt grows with the budget (a power of D), "
                      f"sweep the proxies at that budget to measure it there")
     return opt
+
+
+def _batch_edge_notes(sub, edge: bool, budget, notes) -> None:
+    """Say when the widest proxy's compute-optimal batch sits at either end of the swept batches."""
+    if edge:
+        notes.append(f"the loss at budget {budget:.3g} is still at its lowest at the largest swept batch "
+                     f"{sub['batch_size'].max()}: the compute-optimal batch may be larger; sweep larger batches")
+        return
+    best = sub.loc[sub["loss"].idxmin(), "batch_size"]
+    if best == sub["batch_size"].min():
+        notes.append(f"the loss at budget {budget:.3g} is lowest at the smallest swept batch {best} "
+                     f"(width {sub['width'].iloc[0]}): the compute-optimal batch may be smaller; sweep "
+                     f"smaller batches")
 
 
 def _batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes):
