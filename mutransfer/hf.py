@@ -213,6 +213,9 @@ def causal_lm(width: int, *, model_type: str = "gpt2", base_width: int = 64, hea
     sizes = dict(zip(_SIZES, (base_width, base_width // head_dim, depth, seq_len, vocab)))
     for key, value in {**sizes, **{k: dropout for k in _DROPOUTS if hasattr(cfg, k)}, **overrides}.items():
         setattr(cfg, key, value)
+    for key in HEAD_DIM_KEYS:  # Llama's config keeps the head dim of its 4096-wide default
+        if isinstance(getattr(cfg, key, None), int) and key not in overrides:
+            setattr(cfg, key, head_dim)
     if hasattr(cfg, "num_key_value_heads"):
         cfg.num_key_value_heads = overrides.get("num_key_value_heads", cfg.num_attention_heads)
     if hasattr(cfg, "intermediate_size") and "intermediate_size" not in overrides:

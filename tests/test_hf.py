@@ -117,6 +117,9 @@ def test_causal_lm_factory_grows_heads_at_a_fixed_head_dim_and_trains_from_a_tom
 
     small, wide = causal_lm(64, model_type=model_type), causal_lm(128, model_type=model_type)
     assert getattr(small.lm.config, heads_key) == 4 and getattr(wide.lm.config, heads_key) == 8
+    # every attention projection is width x width: 16-dim heads (Llama's config keeps head_dim 128)
+    attn = [p for n, p in wide.named_parameters() if n.endswith(("q_proj.weight", "c_attn.weight"))]
+    assert attn and all(p.numel() == 128 * 128 * (3 if model_type == "gpt2" else 1) for p in attn)
     assert small(torch.zeros(2, 8, dtype=torch.long)).shape == (2, 8, 256)
     toml = tmp_path / "lm.toml"
     toml.write_text("\n".join([
