@@ -245,14 +245,17 @@ def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
 def _target_std(info: ParamInfo, init_mult: float, base_rms: float, scheme: str, readout: str,
                 c: Constants, tied_model: bool = False) -> float:
     """The init std: the scheme's (base std x init_mult, or spectral's absolute sigma) times the
-    role's init constant; zero for a zero-init readout. In a model with a tied table every
-    table keeps its base init under every scheme."""
+    role's init constant; zero for a zero-init readout. A model with a tied table keeps its
+    base init everywhere, scaled by the width ratios (under spectral as under mup)."""
     output = info.role is Role.OUTPUT
     if output and readout == "zero" and scheme != "sp" and not info.tied:
         return 0.0
-    if tied_model and info.is_embedding:
-        # the tied table keeps its base init; every other input table follows the same rule
-        # (spectral's absolute std ~0.94 on a positional table swamps 0.02 token embeddings)
+    if tied_model:
+        # The tied table is the readout too, so it cannot take spectral's O(1) input init; at
+        # its base std (0.02 in GPT-2) spectral's absolute sigma elsewhere (0.06-0.08 at width 64)
+        # swamps the token signal in the residual stream: GPT-2 trained 0.15 nat worse at the
+        # base width and 0.17 at 4x (reports/gpt2-cpu-300/tied-init.md). So every parameter keeps
+        # the base model's scale, and the model at the base width is the user's own.
         return base_rms * init_mult
     if (scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT)
             and not (output and (info.tied or readout == "multiplier"))):

@@ -128,3 +128,17 @@ def test_a_tied_table_and_an_untied_positional_table_share_one_init_rule_under_s
     wte, wpe = plan.params["wte.weight"], plan.params["wpe.weight"]
     assert wte.tied and wte.init_std == pytest.approx(zoo.EMBEDDING_STD, rel=0.05)
     assert wpe.init_std == pytest.approx(zoo.EMBEDDING_STD, rel=0.05)  # not spectral's ~0.92
+
+
+def test_a_tied_model_under_spectral_keeps_its_own_init_at_the_base_and_mups_ratios_beyond():
+    def make(width):
+        return zoo.gpt(width=width, seq_len=16, tied=True)
+
+    torch.manual_seed(0)
+    own = make(32)
+    torch.manual_seed(0)
+    base = parametrize(make, width=32, base_width=32, scheme="spectral", seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(own.state_dict().values(), base.model.state_dict().values()))
+    wide = {s: parametrize(make, width=128, base_width=32, scheme=s, seed=0) for s in ("spectral", "mup")}
+    for name, row in wide["spectral"].params.items():
+        assert row.init_std == pytest.approx(wide["mup"].params[name].init_std, rel=1e-6), name
