@@ -243,28 +243,40 @@ def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
 
 
 def _target_std(info: ParamInfo, init_mult: float, base_rms: float, scheme: str, readout: str,
-                c: Constants, tied_model: bool = False) -> float:
+                c: Constants, tied_sigma: float | None = None) -> float:
     """The init std: the scheme's (base std x init_mult, or spectral's absolute sigma) times the
-    role's init constant; zero for a zero-init readout. A model with a tied table keeps its
-    base init everywhere, scaled by the width ratios (under spectral as under mup)."""
+    role's init constant; zero for a zero-init readout. In a model with a tied table
+    (``tied_sigma`` given) every embedding table takes that sigma under spectral and keeps its
+    base init under the other schemes."""
     output = info.role is Role.OUTPUT
     if output and readout == "zero" and scheme != "sp" and not info.tied:
         return 0.0
-    if tied_model:
-        # The tied table is the readout too, so it cannot take spectral's O(1) input init; at
-        # its base std (0.02 in GPT-2) spectral's absolute sigma elsewhere (0.06-0.08 at width 64)
-        # swamps the token signal in the residual stream: GPT-2 trained 0.15 nat worse at the
-        # base width and 0.17 at 4x (reports/gpt2-cpu-300/tied-init.md). So every parameter keeps
-        # the base model's scale, and the model at the base width is the user's own.
-        return base_rms * init_mult
+    if tied_sigma is not None and (info.is_embedding or info.tied):
+        return (tied_sigma if scheme == "spectral" else base_rms) * init_mult
     if (scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT)
             and not (output and (info.tied or readout == "multiplier"))):
         return spectral_sigma(info.fan_in, info.fan_out) * c.init(info.role)
     return base_rms * init_mult
 
 
+def _tied_sigma(infos: dict[str, ParamInfo]) -> float | None:
+    """The tables' spectral init in a model with a tied table: the readout's absolute sigma at
+    the base width, ``spectral_sigma(n_base, vocab)``; None when nothing is tied.
+
+    The tied table is the readout too, so it cannot take spectral's O(1) input init; the
+    multiplier form keeps it at its base std at every width (the readout scale ``m^-1`` does
+    the width scaling). Every other table (positions) takes the same std, so neither swamps
+    the other, and the blocks keep spectral's absolute sigma, in balance with the tables
+    (reports/gpt2-cpu-300: GPT-2's own 0.02 tables under spectral blocks trained 0.15 nat worse)."""
+    tied = [i for i in infos.values() if i.tied and i.role is Role.OUTPUT]
+    if not tied:
+        return None
+    i = tied[0]
+    return spectral_sigma(max(1, round(i.fan_in / i.width_mult)), i.fan_out)
+
+
 def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout,
-              c: Constants, tied_model: bool = False) -> ParamPlan:
+              c: Constants, tied_sigma: float | None = None) -> ParamPlan:
     mult = multipliers(info.role, info.width_mult, scheme=scheme, optimizer=optimizer,
                        fan_in=info.fan_in, fan_out=info.fan_out, ndim=len(info.shape),
                        is_embedding=info.is_embedding or not info.is_matrix, muon_scale=muon_scale,
@@ -278,7 +290,7 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
         init_mult = info.width_mult ** c.readout_exponent
     init_mult *= c.init(info.role)
     lr_mult *= c.lr(info.role)
-    std = _target_std(info, init_mult, base_rms, scheme, readout, c, tied_model)
+    std = _target_std(info, init_mult, base_rms, scheme, readout, c, tied_sigma)
     return ParamPlan(info.name, info.shape, info.role.value, info.fan_in, info.fan_out,
                      info.width_mult, std, init_mult, lr_mult, 1.0 / lr_mult, eps_mult,
                      mult.optimizer, mult.muon_alpha, info.kind, info.tied, info.source,
@@ -436,8 +448,8 @@ def parametrize(
     model_is_meta = any(p.is_meta for p in model.parameters())
     measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
     base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
-    tied = any(i.tied for i in infos.values())
-    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c, tied)
+    tied_sigma = _tied_sigma(infos)
+    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c, tied_sigma)
             for n, i in infos.items()}
     plan = Plan(rows, scheme, optimizer, muon_scale, readout, c,
                 _readout_scales(infos, scheme, readout, c))

@@ -10,6 +10,7 @@ from torch import nn
 
 from mutransfer import parametrize, zoo
 from mutransfer.parametrize import default_example
+from mutransfer.scaling import spectral_sigma
 from mutransfer.roles import RoleWarning, infer_roles
 from mutransfer.usage import Use, trace_usage
 
@@ -118,27 +119,31 @@ def test_zoo_models_bring_their_example_input():
     assert default_example(nn.Linear(2, 2)) is None
 
 
-def test_a_tied_table_and_an_untied_positional_table_share_one_init_rule_under_spectral():
+def test_a_tied_model_under_spectral_puts_every_table_at_the_readouts_base_sigma():
     def make(width):
-        return zoo.gpt(width=width, seq_len=16, tied=True)
+        return zoo.gpt(width=width, seq_len=16, tied=True)  # vocab 256
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        plan = parametrize(make, width=128, base_width=32, scheme="spectral", seed=0)
-    wte, wpe = plan.params["wte.weight"], plan.params["wpe.weight"]
-    assert wte.tied and wte.init_std == pytest.approx(zoo.EMBEDDING_STD, rel=0.05)
-    assert wpe.init_std == pytest.approx(zoo.EMBEDDING_STD, rel=0.05)  # not spectral's ~0.92
+    sigma = spectral_sigma(32, 256)  # the readout's absolute sigma at the base width
+    for width in (32, 128):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plan = parametrize(make, width=width, base_width=32, scheme="spectral", seed=0)
+        named = dict(plan.model.named_parameters())
+        for name in ("wte.weight", "wpe.weight"):  # the tied table and the positional one
+            assert plan.params[name].init_std == pytest.approx(sigma)
+            assert named[name].pow(2).mean().sqrt().item() == pytest.approx(sigma, rel=0.05)
+        hidden = plan.params["blocks.0.mlp.0.weight"]  # the blocks keep spectral's absolute sigma
+        assert hidden.init_std == pytest.approx(spectral_sigma(hidden.fan_in, hidden.fan_out))
+        assert plan.readout_scales == ({} if width == 32 else {"readout": pytest.approx(0.25)})
 
 
-def test_a_tied_model_under_spectral_keeps_its_own_init_at_the_base_and_mups_ratios_beyond():
+def test_a_tied_model_under_mup_keeps_its_own_init_at_the_base():
     def make(width):
         return zoo.gpt(width=width, seq_len=16, tied=True)
 
     torch.manual_seed(0)
     own = make(32)
     torch.manual_seed(0)
-    base = parametrize(make, width=32, base_width=32, scheme="spectral", seed=0)
-    assert all(torch.equal(a, b) for a, b in zip(own.state_dict().values(), base.model.state_dict().values()))
-    wide = {s: parametrize(make, width=128, base_width=32, scheme=s, seed=0) for s in ("spectral", "mup")}
-    for name, row in wide["spectral"].params.items():
-        assert row.init_std == pytest.approx(wide["mup"].params[name].init_std, rel=1e-6), name
+    plan = parametrize(make, width=32, base_width=32, scheme="mup", seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(own.state_dict().values(), plan.model.state_dict().values()))
+    assert plan.params["wte.weight"].init_std == pytest.approx(zoo.EMBEDDING_STD, rel=0.05)
