@@ -30,7 +30,7 @@ def write(tmp_path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["quickstart", "gpt-pycorpus", "mlp-synthetic"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.toml")))
 def test_shipped_configs_load_and_round_trip(name):
     cfg = load_config(SWEEPS / f"{name}.toml")
     assert cfg.name == name
