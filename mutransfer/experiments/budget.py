@@ -172,6 +172,15 @@ def best_losses(frame: pd.DataFrame) -> pd.DataFrame:
     return ok.groupby("batch_size").loss.min().rename("best_trial_loss").reset_index().astype({"batch_size": int})
 
 
+def side_by_side(proxy: pd.DataFrame, batches, tokens: int, direct_plan: dict, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per batch: eta* projected from the proxies, measured at the target, the best trial's loss,
+    and ``off_octave`` = projected - measured (log2)."""
+    table = projected_at(proxy[~proxy.diverged], batches, TARGET_WIDTH, tokens).merge(
+        measured_at(direct_plan), on="batch_size", how="outer").merge(best_losses(runs), on="batch_size")
+    table["off_octave"] = table.log2_lr_projected - table.log2_lr_measured
+    return table
+
+
 def nearest(values, x: float) -> float:
     """The element of ``values`` nearest ``x`` in log2."""
     values = np.asarray(sorted(values), float)
@@ -298,9 +307,7 @@ def write(cfg: ExperimentConfig, reports: Path) -> Path:
     proxy = load_frame(cfg, study_names(cfg, PROXY_WIDTHS), reports)
     direct = load_frame(cfg, study_names(cfg, [TARGET_WIDTH], (cfg.sweep.seed,)), reports)
     batches = sorted(direct.batch_size.unique())
-    table = projected_at(proxy[~proxy.diverged], batches, TARGET_WIDTH, cfg.train.tokens).merge(
-        measured_at(direct_plan), on="batch_size", how="outer").merge(best_losses(direct), on="batch_size")
-    table["off_octave"] = table.log2_lr_projected - table.log2_lr_measured
+    table = side_by_side(proxy, batches, cfg.train.tokens, direct_plan, direct)
     table.to_csv(folder / "projection.csv", index=False)
     plot(proxy_plan, direct_plan, table, folder / "budget.png")
     lines = [f"# Batch-size transfer at a token budget: {cfg.name}", "",
@@ -415,18 +422,17 @@ def _muon_section(folder: Path, reports: Path) -> list[str]:
     runs = pd.read_csv(direct_path)
     direct = direct_plan_of(runs)
     proxy = load_frame(cfg, study_names(cfg, PROXY_WIDTHS, (cfg.sweep.seed,)), reports)
-    table = projected_at(proxy[~proxy.diverged], MUON_BATCHES, TARGET_WIDTH, cfg.train.tokens).merge(
-        measured_at(direct), on="batch_size", how="outer").merge(best_losses(runs), on="batch_size")
-    table["off_octave"] = table.log2_lr_projected - table.log2_lr_measured
+    table = side_by_side(proxy, MUON_BATCHES, cfg.train.tokens, direct, runs)
     table.to_csv(folder / "muon-projection.csv", index=False)
     plot(proxy_plan, direct, table, folder / "muon.png")
+    rows = verdicts(proxy_plan, direct, table)
     return ["## Muon", "",
             f"`sweeps/{MUON_CONFIG.name}`: the same budget and grid with {cfg.parametrization.scheme} + Muon "
             f"(the AdamW groups share the lr), proxies at widths {', '.join(map(str, PROXY_WIDTHS))} "
             f"(one seed), and a smaller direct check at width {TARGET_WIDTH}: batches "
             f"{', '.join(map(str, MUON_BATCHES))} x the {len(cfg.sweep.space['lr'])} lrs of the sweep, one seed "
             f"(`{MODULE} muon-direct`).", "",
-            *markdown_table(pd.DataFrame(rows := verdicts(proxy_plan, direct, table))), "",
+            *markdown_table(pd.DataFrame(rows)), "",
             *_reading(rows, table), "",
             *markdown_table(table.round(3)), "", "![muon](muon.png)", "",
             *_plan_lines(proxy_plan, None)]
