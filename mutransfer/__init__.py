@@ -2,48 +2,56 @@
 
 Three verbs: :func:`parametrize` a model for muP, :func:`sweep` a small proxy with Optuna, and
 :func:`transfer` the optimum to the target width (:func:`train_target` trains it with the plan);
-:func:`coord_check` and :func:`validate` measure that it works. Heavy optional parts (optuna, matplotlib) are imported inside the functions that
-need them, so ``import mutransfer`` costs little more than ``import torch``.
+:func:`coord_check` and :func:`validate` measure that it works. Heavy optional parts (optuna,
+matplotlib, transformers) are imported inside the functions that need them, so
+``import mutransfer`` costs little more than ``import torch``.
 
     >>> import mutransfer
     >>> plan = mutransfer.parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
 
-Several functions share their module's name (``mutransfer.sweep`` is the function; its module is
-reached with ``from mutransfer.sweep import ...`` or ``importlib.import_module``).
+The package follows the user's path, one subpackage a stage; each may import only the ones
+before it (``tests/test_layout.py`` keeps it so):
+
+| subpackage | holds |
+|---|---|
+| :mod:`mutransfer.optim` | Muon, Newton-Schulz, spectral decay, QK-Clip (no muP inside) |
+| :mod:`mutransfer.core` | scaling rules, roles, constants, :func:`parametrize`, the Plan and its param groups |
+| :mod:`mutransfer.models` | the zoo (GPT, MLP, CNN) and transformers families |
+| :mod:`mutransfer.training` | data, the training loop, the teacher task |
+| :mod:`mutransfer.tuning` | configs, the trial, the Optuna sweep and its storage |
+| :mod:`mutransfer.projection` | landscape and law fits, :func:`transfer`, :class:`TransferPlan`, :func:`train_target` |
+| :mod:`mutransfer.validation` | coordinate check, validate, compare, exponents, plots, reports |
+| :mod:`mutransfer.cli`, ``experiments``, ``bench`` | the command line, scripted experiments, benchmarks |
+
+Each subpackage re-exports its public names from private modules, so no public function shares
+its name with a module (``mutransfer.sweep`` is the function). ``mutransfer.zoo``,
+``mutransfer.hf`` and ``mutransfer.data`` are the public modules of ``models`` and ``training``
+under their short names, importable as such (``from mutransfer.hf import family``).
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import sys
 
-# Every submodule is imported here, before the functions are bound: importing a submodule sets a
-# package attribute of the same name, which must not hide the same-named function afterwards.
-from . import (config, coord_check, data, landscape, laws, locks, muon, objective,  # noqa: F401
-               optim, parametrize, plots, qkclip, recipe, report, roles, scaling, storage,
-               sweep, sweep_reports, target, train, transfer, transfer_plan, trials, usage,
-               validate, verdict, zoo)
-from .config import ExperimentConfig, load_config
-from .coord_check import coord_check
-from .muon import Muon, newton_schulz
-from .parametrize import Plan, parametrize
-from .plots import plot_coord_check, plot_lr_landscape, plot_training, plot_transfer
-from .qkclip import QKClip, QKPair
-from .report import write_report
-from .roles import ParamInfo, Role, infer_roles
-from .scaling import Constants, attention_scale, multipliers, muon_alpha, spectral_sigma
-from .sweep import sweep
-from .target import train_target
-from .train import TrainResult, train
-from .transfer import transfer
-from .transfer_plan import TransferPlan
-from .usage import trace_usage
-from .verdict import coord_slopes, coord_verdict
-from .validate import validate
+from mutransfer._version import __version__
+from mutransfer.core import (Constants, ParamInfo, Plan, Role, attention_scale, infer_roles,
+                             multipliers, muon_alpha, parametrize, spectral_sigma, trace_usage)
+from mutransfer.models import hf, zoo
+from mutransfer.optim import Muon, QKClip, QKPair, newton_schulz
+from mutransfer.projection import TransferPlan, train_target, transfer
+from mutransfer.training import TrainResult, data, train
+from mutransfer.tuning import ExperimentConfig, load_config, sweep
+from mutransfer.validation import (coord_check, coord_slopes, coord_verdict, plot_coord_check,
+                                   plot_lr_landscape, plot_training, plot_transfer, validate,
+                                   write_report)
+
+# The public modules under their short names: configs and stored studies say "mutransfer.zoo:gpt".
+sys.modules.update({f"{__name__}.zoo": zoo, f"{__name__}.hf": hf, f"{__name__}.data": data})
 
 __all__ = [
     "Constants", "ExperimentConfig", "Muon", "ParamInfo", "Plan", "QKClip", "QKPair", "Role",
     "TrainResult", "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
-    "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
+    "hf", "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
     "plot_coord_check", "plot_lr_landscape", "plot_training", "plot_transfer", "spectral_sigma",
     "sweep", "trace_usage", "train", "train_target", "transfer", "validate", "write_report", "zoo",
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .muon import Muon, default_ns_dtype
+from mutransfer.optim._muon import Muon, default_ns_dtype
 
 
 def _sync(device: torch.device) -> None:
@@ -118,8 +118,8 @@ def plan_adamw_step_times(repeats: int = 20, device="cpu", width: int = 256,
         >>> bool(plan_adamw_step_times(repeats=2, width=64, base_width=32)["ratio"].iloc[-1] > 0)
         True
     """
-    from . import zoo
-    from .parametrize import parametrize
+    from mutransfer.models import zoo
+    from mutransfer.core._parametrize import parametrize
 
     device = torch.device(device)
     plan = parametrize(functools.partial(zoo.gpt, depth=2), width=width, base_width=base_width,
@@ -163,7 +163,7 @@ def gpt_tokens_per_second(widths, repeats: int = 5, device="cpu", depth: int = 2
         >>> bool(table["tokens_per_s"].min() > 0)
         True
     """
-    from . import zoo
+    from mutransfer.models import zoo
 
     device = torch.device(device)
     rows = []
@@ -204,10 +204,10 @@ def muonclip_step_times(repeats: int = 10, device="cpu", width: int = 256, depth
         >>> bool((muonclip_step_times(repeats=2, width=32, seq_len=16)["ratio"] > 0).all())
         True
     """
-    from . import zoo
-    from .data import pycorpus
-    from .parametrize import parametrize
-    from .qkclip import QKClip
+    from mutransfer.models import zoo
+    from mutransfer.training.data import pycorpus
+    from mutransfer.core._parametrize import parametrize
+    from mutransfer.optim._qkclip import QKClip
 
     device = torch.device(device)
     x, y = pycorpus().batch("train", batch_size, seq_len, torch.Generator().manual_seed(0), device)
@@ -272,9 +272,9 @@ def _gpt_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_sweep(args: argparse.Namespace) -> pd.DataFrame:
     """Sweep harness overhead over the training it runs, and trials per hour (medians)."""
-    from .sweep import bench_overhead
+    from mutransfer.tuning._sweep import bench_overhead
 
-    from .config import load_config
+    from mutransfer.tuning._config import load_config
 
     trials = args.trials or load_config(args.config).sweep.trials
     runs = [bench_overhead(args.config, trials) for _ in range(args.repeats)]
@@ -291,9 +291,9 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_coord(args: argparse.Namespace) -> pd.DataFrame:
     """Wall time of a full coordinate check of the zoo GPT (SP and muP), median of repeats."""
-    from .coord_check import coord_check
-    from .data import pycorpus
-    from .zoo import gpt
+    from mutransfer.validation._coord_check import coord_check
+    from mutransfer.training.data import pycorpus
+    from mutransfer.models.zoo import gpt
 
     data = pycorpus()
     gen = torch.Generator().manual_seed(0)
@@ -326,7 +326,7 @@ def _moe_factory(layers: int, experts: int) -> Callable[..., torch.nn.Module]:
     """A Mixtral (fused experts, the costliest suite architecture to trace) from config."""
     import transformers
 
-    from .hf import family
+    from mutransfer.models.hf import family
 
     transformers.logging.set_verbosity_error()
     cfg = transformers.MixtralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
@@ -343,8 +343,8 @@ def _moe_factory(layers: int, experts: int) -> Callable[..., torch.nn.Module]:
 def bench_roles(args: argparse.Namespace) -> pd.DataFrame:
     """Role inference on a Mixtral (the largest suite architecture) at ``--width``: infer_roles
     alone (traced on the real base) and the whole parametrize() on the meta device, medians."""
-    from .parametrize import default_example, parametrize
-    from .roles import infer_roles
+    from mutransfer.core._parametrize import default_example, parametrize
+    from mutransfer.core._roles import infer_roles
 
     make = _moe_factory(args.layers, args.experts)
     with torch.device("meta"):

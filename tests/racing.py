@@ -6,8 +6,8 @@ import time
 
 import optuna
 
-from mutransfer.locks import NoLock, start_lock
-from mutransfer.storage import open_storage, run_worker
+from mutransfer.tuning._locks import NoLock, start_lock
+from mutransfer.tuning._storage import open_storage, run_worker
 
 
 def holds_off(make_lock) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 import transformers as T
 from torch import nn
 
-from mutransfer.hf import ForwardConstantWarning, family
+from mutransfer.models.hf import ForwardConstantWarning, family
 
 T.logging.set_verbosity_error()
 VOCAB, SEQ, HEAD_DIM = 256, 16, 16

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from test_transfer import synth
 
-from mutransfer.teacher import LinearTeacher, train_students
-from mutransfer.transfer import transfer
+from mutransfer.training.teacher import LinearTeacher, train_students
+from mutransfer.projection._transfer import transfer
 
 TEACHER = LinearTeacher.make(dim=16, decay=1.0, noise=0.1, seed=0)
 BUDGET = 512  # examples per run: steps = BUDGET / batch

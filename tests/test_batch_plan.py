@@ -9,12 +9,12 @@ import optuna
 import pytest
 from test_transfer import has, synth
 
-from mutransfer.config import budget_steps, load_config
-from mutransfer.objective import run_trial
-from mutransfer.optim import WD_POLICIES, group_weight_decay, timescale_weight_decay
-from mutransfer.sweep import sweep
-from mutransfer.transfer import transfer
-from mutransfer.trials import trials_frame
+from mutransfer.tuning._config import budget_steps, load_config
+from mutransfer.tuning._objective import run_trial
+from mutransfer.core._groups import WD_POLICIES, group_weight_decay, timescale_weight_decay
+from mutransfer.tuning._sweep import sweep
+from mutransfer.projection._transfer import transfer
+from mutransfer.tuning._trials import trials_frame
 
 MLP = Path(__file__).resolve().parents[1] / "sweeps" / "mlp-synthetic.toml"
 TINY = {"sweep.width": 16, "model.base_width": 8, "train.eval_batches": 1,
@@ -140,8 +140,8 @@ def test_without_noise_statistics_the_critical_batch_is_the_laws_raw_bend():
 
 
 def test_explicit_steps_override_a_budget(tmp_path):
-    from mutransfer.target import train_target
-    from mutransfer.transfer_plan import TransferPlan
+    from mutransfer.projection._target import train_target
+    from mutransfer.projection._transfer_plan import TransferPlan
 
     cfg = load_config(MLP, {**TINY, "train.tokens": 4096})
     plan = TransferPlan(lr=1e-2, lr_interval=(1e-2, 1e-2), batch_size=32, target_width=16,

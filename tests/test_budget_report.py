@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import mutransfer.experiments.budget as budget
-from mutransfer.commands import sweep as sweep_cmd
-from mutransfer.commands import transfer as transfer_cmd
+from mutransfer.cli import sweep as sweep_cmd
+from mutransfer.cli import transfer as transfer_cmd
 from tiny import run_command
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.compare import arm_config, compare, meets_goal, read_compare, verdict, write_compare
-from mutransfer.config import load_config
+from mutransfer.validation._compare import (arm_config, compare, meets_goal, read_compare, verdict,
+                                            write_compare)
+from mutransfer.tuning._config import load_config
 from tiny import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
     assert list(table["trials"]) == [4, 4, 10]
     assert table["compute_ratio"].iloc[0] == 1.0 and (table["tuning_s"] > 0).all()
     # FLOPs: the same tokens per trial, so the ratio is trials x parameters
-    from mutransfer.compare import n_params
+    from mutransfer.validation._compare import n_params
     p16, p64 = n_params(cfg, 16), n_params(cfg, 64)
     assert table["compute_ratio"].tolist() == pytest.approx([1.0, p16 / p64, 10 * p16 / (4 * p64)])
     assert all(len(v) == 2 for v in table["seed_losses"])
@@ -56,7 +57,7 @@ def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
 
 
 def test_compare_command_help_and_bad_seeds(tmp_path, capsys):
-    from mutransfer.commands import compare as compare_cmd
+    from mutransfer.cli import compare as compare_cmd
 
     with pytest.raises(SystemExit) as e:
         run_command(compare_cmd, "compare", "--help")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.config import ExperimentConfig, load_config
+from mutransfer.tuning._config import ExperimentConfig, load_config
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

@@ -14,8 +14,8 @@ pytest.importorskip("transformers")
 from suite import IMAGE, NOT_MUON, SEQ, SUITE, WIDTHS  # noqa: E402
 
 from mutransfer import data, parametrize  # noqa: E402
-from mutransfer.coord_check import coord_check  # noqa: E402
-from mutransfer.verdict import coord_verdict  # noqa: E402
+from mutransfer.validation._coord_check import coord_check  # noqa: E402
+from mutransfer.validation._verdict import coord_verdict  # noqa: E402
 
 BASE, WIDE = WIDTHS
 
@@ -68,7 +68,7 @@ def test_muon_only_updates_matrices_that_multiply_activations(name):
 
 
 def test_muon_steps_a_fused_expert_tensor_one_expert_at_a_time():
-    from mutransfer.muon import Muon, newton_schulz
+    from mutransfer.optim._muon import Muon, newton_schulz
 
     w = torch.nn.Parameter(torch.randn(3, 8, 5))
     w.grad = torch.randn(3, 8, 5)

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from mutransfer import Constants, parametrize, zoo
-from mutransfer.config import load_config
-from mutransfer.objective import run_trial
-from mutransfer.parametrize import Plan
-from mutransfer.recipe import phase_totals
-from mutransfer.roles import Role
-from mutransfer.sweep import sweep
-from mutransfer.target import check_plan_matches, plan_params
-from mutransfer.transfer import transfer
+from mutransfer.tuning._config import load_config
+from mutransfer.tuning._objective import run_trial
+from mutransfer.core._parametrize import Plan
+from mutransfer.tuning._recipe import phase_totals
+from mutransfer.core._roles import Role
+from mutransfer.tuning._sweep import sweep
+from mutransfer.projection._target import check_plan_matches, plan_params
+from mutransfer.projection._transfer import transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "sweeps" / "mlp-synthetic.toml"
@@ -110,7 +110,7 @@ def test_bad_constants_are_named(kwargs, error, message):
 def test_config_constants_reach_the_trial(monkeypatch):
     cfg = load_config(MLP, {**STAGED, "sweep.recipe": "single", "sweep.sampler": "grid", "sweep.trials": 4,
                             "sweep.space": {"lr": GRID}, "parametrization.constants": {"lr_output": 3.0}})
-    module = importlib.import_module("mutransfer.parametrize")
+    module = importlib.import_module("mutransfer.core._parametrize")
     real, plans = module.parametrize, []
     monkeypatch.setattr(module, "parametrize", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
     res = run_trial(cfg, {"lr": 0.01, "init_output": 2.0}, width=16, device="cpu", seed=0)

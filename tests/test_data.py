@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from mutransfer import data
+from mutransfer.training import data
 
 
 def gen(seed: int = 0) -> torch.Generator:

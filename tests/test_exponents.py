@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mutransfer.config import load_config
-from mutransfer.exponents import exponent_table, role_runs, table_exponent, write_exponents
+from mutransfer.tuning._config import load_config
+from mutransfer.validation._exponents import (exponent_table, role_runs, table_exponent,
+                                              write_exponents)
 
 MLP = Path(__file__).resolve().parents[1] / "sweeps" / "mlp-synthetic.toml"
 
@@ -69,9 +70,9 @@ def test_bad_exponent_arguments(kwargs, message):
 
 
 def test_a_plan_fixes_the_lr_and_constants_the_roles_are_measured_around(tmp_path):
-    from mutransfer.commands.exponents import tuned_config
-    from mutransfer.objective import config_constants
-    from mutransfer.transfer_plan import TransferPlan
+    from mutransfer.cli.exponents import tuned_config
+    from mutransfer.tuning._objective import config_constants
+    from mutransfer.projection._transfer_plan import TransferPlan
 
     plan = TransferPlan(lr=0.0125, lr_interval=(0.01, 0.02), batch_size=16, target_width=256,
                         constants={"init_input": 9.0, "output_mult": 2.5})

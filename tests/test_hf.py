@@ -10,8 +10,9 @@ import torch
 T = pytest.importorskip("transformers")
 
 from mutransfer import parametrize  # noqa: E402
-from mutransfer.roles import RoleWarning  # noqa: E402
-from mutransfer.hf import ForwardConstantWarning, family, forward_constants, mup_attention  # noqa: E402
+from mutransfer.core._roles import RoleWarning  # noqa: E402
+from mutransfer.models.hf import (ForwardConstantWarning, family, forward_constants, mup_attention)
+                                  # noqa: E402
 
 T.logging.set_verbosity_error()
 
@@ -111,9 +112,9 @@ def test_transformers_models_are_traced_with_an_input_built_from_their_config(ma
 
 @pytest.mark.parametrize("model_type, heads_key", [("gpt2", "n_head"), ("llama", "num_attention_heads")])
 def test_causal_lm_factory_grows_heads_at_a_fixed_head_dim_and_trains_from_a_toml(tmp_path, model_type, heads_key):
-    from mutransfer.hf import causal_lm
-    from mutransfer.objective import run_trial
-    from mutransfer.config import load_config
+    from mutransfer.models.hf import causal_lm
+    from mutransfer.tuning._objective import run_trial
+    from mutransfer.tuning._config import load_config
 
     small, wide = causal_lm(64, model_type=model_type), causal_lm(128, model_type=model_type)
     assert getattr(small.lm.config, heads_key) == 4 and getattr(wide.lm.config, heads_key) == 8
@@ -133,7 +134,7 @@ def test_causal_lm_factory_grows_heads_at_a_fixed_head_dim_and_trains_from_a_tom
 
 
 def test_causal_lm_rejects_a_head_dim_that_does_not_divide_the_base():
-    from mutransfer.hf import causal_lm
+    from mutransfer.models.hf import causal_lm
 
     with pytest.raises(ValueError, match="base_width 64 is not a multiple of head_dim 24"):
         causal_lm(128, head_dim=24)

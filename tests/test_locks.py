@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from racing import holds_off, race
 
-from mutransfer.locks import FileLock, NoLock, advisory_key, start_lock
+from mutransfer.tuning._locks import FileLock, NoLock, advisory_key, start_lock
 
 
 def test_file_lock_excludes_a_second_holder(tmp_path):
@@ -54,7 +54,7 @@ def test_workers_opening_a_new_sqlite_file_at_once_all_get_wal(tmp_path):
     import sqlite3
     import threading
 
-    from mutransfer.storage import _sqlite_wal
+    from mutransfer.tuning._storage import _sqlite_wal
 
     path = str(tmp_path / "study.db")
     with sqlite3.connect(path) as con:  # a file in the default rollback-journal mode, as Optuna makes it

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mutransfer.muon import Muon, default_ns_dtype, newton_schulz
+from mutransfer.optim._muon import Muon, default_ns_dtype, newton_schulz
 
 BF16, FP32 = torch.bfloat16, torch.float32
 
@@ -254,7 +254,7 @@ def test_bench_muon_rows():
 
 
 def test_cpu_batches_only_small_same_shaped_matrices():
-    from mutransfer.muon import _batches
+    from mutransfer.optim._muon import _batches
 
     params = [torch.zeros(s) for s in [(32, 32), (200, 200), (32, 32), (200, 200), (8, 2, 3, 3)]]
     assert _batches(params) == [[0, 2], [1], [3], [4]]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from tiny import run_command
 
-from mutransfer import zoo
-from mutransfer.commands import describe as describe_cmd
-from mutransfer.config import load_config
-from mutransfer.storage import default_storage
-from mutransfer.sweep import sweep
+from mutransfer.models import zoo
+from mutransfer.cli import describe as describe_cmd
+from mutransfer.tuning._config import load_config
+from mutransfer.tuning._storage import default_storage
+from mutransfer.tuning._sweep import sweep
 
 from test_sweep import MLP, TINY  # noqa: E402
 
@@ -83,9 +83,9 @@ def test_a_trial_traces_roles_on_a_batch_of_the_configs_data(model_file, monkeyp
     gain `scale` (multiplied elementwise) gets its role from usage, not from its shape alone."""
     import importlib
 
-    from mutransfer.objective import run_trial
+    from mutransfer.tuning._objective import run_trial
 
-    module = importlib.import_module("mutransfer.parametrize")
+    module = importlib.import_module("mutransfer.core._parametrize")
     real, plans = module.parametrize, []
     monkeypatch.setattr(module, "parametrize", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
     cfg = load_config(MLP, {**TINY, "model.factory": f"{model_file}:make", "model.kwargs": {}})

@@ -11,7 +11,7 @@ from torch import nn
 
 import mutransfer
 from mutransfer import Plan, Role, parametrize
-from mutransfer.scaling import ADAM_LR_EXPONENT, EPS_EXPONENT, INIT_EXPONENT, SGD_LR_EXPONENT
+from mutransfer.core._scaling import ADAM_LR_EXPONENT, EPS_EXPONENT, INIT_EXPONENT, SGD_LR_EXPONENT
 
 
 class Net(nn.Module):
@@ -394,7 +394,7 @@ def test_meta_base_without_reset_parameters_is_reported():
 
 
 def test_muon_refuses_a_non_matrix_in_a_muon_group():
-    from mutransfer.muon import Muon
+    from mutransfer.optim._muon import Muon
 
     with pytest.raises(ValueError, match="AdamW"):
         Muon([{"params": [nn.Parameter(torch.ones(3))], "use_muon": True}], lr=0.01)

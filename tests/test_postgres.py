@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.config import load_config
-from mutransfer.sweep import sweep
+from mutransfer.tuning._config import load_config
+from mutransfer.tuning._sweep import sweep
 
 pytestmark = pytest.mark.postgres
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -90,8 +90,8 @@ def test_resume_on_postgres_continues_the_study(postgres_url, tmp_path):
 
 
 def test_advisory_lock_excludes_a_second_holder_across_connections(postgres_url):
-    from mutransfer.locks import AdvisoryLock, advisory_key
-    from mutransfer.storage import open_storage
+    from mutransfer.tuning._locks import AdvisoryLock, advisory_key
+    from mutransfer.tuning._storage import open_storage
     from racing import holds_off
 
     storage = open_storage(postgres_url, heartbeat_interval=60, grace_period=120)

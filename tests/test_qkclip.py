@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import mutransfer
-from mutransfer.qkclip import QKClip, QKPair, gqa_factors, head_max_logits
+from mutransfer.optim._qkclip import QKClip, QKPair, gqa_factors, head_max_logits
 
 TAU = 5.0
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.commands import quickstart as qs
-from mutransfer.config import load_config
+from mutransfer.cli import quickstart as qs
+from mutransfer.tuning._config import load_config
 from tiny import run_command
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.commands import coord_check as coord_cmd
-from mutransfer.commands import report as report_cmd
-from mutransfer.commands import train as train_cmd
-from mutransfer.commands import transfer as transfer_cmd
-from mutransfer.report import write_report
-from mutransfer.sweep import sweep
-from mutransfer.transfer import transfer
-from mutransfer.validate import validate
+from mutransfer.cli import coord_check as coord_cmd
+from mutransfer.cli import report as report_cmd
+from mutransfer.cli import train as train_cmd
+from mutransfer.cli import transfer as transfer_cmd
+from mutransfer.validation._report import write_report
+from mutransfer.tuning._sweep import sweep
+from mutransfer.projection._transfer import transfer
+from mutransfer.validation._validate import validate
 from tiny import run_command, write_tiny_mlp
 
 SECTIONS = ("## What was run", "## Coordinate check", "## Proxy sweep", "## Transfer plan",

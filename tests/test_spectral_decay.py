@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import mutransfer
-from mutransfer.config import ExperimentConfig, load_config
-from mutransfer.muon import Muon
-from mutransfer.optim import WD_POLICIES, SpectralDecayHook, group_weight_decay
+from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.optim._muon import Muon
+from mutransfer.core._groups import WD_POLICIES, SpectralDecayHook, group_weight_decay
 from tiny import tiny_mlp_toml
 
 LR, WD = 0.1, 0.2
@@ -178,7 +178,7 @@ def test_bad_toml_values_name_the_key(tmp_path, train_extra, space_extra, messag
 
 
 def test_run_trial_applies_qk_clip_and_spectral_decay(tmp_path):
-    from mutransfer.objective import run_trial
+    from mutransfer.tuning._objective import run_trial
 
     text = tiny_mlp_toml().replace('factory = "mutransfer.zoo:mlp"', 'factory = "mutransfer.zoo:gpt"')
     text = text.replace("kwargs = { depth = 2 }", "kwargs = { depth = 1 }")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.config import load_config
-from mutransfer.storage import open_storage, worker_devices
-from mutransfer.sweep import rerun, sweep
+from mutransfer.tuning._config import load_config
+from mutransfer.tuning._storage import open_storage, worker_devices
+from mutransfer.tuning._sweep import rerun, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "sweeps" / "mlp-synthetic.toml"
@@ -72,7 +72,7 @@ def test_rerun_reproduces_each_trial_loss_on_cpu(six):
 def test_pruned_trial_keeps_its_attrs_and_reruns_to_its_step(tmp_path):
     import optuna
 
-    from mutransfer.sweep import make_objective
+    from mutransfer.tuning._sweep import make_objective
 
     url = f"sqlite:///{tmp_path}/study.db"
     study = optuna.create_study(storage=url, study_name="mlp-synthetic-w16",
@@ -107,7 +107,7 @@ def test_two_workers_give_distinct_trials(tmp_path):
 def test_grid_workers_with_different_seeds_never_repeat_a_point():
     import optuna
 
-    from mutransfer.sweep import make_sampler
+    from mutransfer.tuning._sweep import make_sampler
 
     lrs = [2.0 ** k for k in range(-10, -4)]
     cfg = tiny(**{"sweep.sampler": "grid", "sweep.pruner": "none", "sweep.trials": len(lrs),
@@ -141,7 +141,7 @@ def test_sigkilled_worker_loses_nothing_and_leaves_no_zombie(tmp_path):
     overrides = {**TINY, "train.steps": 300, "train.eval_every": 100, "sweep.pruner": "none",
                  "sweep.heartbeat_interval": 1, "sweep.grace_period": 2}
     script = ("import json, sys, torch; torch.set_num_threads(1)\n"
-              "from mutransfer.config import load_config; from mutransfer.sweep import sweep\n"
+              "from mutransfer import load_config, sweep\n"
               "cfg = load_config(sys.argv[1], json.loads(sys.argv[2]))\n"
               "sweep(cfg, trials=5, device='cpu', show_progress=False, reports_dir=sys.argv[3])\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(MLP), json.dumps(overrides), str(tmp_path)],
@@ -206,7 +206,7 @@ def test_diverging_trials_are_kept_as_worst_values(tmp_path):
 
 
 def test_cli_rerun_prints_both_losses(six, capsys):
-    from mutransfer.commands import sweep as command
+    from mutransfer.cli import sweep as command
 
     study, reports = six
     parser = argparse.ArgumentParser()
@@ -248,7 +248,7 @@ def test_optuna_plots_leave_the_global_matplotlib_style_alone(tmp_path):
     import matplotlib.pyplot as plt
     import optuna
 
-    from mutransfer.sweep import write_reports
+    from mutransfer.tuning._sweep import write_reports
 
     study = optuna.create_study()
     study.optimize(lambda t: (t.suggest_float("lr", 1e-4, 1.0, log=True) - 0.01) ** 2, n_trials=4)
@@ -261,7 +261,7 @@ def test_optuna_plots_leave_the_global_matplotlib_style_alone(tmp_path):
 def test_a_trial_started_past_the_total_is_failed_untrained():
     import optuna
 
-    from mutransfer.storage import SurplusTrial, _capped
+    from mutransfer.tuning._storage import SurplusTrial, _capped
 
     study = optuna.create_study()
     racing = [study.ask() for _ in range(3)]  # three workers passed the check at once
@@ -274,9 +274,9 @@ def test_a_trial_started_past_the_total_is_failed_untrained():
 
 
 def test_a_second_seed_is_its_own_study_and_transfer_finds_both(tmp_path):
-    from mutransfer.commands.transfer import load_studies
-    from mutransfer.report import _sweep_flags
-    from mutransfer.storage import default_storage
+    from mutransfer.cli.transfer import load_studies
+    from mutransfer.validation._report import _sweep_flags
+    from mutransfer.tuning._storage import default_storage
 
     cfg = tiny()
     first = sweep(cfg, trials=2, device="cpu", show_progress=False, reports_dir=tmp_path)

@@ -10,10 +10,10 @@ from tiny import run_command, write_tiny_mlp
 
 import mutransfer
 from mutransfer import load_config, zoo
-from mutransfer.commands import train as train_cmd
-from mutransfer.data import synthetic
-from mutransfer.target import load_plan, train_target
-from mutransfer.transfer import TransferPlan
+from mutransfer.cli import train as train_cmd
+from mutransfer.training.data import synthetic
+from mutransfer.projection._target import load_plan, train_target
+from mutransfer.projection._transfer import TransferPlan
 
 
 def _plan(**kw) -> TransferPlan:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from mutransfer import laws
-from mutransfer.teacher import LinearTeacher, simulate, train_students
-from mutransfer.train import train
+from mutransfer.projection import _laws as laws
+from mutransfer.training.teacher import LinearTeacher, simulate, train_students
+from mutransfer.training._loop import train
 
 
 def test_closed_form_noise_scales_match_sampled_gradients():

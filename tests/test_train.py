@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from mutransfer import data, parametrize, zoo
 
 # `mutransfer.train` the attribute is the function; the module holds the constants too
-T = importlib.import_module("mutransfer.train")
+T = importlib.import_module("mutransfer.training._loop")
 GPT = functools.partial(zoo.gpt, depth=2, seq_len=32)
 
 

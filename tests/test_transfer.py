@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from mutransfer import laws
-from mutransfer.transfer import TransferPlan, transfer
-from mutransfer.trials import trials_frame
+from mutransfer.projection import _laws as laws
+from mutransfer.projection._transfer import TransferPlan, transfer
+from mutransfer.tuning._trials import trials_frame
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -256,7 +256,7 @@ def test_group_lrs_and_optimizer_follow_the_parametrization():
 # ----- the command -----
 
 def test_command_writes_the_plan(tmp_path, capsys):
-    from mutransfer.commands import transfer as command
+    from mutransfer.cli import transfer as command
 
     config = tmp_path / "proxy.toml"
     config.write_text('name = "proxy"\n[model]\nfactory = "mutransfer.zoo:mlp"\nwidth = 256\nbase_width = 32\n'
@@ -294,7 +294,7 @@ def test_laws_round_trip_and_momentum():
 
 
 def test_plot_transfer_draws_the_plan_and_refuses_an_empty_one(tmp_path):
-    from mutransfer.plots import plot_transfer
+    from mutransfer.validation._plots import plot_transfer
 
     plan = transfer(synth("sign"), 1024)
     path = plot_transfer(plan, tmp_path / "plan.png")

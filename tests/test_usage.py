@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mutransfer import parametrize, zoo
-from mutransfer.parametrize import default_example
-from mutransfer.scaling import spectral_sigma
-from mutransfer.roles import RoleWarning, infer_roles
-from mutransfer.usage import Use, trace_usage
+from mutransfer.core._parametrize import default_example
+from mutransfer.core._scaling import spectral_sigma
+from mutransfer.core._roles import RoleWarning, infer_roles
+from mutransfer.core._usage import Use, trace_usage
 
 
 class Uses(nn.Module):

@@ -10,11 +10,11 @@ import optuna
 import pandas as pd
 import pytest
 
-from mutransfer.commands import validate as validate_cmd
-from mutransfer.config import load_config
-from mutransfer.landscape import (check_runs, curve_means, drift, drift_slope, eta_stars, fit_curve,
-                                  loss_at, summarize)
-from mutransfer.validate import command_line, make_grid, validate
+from mutransfer.cli import validate as validate_cmd
+from mutransfer.tuning._config import load_config
+from mutransfer.projection._landscape import (check_runs, curve_means, drift, drift_slope,
+                                              eta_stars, fit_curve, loss_at, summarize)
+from mutransfer.validation._validate import command_line, make_grid, validate
 from tiny import run_command, write_tiny_mlp
 
 GRID = np.arange(-16.0, -4.99, 0.5)
@@ -209,8 +209,8 @@ def test_an_extended_lr_range_is_fitted_with_the_earlier_points(tiny, tmp_path):
 def test_an_interrupted_point_is_run_again(tiny, tmp_path):
     reports = tmp_path / "reports"
     cfg = load_config(tiny)
-    from mutransfer.storage import default_storage
-    from mutransfer.validate import open_study
+    from mutransfer.tuning._storage import default_storage
+    from mutransfer.validation._validate import open_study
 
     study = open_study(cfg.override({"train.eval_every": cfg.train.steps}),
                        default_storage(cfg, reports), "tiny-validate")
@@ -239,7 +239,7 @@ def test_a_study_from_before_a_new_config_field_still_resumes(tiny, tmp_path):
     reports = tmp_path / "reports"
     small = {"schemes": ["mup"], "log2_lrs": [-8.0, -6.0, -4.0], "seeds": 1}
     run_tiny(tiny, reports, **small)
-    from mutransfer.storage import default_storage
+    from mutransfer.tuning._storage import default_storage
 
     cfg = load_config(tiny)
     study = optuna.load_study(study_name="tiny-validate", storage=default_storage(cfg, reports))

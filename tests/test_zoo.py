@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mutransfer import data, parametrize, zoo
-from mutransfer.scaling import attention_scale
+from mutransfer.core._scaling import attention_scale
 
 ALL_ROLES = {"input", "hidden", "output", "vector"}
 FACTORIES = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ExperimentConfig, load_config
+from mutransfer.tuning._config import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-budget.toml"
 MODULE = "python -m mutransfer.experiments.budget"
@@ -41,7 +41,7 @@ def load_studies(cfg: ExperimentConfig, names, reports: Path) -> list:
     """The Optuna studies ``names`` of ``cfg``'s storage; a missing one is named with the fix."""
     import optuna
 
-    from ..storage import default_storage
+    from mutransfer.tuning._storage import default_storage
 
     url = cfg.sweep.storage or default_storage(cfg, reports)
     have = {s.study_name for s in optuna.get_all_study_summaries(url)}
@@ -55,7 +55,7 @@ def load_studies(cfg: ExperimentConfig, names, reports: Path) -> list:
 def load_frame(cfg: ExperimentConfig, names, reports: Path) -> pd.DataFrame:
     """Every stored trial of the studies ``names`` (diverged ones kept and flagged), with each
     trial's wall seconds in ``frame.attrs["seconds"]`` (a dict: study name -> total seconds)."""
-    from ..trials import trials_frame
+    from mutransfer.tuning._trials import trials_frame
 
     studies = load_studies(cfg, names, reports)
     frame = trials_frame(studies, keep_diverged=True)
@@ -67,7 +67,7 @@ def load_frame(cfg: ExperimentConfig, names, reports: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------- weight decay x batch
 def proxy_eta(frame: pd.DataFrame, width: int, batch: int) -> float:
     """log2 eta* of the budget sweep at (width, batch), seeds pooled (a quadratic fit)."""
-    from ..laws import quadratic_optimum
+    from mutransfer.projection._laws import quadratic_optimum
 
     sub = frame[(frame.width == width) & (frame.batch_size == batch) & ~frame.diverged]
     if sub.empty:
@@ -91,7 +91,7 @@ def resume(out: Path, keys: tuple[str, ...], todo: list[dict], run, desc: str) -
 def train_once(cfg: ExperimentConfig, width: int, batch_size: int, log2_lr: float, seed: int,
                log2_wd: float | None = None) -> dict:
     """One run at the budget (a trial outside any study): its final eval loss and settings."""
-    from ..objective import run_trial
+    from mutransfer.tuning._objective import run_trial
 
     params = {"lr": 2.0 ** log2_lr, "batch_size": int(batch_size)}
     if log2_wd is not None:
@@ -124,7 +124,7 @@ def run_direct(cfg: ExperimentConfig, out: Path, seeds=(0,)) -> pd.DataFrame:
 
 def decay_optima(df: pd.DataFrame) -> pd.DataFrame:
     """lambda* per batch (quadratic fit in log2 lambda, bootstrap interval) and log2 (eta* lambda*)."""
-    from ..laws import interval, quadratic_optimum
+    from mutransfer.projection._laws import interval, quadratic_optimum
 
     rows = []
     for b, sub in df[~df.diverged.astype(bool)].groupby("batch_size"):
@@ -148,7 +148,7 @@ def decay_slope(opt: pd.DataFrame) -> float:
 # ---------------------------------------------------------------------- projection vs direct
 def projected_at(proxy: pd.DataFrame, batches, target_width: int, tokens: int) -> pd.DataFrame:
     """The transfer's lr (with interval) at each batch in ``batches`` for ``target_width``."""
-    from ..transfer import transfer
+    from mutransfer.projection._transfer import transfer
 
     rows = []
     for b in batches:
@@ -223,7 +223,7 @@ def direct_plan_of(df: pd.DataFrame, width: int | None = None) -> dict:
     """eta* per batch (quadratic fit, bootstrap interval) and the compute-optimal batch
     (:func:`mutransfer.laws.flat_optimum` over the bootstrap losses) of a direct check's runs,
     in the fields of a plan (``optima``, ``compute_optimal_batch`` and its interval)."""
-    from ..laws import flat_optimum, interval, quadratic_optimum
+    from mutransfer.projection._laws import flat_optimum, interval, quadratic_optimum
 
     width = TARGET_WIDTH if width is None else width
     optima, losses, batches = [], [], []
@@ -244,7 +244,7 @@ def direct_plan_of(df: pd.DataFrame, width: int | None = None) -> dict:
 def plot(proxy_plan: dict, direct_plan: dict, table: pd.DataFrame, path: Path) -> Path:
     """Left: loss at eta* against batch per width, with the projected and measured B_opt; right:
     eta* against batch per width, with the projection for the target."""
-    from ..plots import _pyplot, _save, _style_axes
+    from mutransfer.validation._plots import _pyplot, _save, _style_axes
 
     plt = _pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -279,7 +279,7 @@ def plot(proxy_plan: dict, direct_plan: dict, table: pd.DataFrame, path: Path) -
 
 def plot_decay(df: pd.DataFrame, opt: pd.DataFrame, path: Path) -> Path:
     """Loss against log2 lambda, one line per batch, lambda* marked."""
-    from ..plots import _pyplot, _save, _style_axes
+    from mutransfer.validation._plots import _pyplot, _save, _style_axes
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -299,7 +299,7 @@ def plot_decay(df: pd.DataFrame, opt: pd.DataFrame, path: Path) -> Path:
 # ---------------------------------------------------------------------- the report
 def write(cfg: ExperimentConfig, reports: Path) -> Path:
     """reports/<name>/index.md from the studies, the two plans and decay.csv."""
-    from ..validate import markdown_table
+    from mutransfer.validation._validate import markdown_table
 
     folder = reports / cfg.name
     proxy_plan = json.loads((folder / "plan.json").read_text())
@@ -392,7 +392,7 @@ def _plan_lines(proxy_plan: dict, direct_plan: dict | None) -> list[str]:
 
 
 def _decay_section(folder: Path) -> list[str]:
-    from ..validate import markdown_table
+    from mutransfer.validation._validate import markdown_table
 
     path = folder / "decay.csv"
     if not path.exists():
@@ -412,7 +412,7 @@ def _decay_section(folder: Path) -> list[str]:
 
 
 def _muon_section(folder: Path, reports: Path) -> list[str]:
-    from ..validate import markdown_table
+    from mutransfer.validation._validate import markdown_table
 
     cfg = load_config(MUON_CONFIG)
     plan_path, direct_path = reports / cfg.name / "plan.json", folder / "muon-direct.csv"
@@ -444,7 +444,7 @@ def _cost(proxy: pd.DataFrame, direct: pd.DataFrame) -> list[str]:
     rows = pd.DataFrame({"study": list(seconds), "trial-seconds": [round(v) for v in seconds.values()]})
     proxy_s = sum(proxy.attrs.get("seconds", {}).values())
     direct_s = sum(direct.attrs.get("seconds", {}).values())
-    from ..validate import markdown_table
+    from mutransfer.validation._validate import markdown_table
 
     return ["## Cost", "", *markdown_table(rows), "",
             f"Proxies: {proxy_s / 60:.1f} trial-minutes; the direct sweep at the target: {direct_s / 60:.1f} "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import ExperimentConfig, load_config
+from mutransfer.tuning._config import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu.toml"
 OUT = Path("reports/muonclip")
@@ -41,7 +41,7 @@ def base_config(steps: int = STEPS) -> ExperimentConfig:
 def run_logits(widths=LOGIT_WIDTHS, log2_lrs=LOGIT_LOG2_LRS, tau: float = TAU,
                steps: int = STEPS) -> pd.DataFrame:
     """Per-step history (max_logit, losses) of each (width, lr, clip on/off), seed 0."""
-    from ..objective import run_trial
+    from mutransfer.tuning._objective import run_trial
 
     frames = []
     for width in widths:
@@ -65,10 +65,10 @@ def run_decay(widths=DECAY_WIDTHS, log2_lr: float = DECAY_LOG2_LR, wd: float = D
     same run with weight_decay 0, the reference both kinds are compared with."""
     import torch
 
-    from .. import zoo
-    from ..objective import config_factory, make_dataset
-    from ..parametrize import parametrize
-    from ..train import train
+    from mutransfer.models import zoo
+    from mutransfer.tuning._objective import config_factory, make_dataset
+    from mutransfer.core._parametrize import parametrize
+    from mutransfer.training._loop import train
 
     cfg = base_config(steps)
     t, rows = cfg.train, []
@@ -105,7 +105,7 @@ def run_decay(widths=DECAY_WIDTHS, log2_lr: float = DECAY_LOG2_LR, wd: float = D
 def run_transfer(widths=TRANSFER_WIDTHS, log2_lrs=TRANSFER_LOG2_LRS, tau: float = TAU,
                  steps: int = STEPS) -> pd.DataFrame:
     """The lr landscape (``mutransfer.validate``) of muP + Muon with and without QK-Clip."""
-    from ..validate import validate
+    from mutransfer.validation._validate import validate
 
     frames = []
     for clip in (None, tau):
@@ -121,7 +121,7 @@ def run_transfer(widths=TRANSFER_WIDTHS, log2_lrs=TRANSFER_LOG2_LRS, tau: float 
 # ---------------------------------------------------------------------- figures and index.md
 def plot_logits(df: pd.DataFrame, path: Path) -> Path:
     """Max logit (top) and train loss (bottom) per step, one column per (width, lr)."""
-    from ..plots import _pyplot, _save, _style_axes
+    from mutransfer.validation._plots import _pyplot, _save, _style_axes
 
     plt = _pyplot()
     cases = list(df.groupby(["width", "log2_lr"]).groups)
@@ -149,7 +149,7 @@ def plot_logits(df: pd.DataFrame, path: Path) -> Path:
 
 def plot_sigma(df: pd.DataFrame, path: Path) -> Path:
     """sigma1 of block 0's W_q against step, decoupled vs spectral, one panel per width."""
-    from ..plots import _pyplot, _save, _style_axes
+    from mutransfer.validation._plots import _pyplot, _save, _style_axes
 
     plt = _pyplot()
     widths = sorted(df.width.unique())
@@ -200,7 +200,7 @@ def decay_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
     """Drift, eta* per width and regret of each landscape (``mutransfer.landscape``)."""
-    from ..landscape import eta_stars, summarize
+    from mutransfer.projection._landscape import eta_stars, summarize
 
     rows = []
     for clip, runs in df.groupby("qk_clip"):
@@ -217,7 +217,7 @@ def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def write(out: Path = OUT) -> Path:
     """Figures and index.md from the CSVs the parts wrote (missing parts are said missing)."""
-    from ..validate import markdown_table
+    from mutransfer.validation._validate import markdown_table
 
     lines = ["# MuonClip on CPU: QK-Clip and spectral weight decay", "",
              "Zoo GPT (depth 2, muP attention scale) on pycorpus, batch 16 x seq 64, cosine "
@@ -276,7 +276,7 @@ def _decay_section(df, out, markdown_table) -> list[str]:
 
 
 def _transfer_section(df, out, markdown_table) -> list[str]:
-    from ..plots import plot_lr_landscape
+    from mutransfer.validation._plots import plot_lr_landscape
 
     for clip, runs in df.groupby("qk_clip"):
         slug = "none" if clip == "off" else clip.replace("tau = ", "tau")

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mutransfer import laws
-from mutransfer.teacher import LinearTeacher, simulate
-from mutransfer.train import train
+from mutransfer.projection import _laws as laws
+from mutransfer.training.teacher import LinearTeacher, simulate
+from mutransfer.training._loop import train
 
 OUT = Path(__file__).resolve().parent
 DIM = 32

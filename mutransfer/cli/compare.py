@@ -1,0 +1,47 @@
+"""``mutransfer compare CONFIG``: transfer against direct tuning at the target (issue 10's headline)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mutransfer.cli._common import add_command, add_device, add_reports
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers, "compare",
+        help="target loss and tuning compute: SP tuned at the target vs muP transferred",
+        description="Run three arms on CONFIG's lr grid: sp-direct (SP swept at the target "
+                    "width), transfer-lr (the proxy's lr transferred) and transfer-constants (the "
+                    "staged recipe's lr and constants transferred); train the target with each "
+                    "over --seeds seeds and write reports/<name>/compare[-<scheme>].{csv,png,md}. "
+                    "Resumes from the stored studies. Exits 1 when transfer-constants misses the "
+                    "goal (loss <= sp-direct's at <= 1/8 of its tuning compute) and --check is given.",
+        config=True)
+    p.add_argument("--seeds", type=int, default=2, help="target training seeds per arm")
+    p.add_argument("--scheme", choices=("mup", "spectral"),
+                   help="the transfer arms' scheme (default: CONFIG's)")
+    p.add_argument("--workers", type=int, default=1, help="sweep worker processes")
+    p.add_argument("--check", action="store_true", help="exit 1 when the goal is missed")
+    add_device(p)
+    add_reports(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mutransfer.validation._compare import compare, meets_goal, verdict, write_compare
+    from mutransfer.tuning._config import load_config
+    from mutransfer.validation._validate import shell_path
+
+    cfg = load_config(args.config)
+    table = compare(cfg, seeds=args.seeds, scheme=args.scheme, workers=args.workers,
+                    device=args.device, reports_dir=args.reports)
+    command = " ".join(["mutransfer compare", shell_path(args.config), f"--seeds {args.seeds}",
+                        *([f"--scheme {args.scheme}"] if args.scheme else []),
+                        *([f"--reports {args.reports}"] if Path(args.reports) != Path("reports") else [])])
+    stem = "compare" if args.scheme in (None, cfg.parametrization.scheme) else f"compare-{args.scheme}"
+    path = write_compare(table, Path(args.reports) / cfg.name, command, stem=stem)
+    shown = table[["arm", "tuned_at", "trials", "lr", "loss", "tuning_flops", "compute_ratio", "tuning_s"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(verdict(table))
+    print(f"wrote {path}")
+    return 1 if args.check and not all(meets_goal(table)) else 0

@@ -1,0 +1,238 @@
+"""``mutransfer quickstart``: the whole path on a small GPT, then the report.
+
+1. coordinate check at 4 widths (SP | muP); 2. Optuna sweep of the proxy (the staged recipe:
+lr, then muP's free constants, then lr); 3. transfer to the target width (4x the proxy);
+4. the target trained with the plan; 5. lr landscapes at 3 widths (SP vs muP); 6. SP tuned at
+the target against the transfer (``mutransfer compare``); 7. the report,
+``reports/quickstart/index.md``. Every step resumes what is stored, so a rerun only redoes the
+coordinate check. ``--smoke`` (or ``MUTRANSFER_SMOKE=1``) shrinks every step to seconds.
+
+The experiment is ``sweeps/quickstart.toml`` in a source checkout; an installed package (where
+``sweeps/`` is not shipped) uses the copy ``QUICKSTART_TOML`` below, kept equal by a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from mutransfer.cli._common import add_command, add_device
+
+QUICKSTART_TOML = '''\
+# A tiny sweep that finishes in a few minutes on a laptop CPU:
+#   mutransfer sweep sweeps/quickstart.toml
+name = "quickstart"
+
+[model]
+factory = "mutransfer.zoo:gpt"
+width = 256          # the target the transfer step plans for
+base_width = 32      # muP multipliers are 1 at this width
+kwargs = { depth = 2 }
+
+[data]
+source = "pycorpus"  # the Python stdlib's .py files as bytes: no download
+
+[train]
+steps = 80
+batch_size = 16
+seq_len = 64
+schedule = "cosine"
+warmup = 0.1
+clip = 1.0
+weight_decay = 0.0
+eval_every = 20
+eval_batches = 2
+
+[parametrization]
+scheme = "spectral"  # the default, by measurement (README: Which default)
+optimizer = "adamw"
+
+[sweep]
+width = 64           # the proxy
+trials = 26          # 7 lrs, then 12 settings of the constants, then the 7 lrs again
+sampler = "tpe"      # samples the constants in the staged recipe's second phase
+recipe = "staged"    # lr grid -> constants at the best lr -> lr grid at the best constants
+pruner = "none"      # a pruned trial has no final loss for the transfer's quadratic fit
+seed = 0
+
+[sweep.space]
+# lr = 2^-10 ... 2^-4 (batch-size laws need >= 3 batch sizes: see sweeps/gpt-pycorpus.toml)
+lr = [0.0009765625, 0.001953125, 0.00390625, 0.0078125, 0.015625, 0.03125, 0.0625]
+# the free constants, tuned on the proxy and carried unchanged to the target (scaling.md section 8)
+init_input = { low = 0.0625, high = 64.0, log = true }
+init_output = { low = 0.0625, high = 16.0, log = true }
+output_mult = { low = 0.25, high = 16.0, log = true }
+lr_output = { low = 0.125, high = 8.0, log = true }
+'''
+
+# The smoke size: every step in about a second (a 1-block GPT on 16-byte windows, 6 steps).
+SMOKE = {"name": "quickstart-smoke", "model.width": 64, "model.base_width": 16,
+         "model.kwargs": {"depth": 1}, "train.steps": 6, "train.batch_size": 4,
+         "train.seq_len": 16, "train.eval_every": 3, "train.eval_batches": 1,
+         "sweep.width": 16, "sweep.trials": 10, "sweep.pruner": "none",
+         "sweep.space": {"lr": [2.0 ** -8, 2.0 ** -6, 2.0 ** -4, 2.0 ** -2],
+                         "output_mult": {"low": 0.5, "high": 2.0, "log": True}}}
+# Per size: coordinate-check widths/seeds/steps, validation log2 lrs and seeds.
+SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "lrs": "-12:-4:1", "seeds": 1, "compare_seeds": 2},
+         "smoke": {"coord_seeds": 1, "coord_steps": 2, "lrs": "-8:-2:2", "seeds": 1, "compare_seeds": 1}}
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers, "quickstart",
+        help="run the whole path on a small GPT (minutes on a CPU) and write the report",
+        description="Coordinate check at 4 widths, an Optuna sweep of the proxy (lr and muP's "
+                    "constants), the transfer to 4x its width, the target trained with the plan, lr "
+                    "landscapes at 3 widths (SP vs muP), SP tuned at the target against the transfer, "
+                    "and the report "
+                    "<out>/quickstart/index.md, all on the quickstart experiment (a 2-block GPT on "
+                    "Python's standard library). Under 10 minutes on 2 CPU cores; resumable.")
+    p.add_argument("--out", default="reports", help="reports folder")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds instead of minutes (also MUTRANSFER_SMOKE=1); for tests")
+    add_device(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    smoke = args.smoke or os.environ.get("MUTRANSFER_SMOKE", "") not in ("", "0")
+    path = quickstart(args.out, smoke=smoke, device=args.device)
+    print(f"\nThe report is in {path}")
+    return 0
+
+
+def quickstart_config(smoke: bool = False):
+    """The quickstart experiment (``sweeps/quickstart.toml``, else the embedded copy), at the
+    smoke size when ``smoke``.
+
+        >>> quickstart_config(smoke=True).train.steps
+        6
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    import mutransfer
+
+    from mutransfer.tuning._config import ExperimentConfig, load_config
+
+    shipped = Path(mutransfer.__file__).resolve().parent.parent / "sweeps" / "quickstart.toml"
+    if shipped.is_file():
+        cfg = load_config(shipped)
+    else:
+        cfg = ExperimentConfig.from_dict(tomllib.loads(QUICKSTART_TOML), "quickstart (embedded)")
+    return cfg.override(SMOKE) if smoke else cfg
+
+
+def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str = "auto") -> Path:
+    """Run the seven steps into ``<out>/<name>/`` and return the report's path.
+
+        >>> quickstart("reports")
+        PosixPath('reports/quickstart/index.md')
+    """
+    from mutransfer.validation._plots import plot_transfer
+    from mutransfer.validation._report import write_report
+    from mutransfer.tuning._sweep import sweep
+    from mutransfer.projection._transfer import transfer
+    from mutransfer.validation._validate import validate
+    from mutransfer.cli.validate import log2_grid
+
+    cfg = quickstart_config(smoke)
+    size = SIZES["smoke" if smoke else "full"]
+    folder = Path(out) / cfg.name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "config.toml"  # the resolved experiment every step (and the report) reads
+    config.write_text(to_toml(cfg.to_dict()))
+    proxy, target = cfg.sweep.width, cfg.model.width
+    start = time.perf_counter()
+
+    _step(1, f"coordinate check at widths {[proxy // 2, proxy, 2 * proxy, 4 * proxy]}", start)
+    _coord_check(config, [proxy // 2, proxy, 2 * proxy, 4 * proxy], size, folder)
+    _step(2, f"proxy sweep at width {proxy}", start)
+    study = sweep(config, device=device, reports_dir=out)
+    _step(3, f"transfer to width {target}", start)
+    p = cfg.parametrization
+    plan = transfer([study], target, scheme=p.scheme, optimizer=p.optimizer)
+    (folder / "plan.json").write_text(plan.to_json())
+    plot_transfer(plan, folder / "plan.png")
+    print(plan.summary())
+    _step(4, f"train the target (width {target}) with the plan", start)
+    _train_target(config, folder, target, device)
+    widths = sorted({proxy, 2 * proxy, target})
+    _step(5, f"lr landscapes at widths {widths}, SP vs muP vs {p.scheme}", start)
+    validate(config, widths=widths, schemes=list(dict.fromkeys(["sp", "mup", p.scheme])), optimizers=[p.optimizer],
+             log2_lrs=log2_grid(size["lrs"]), seeds=size["seeds"], device=device, reports_dir=out)
+    _step(6, f"SP tuned at width {target} against the transfer (lr; lr and constants)", start)
+    _compare(config, out, size["compare_seeds"], device)
+    _step(7, "report", start)
+    return write_report(config, out)
+
+
+def _step(n: int, what: str, start: float) -> None:
+    print(f"\n[{n}/7] {what} ({time.perf_counter() - start:.0f} s so far)", flush=True)
+
+
+def _compare(config: Path, out: str | Path, seeds: int, device: str) -> None:
+    """The compare command in-process (it owns compare.csv/png/md and their command line)."""
+    from mutransfer.cli import compare
+
+    parser = argparse.ArgumentParser(prog="mutransfer")
+    compare.register(parser.add_subparsers())
+    compare.run(parser.parse_args(["compare", str(config), "--seeds", str(seeds), "--device", device,
+                                   "--reports", str(out)]))
+
+
+def _train_target(config: Path, folder: Path, width: int, device: str) -> None:
+    """The train command in-process, on the plan just written (it owns train-w<W>/)."""
+    from mutransfer.cli import train
+
+    parser = argparse.ArgumentParser(prog="mutransfer")
+    train.register(parser.add_subparsers())
+    train.run(parser.parse_args(["train", str(config), "--plan", str(folder / "plan.json"),
+                                 "--width", str(width), "--device", device,
+                                 "--out", str(folder / f"train-w{width}")]))
+
+
+def _coord_check(config: Path, widths: list[int], size: dict, folder: Path) -> None:
+    """The coord-check command in-process: it owns coord.csv/png/md and their regeneration line."""
+    from mutransfer.tuning._config import load_config
+    from mutransfer.cli import coord_check
+
+    parser = argparse.ArgumentParser(prog="mutransfer")
+    coord_check.register(parser.add_subparsers())
+    scheme = load_config(config).parametrization.scheme
+    args = parser.parse_args(["coord-check", str(config), "--widths", ",".join(map(str, widths)),
+                              "--schemes", ",".join(dict.fromkeys(["sp", "mup", scheme])),
+                              "--seeds", str(size["coord_seeds"]), "--steps", str(size["coord_steps"]),
+                              "--out", str(folder)])
+    coord_check.run(args)
+
+
+def to_toml(data: dict) -> str:
+    """A config dict (``ExperimentConfig.to_dict()``) as TOML: scalars and inline tables/arrays;
+    None values are left out (they are the defaults).
+
+        >>> to_toml({"name": "x", "train": {"steps": 10, "betas": [0.9, 0.95]}})
+        'name = "x"\\n\\n[train]\\nsteps = 10\\nbetas = [0.9, 0.95]\\n'
+    """
+    top = [f"{k} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
+    tables = [f"\n[{k}]\n" + "".join(f"{kk} = {_value(vv)}\n" for kk, vv in v.items() if vv is not None)
+              for k, v in data.items() if isinstance(v, dict)]
+    return "\n".join(top) + "\n" + "".join(tables)
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a TOML basic string uses the same escapes
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items() if x is not None) + " }"
+    raise TypeError(f"cannot write {v!r} ({type(v).__name__}) as TOML")

@@ -1,0 +1,491 @@
+"""``parametrize``: roles + scheme -> a Plan; the model's init is rewritten in place.
+
+The Plan is plain data (name -> role, fans, multipliers). Nothing is attached to tensors, so a
+parametrized model saves, loads, compiles and wraps like any other module.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mutransfer.core._roles import ParamInfo, Role, infer_roles
+from mutransfer.core._scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, Constants,
+                                      check_choice, multipliers, spectral_sigma)
+
+# Relative std changes smaller than this are treated as "already there": this makes
+# parametrizing twice give bit-identical tensors to parametrizing once.
+_RESCALE_TOL = 1e-6
+COLUMNS = ("name", "shape", "role", "fan_in", "fan_out", "width_mult", "init_std", "init_mult",
+           "lr_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha", "source")
+
+
+@dataclass(frozen=True)
+class ParamPlan:
+    """One parameter's row of the plan: role, fans and multipliers relative to the base."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+    fan_in: int
+    fan_out: int
+    width_mult: float
+    init_std: float  # target RMS about zero of the initial values; NaN when unknown (meta base)
+    init_mult: float
+    lr_mult: float
+    wd_mult: float  # for the default wd_policy "fixed_product": 1 / lr_mult
+    eps_mult: float
+    optimizer: str
+    muon_alpha: float
+    kind: str = "linear"
+    tied: bool = False
+    source: str = "module"  # what set the role: module (type), usage (traced), shape, override
+    expert_dims: int = 0  # leading expert dims: fans and Muon are per expert matrix
+
+
+class ReadoutScale:
+    """Forward pre-hook multiplying a readout's input by ``scale`` (muP's multiplier form).
+
+    ``scale = output_mult / m``: the readout keeps its base init and lr, and its logits keep their
+    base size at any width. A class (not a closure) so that it pickles with the module.
+    """
+
+    def __init__(self, scale: float):
+        self.scale = float(scale)
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple:
+        return (args[0] * self.scale,) + tuple(args[1:])
+
+    def __repr__(self) -> str:
+        return f"ReadoutScale({self.scale:g})"
+
+
+@dataclass
+class Plan:
+    """The result of :func:`parametrize`: per-parameter roles and multipliers, plus settings.
+
+        >>> plan = parametrize(nn.Linear(256, 256), nn.Linear(64, 64))
+        >>> plan.table()[["name", "role", "lr_mult"]]
+    """
+
+    params: dict[str, ParamPlan]
+    scheme: str = "mup"
+    optimizer_name: str = "adamw"
+    muon_scale: str = "spectral"
+    readout: str = "init"
+    constants: Constants = field(default_factory=Constants)
+    readout_scales: dict[str, float] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def roles(self) -> dict[str, Role]:
+        return {n: Role(p.role) for n, p in self.params.items()}
+
+    @property
+    def output_mult(self) -> float:
+        return self.constants.output_mult
+
+    @property
+    def shape_only(self) -> list[str]:
+        """Names of the parameters whose role came from their shape alone (no traced usage)."""
+        return [n for n, p in self.params.items() if p.source == "shape"]
+
+    def table(self):
+        """One row per parameter: name, shape, role, fans, width_mult and every multiplier
+        (``init_mult`` and ``lr_mult`` include the plan's constants; ``.attrs["constants"]``
+        holds them all)."""
+        import pandas as pd
+
+        rows = [{c: getattr(p, c) for c in COLUMNS} for p in self.params.values()]
+        df = pd.DataFrame(rows, columns=list(COLUMNS))
+        df.attrs["constants"] = self.constants.as_dict()
+        return df
+
+    def __str__(self) -> str:
+        df = self.table()
+        df["shape"] = df["shape"].map(lambda s: "x".join(map(str, s)))
+        head = (f"mutransfer Plan: scheme={self.scheme} optimizer={self.optimizer_name} "
+                f"muon_scale={self.muon_scale} readout={self.readout} output_mult={self.output_mult:g}")
+        changed = {k: v for k, v in self.constants.changed().items() if k != "output_mult"}
+        if changed:
+            head += "\nconstants: " + ", ".join(f"{k}={v:g}" for k, v in changed.items())
+        counts = ", ".join(f"{r}: {n}" for r, n in df["role"].value_counts().sort_index().items())
+        with _pandas_display():
+            body = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        hooks = "".join(f"\nreadout multiplier on {m!r}: x{s:.4g}" for m, s in self.readout_scales.items())
+        shape = (f"\nroles from shape alone (pass example= to trace their use): {self.shape_only}"
+                 if self.shape_only else "")
+        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}{shape}"
+
+    def optimizer(self, lr: float, *, model: nn.Module | None = None, **kwargs) -> torch.optim.Optimizer:
+        """A torch optimizer whose param groups carry this plan's multipliers; see
+        :func:`mutransfer.optim.build_optimizer` for the arguments."""
+        from mutransfer.core._groups import build_optimizer
+
+        target = model if model is not None else self.model
+        if target is None:
+            raise ValueError("this plan has no model (it was loaded from JSON); pass model=your_model")
+        return build_optimizer(self, target, lr, **kwargs)
+
+    def apply_(self, model: nn.Module) -> nn.Module:
+        """Rewrite ``model``'s init to this plan's target stds and register its readout hooks;
+        for a plan loaded from JSON. Returns the model."""
+        named = dict(model.named_parameters())
+        missing = sorted(set(self.params) - set(named))
+        if missing:
+            raise ValueError(f"model lacks parameters {missing[:8]} named in the plan; "
+                             f"apply the plan to the model it was made for")
+        for name, pp in self.params.items():
+            _rescale_(named[name], pp.init_std, name)
+        _set_readout_hooks(model, self.readout_scales)
+        self.model = model
+        return model
+
+    def save(self, path: str | Path) -> None:
+        """Write the plan as JSON (the model itself is not saved: use its state_dict)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("model", "params")}
+        data["constants"] = self.constants.as_dict()
+        data["params"] = [asdict(p) for p in self.params.values()]
+        Path(path).write_text(json.dumps(data, indent=1, default=_json_float))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        """Read a plan written by :meth:`save`."""
+        data = json.loads(Path(path).read_text())
+        params = {}
+        for p in data.pop("params"):
+            p["shape"] = tuple(p["shape"])
+            params[p["name"]] = ParamPlan(**{k: _float_or(v) for k, v in p.items()})
+        constants = data.pop("constants", {})
+        if "output_mult" in data:  # plans saved before the constants existed
+            constants = {**constants, "output_mult": data.pop("output_mult")}
+        return cls(params=params, constants=Constants.coerce(constants), **data)
+
+
+def _json_float(v):
+    raise TypeError(f"cannot serialize {v!r}")
+
+
+def _float_or(v):
+    return float("nan") if v is None else v
+
+
+class _pandas_display:
+    def __enter__(self):
+        import pandas as pd
+
+        self._ctx = pd.option_context("display.width", 200, "display.max_rows", 500,
+                                      "display.max_columns", 20)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+
+def _rms(t: torch.Tensor) -> float:
+    return float(t.detach().float().pow(2).mean().sqrt()) if t.numel() else 0.0
+
+
+@torch.no_grad()
+def _rescale_(p: torch.Tensor, target: float, name: str) -> None:
+    """Scale ``p`` in place so that its RMS about zero becomes ``target`` (uniform stays uniform)."""
+    if p.is_meta or math.isnan(target):
+        return
+    if target == 0.0:
+        p.zero_()
+        return
+    own = _rms(p)
+    if own == 0.0:
+        raise ValueError(
+            f"parameter {name!r} is all zeros and cannot be rescaled to std {target:.3g}; "
+            f"it was probably zero-initialized by an earlier parametrize(readout='zero'): "
+            f"build the model again before parametrizing it with another readout."
+        )
+    factor = target / own
+    if abs(factor - 1.0) > _RESCALE_TOL:
+        p.mul_(factor)
+
+
+def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
+    """RMS of every base parameter; a meta base is materialized on CPU and re-initialized by its
+    modules' ``reset_parameters()`` (torch's default init)."""
+    params = dict(base.named_parameters())
+    if not any(p.is_meta for p in params.values()):
+        return {n: _rms(p) for n, p in params.items()}
+    real = copy.deepcopy(base).to_empty(device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if seed is None else seed)
+        with torch.no_grad():
+            for p in real.parameters():
+                p.fill_(float("nan"))
+            for module in real.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    out, uncovered = {}, []
+    for n, p in real.named_parameters():
+        if torch.isnan(p).any():
+            uncovered.append(n)
+        out[n] = _rms(p)
+    if uncovered:
+        raise ValueError(
+            f"the base model is on the meta device and nothing re-initializes {uncovered[:8]} "
+            f"(their modules have no reset_parameters()), so their base init std is unknown. "
+            f"Pass a real base model (it is the small one), or use the factory form."
+        )
+    return out
+
+
+def _target_std(info: ParamInfo, init_mult: float, base_rms: float, scheme: str, readout: str,
+                c: Constants, tied_sigma: float | None = None) -> float:
+    """The init std: the scheme's (base std x init_mult, or spectral's absolute sigma) times the
+    role's init constant; zero for a zero-init readout. In a model with a tied table
+    (``tied_sigma`` given) every embedding table takes that sigma under spectral and keeps its
+    base init under the other schemes."""
+    output = info.role is Role.OUTPUT
+    if output and readout == "zero" and scheme != "sp" and not info.tied:
+        return 0.0
+    if tied_sigma is not None and (info.is_embedding or info.tied):
+        return (tied_sigma if scheme == "spectral" else base_rms) * init_mult
+    if (scheme == "spectral" and len(info.shape) >= 2 and info.role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT)
+            and not (output and (info.tied or readout == "multiplier"))):
+        return spectral_sigma(info.fan_in, info.fan_out) * c.init(info.role)
+    return base_rms * init_mult
+
+
+def _tied_sigma(infos: dict[str, ParamInfo]) -> float | None:
+    """The tables' spectral init in a model with a tied table: the readout's absolute sigma at
+    the base width, ``spectral_sigma(n_base, vocab)``; None when nothing is tied.
+
+    The tied table is the readout too, so it cannot take spectral's O(1) input init; the
+    multiplier form keeps it at its base std at every width (the readout scale ``m^-1`` does
+    the width scaling). Every other table (positions) takes the same std, so neither swamps
+    the other, and the blocks keep spectral's absolute sigma, in balance with the tables
+    (reports/gpt2-cpu-300: GPT-2's own 0.02 tables under spectral blocks trained 0.15 nat worse)."""
+    tied = [i for i in infos.values() if i.tied and i.role is Role.OUTPUT]
+    if not tied:
+        return None
+    i = tied[0]
+    return spectral_sigma(max(1, round(i.fan_in / i.width_mult)), i.fan_out)
+
+
+def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout,
+              c: Constants, tied_sigma: float | None = None) -> ParamPlan:
+    mult = multipliers(info.role, info.width_mult, scheme=scheme, optimizer=optimizer,
+                       fan_in=info.fan_in, fan_out=info.fan_out, ndim=len(info.shape),
+                       is_embedding=info.is_embedding or not info.is_matrix, muon_scale=muon_scale,
+                       m_max=info.max_mult)
+    lr_mult, eps_mult, init_mult = mult.lr, mult.eps, mult.init
+    if info.role is Role.OUTPUT and (info.tied or readout == "multiplier") and scheme != "sp":
+        # multiplier form: base init and base Adam lr; SGD's lr grows like an input's (x m)
+        init_mult, eps_mult = 1.0, 1.0
+        lr_mult = info.width_mult if mult.optimizer == "sgd" else 1.0
+    elif info.role is Role.OUTPUT and scheme == "mup":
+        init_mult = info.width_mult ** c.readout_exponent
+    init_mult *= c.init(info.role)
+    lr_mult *= c.lr(info.role)
+    std = _target_std(info, init_mult, base_rms, scheme, readout, c, tied_sigma)
+    return ParamPlan(info.name, info.shape, info.role.value, info.fan_in, info.fan_out,
+                     info.width_mult, std, init_mult, lr_mult, 1.0 / lr_mult, eps_mult,
+                     mult.optimizer, mult.muon_alpha, info.kind, info.tied, info.source,
+                     info.expert_dims)
+
+
+def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, c: Constants) -> dict[str, float]:
+    """The readout hooks' input scales: ``output_mult * m ** readout_exponent`` in the
+    multiplier form (tied weights, ``readout="multiplier"``; the table's ``-1`` gives muP's
+    ``output_mult / m``), ``output_mult`` otherwise and under sp."""
+    output_mult = c.output_mult
+    if scheme == "sp":
+        return {} if output_mult == 1.0 else {m: output_mult for i in infos.values()
+                                              if i.role is Role.OUTPUT for m in i.readout_modules}
+    scales = {}
+    for info in infos.values():
+        if info.role is not Role.OUTPUT:
+            continue
+        multiplier_form = info.tied or readout == "multiplier"
+        scale = output_mult * info.width_mult ** c.readout_exponent if multiplier_form else output_mult
+        for module in info.readout_modules:
+            if scale != 1.0:
+                scales[module] = scale
+    return scales
+
+
+def _set_readout_hooks(model: nn.Module, scales: dict[str, float]) -> None:
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for module in modules.values():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, ReadoutScale):
+                del module._forward_pre_hooks[key]
+    for name, scale in scales.items():
+        modules[name].register_forward_pre_hook(ReadoutScale(scale))
+
+
+def _settings(scheme, optimizer, muon_scale, readout, output_mult, constants) -> Constants:
+    """Check the choices and return the constants, ``output_mult`` folded in."""
+    check_choice("scheme", scheme, SCHEMES)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("muon_scale", muon_scale, MUON_SCALES)
+    check_choice("readout", readout, READOUTS)
+    c = Constants.coerce(constants)
+    if output_mult is not None:
+        if isinstance(output_mult, bool) or not isinstance(output_mult, (int, float)) or not output_mult > 0:
+            raise ValueError(f"output_mult must be a positive number; got {output_mult!r}")
+        if c.output_mult not in (1.0, output_mult):
+            raise ValueError(f"output_mult={output_mult!r} and constants output_mult="
+                             f"{c.output_mult!r} disagree; give it in one place")
+        c = c.replace(output_mult=float(output_mult))
+    if scheme == "sp" and any(c.init(r) != 1.0 for r in Role):
+        raise ValueError(f"init constants {c.changed()} need scheme 'mup' or 'spectral': 'sp' keeps "
+                         f"your model's own init (scale it yourself, or use the sweep's init_scale)")
+    return c
+
+
+def _attention_kwargs(factory: Callable, params, c: Constants) -> dict:
+    """``attention_mult`` for a factory that takes it; an error when it is set and cannot be."""
+    if c.attention_mult == 1.0:
+        return {}
+    if factory is None or ("attention_mult" not in params
+                           and not any(p.kind is p.VAR_KEYWORD for p in params.values())):
+        what = "a model instance" if factory is None else f"factory {getattr(factory, '__name__', factory)!r}"
+        raise ValueError(f"constant attention_mult={c.attention_mult:g} needs a factory that accepts "
+                         f"attention_mult= (as mutransfer.zoo.gpt does); {what} does not. "
+                         f"Scale the attention logits in your model, or leave attention_mult at 1")
+    return {"attention_mult": c.attention_mult}
+
+
+def _from_factory(factory: Callable, width, base_width, delta_width, device, c: Constants):
+    if width is None or base_width is None:
+        raise ValueError("the factory form needs width= and base_width=, "
+                         "e.g. parametrize(make_model, width=1024, base_width=64)")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {"width": None}
+    if "width" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(f"factory {getattr(factory, '__name__', factory)!r} does not accept the "
+                        f"keyword 'width'; make it def make_model(width, ...) -> nn.Module")
+    extra = _attention_kwargs(factory, params, c)
+    if extra:
+        import functools
+
+        factory = functools.partial(factory, **extra)
+    with torch.device(device or "cpu"):
+        model = factory(width=width)
+    with torch.random.fork_rng(devices=[]):
+        # small and real: its init std is measured; seeded so that repeated calls agree exactly
+        torch.manual_seed(0)
+        base = factory(width=base_width)
+    with torch.device("meta"):
+        delta = factory(width=delta_width or 2 * base_width)
+    return model, base, delta
+
+
+def parametrize(
+    model: nn.Module | Callable,
+    base: nn.Module | None = None,
+    *,
+    delta: nn.Module | None = None,
+    scheme: str = "spectral",
+    optimizer: str = "adamw",
+    overrides: dict[str, str] | None = None,
+    muon_scale: str = "spectral",
+    readout: str = "init",
+    output_mult: float | None = None,
+    constants: Constants | dict | None = None,
+    seed: int | None = None,
+    width: int | None = None,
+    base_width: int | None = None,
+    delta_width: int | None = None,
+    device: str | torch.device | None = None,
+    example=None,
+) -> Plan:
+    """Wrap ``model`` for muP: infer roles against ``base``, rewrite the init, return the Plan.
+
+    The default scheme is ``spectral``, chosen by measurement: on the zoo GPT at 300 steps it
+    trained the best target of sp/mup/spectral with its lr transferring from 1/8 of the width,
+    and on the MLP it matched ``mup`` (reports/gpt-cpu-300, reports/mlp-synthetic). ``mup``
+    leaves your model bit for bit as your own init made it at the base width.
+
+    Each parameter's init std becomes ``base_std * m ** INIT_EXPONENT[role]`` (``mup``), the
+    absolute ``sqrt(fan_out/fan_in) / (sqrt(fan_in) + sqrt(fan_out))`` for matrices (``spectral``),
+    or stays as is (``sp``); lr/eps multipliers follow scaling.md section 3 for ``optimizer``.
+    The factory form builds the model at ``width``, a real base at ``base_width`` and a meta
+    delta at ``delta_width`` (default ``2 * base_width``). ``constants``
+    (:class:`mutransfer.Constants` or a dict of its names) are the width-independent constants of
+    scaling.md section 8: ``init std = c_init[role] * std``, ``lr_mult = c_lr[role] * lr_mult``,
+    the readout init ``x m ** readout_exponent`` under ``mup``, ``output_mult`` on the logits
+    (``output_mult=`` is the same constant) and ``attention_mult`` passed to the factory. ``example`` (a tensor, a tuple of
+    args or a dict of kwargs for one forward) lets roles come from how each parameter is used
+    (see :func:`mutransfer.roles.infer_roles`); by default the base's ``example_input()`` (zoo
+    models) or :func:`mutransfer.hf.example_input` (transformers models) is used.
+
+        >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
+        >>> opt = plan.optimizer(lr=1e-3)
+    """
+    c = _settings(scheme, optimizer, muon_scale, readout, output_mult, constants)
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module or a factory width -> nn.Module; got {model!r}")
+        if base is not None:
+            raise TypeError("with a factory, give width= and base_width= instead of a base model")
+        model, base, default_delta = _from_factory(model, width, base_width, delta_width, device, c)
+        delta = delta if delta is not None else default_delta
+    elif base is None:
+        raise TypeError("parametrize(model, base) needs the base model (the same architecture at "
+                        "the base width; torch.device('meta') costs no memory)")
+    else:
+        _attention_kwargs(None, {}, c)
+    if example is None:
+        example = default_example(base)
+    infos = infer_roles(model, base, delta, overrides, example=example)
+    model_is_meta = any(p.is_meta for p in model.parameters())
+    measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
+    base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
+    tied_sigma = _tied_sigma(infos)
+    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c, tied_sigma)
+            for n, i in infos.items()}
+    plan = Plan(rows, scheme, optimizer, muon_scale, readout, c,
+                _readout_scales(infos, scheme, readout, c))
+    if scheme != "sp":
+        _rewrite_init_(model, plan, base)
+    else:  # sp leaves the init alone; the table reports what the model has
+        named = dict(model.named_parameters())
+        plan.params = {n: replace(p, init_std=float("nan") if named[n].is_meta else _rms(named[n]))
+                       for n, p in plan.params.items()}
+    _set_readout_hooks(model, plan.readout_scales)
+    plan.model = model
+    return plan
+
+
+def default_example(model: nn.Module):
+    """An input for one forward of ``model``: its ``example_input()`` (the zoo models have one),
+    else, for a transformers model, ids or images built from its config
+    (:func:`mutransfer.hf.example_input`), else None (roles then come from module types and shapes).
+
+        >>> default_example(mutransfer.zoo.gpt(width=32)).shape
+        torch.Size([2, 8])
+    """
+    make = getattr(model, "example_input", None)
+    if callable(make):
+        return make()
+    if hasattr(model, "main_input_name") and hasattr(model, "config"):  # a transformers model
+        from mutransfer.models.hf import example_input
+
+        return example_input(model)
+    return None
+
+
+def _rewrite_init_(model: nn.Module, plan: Plan, base: nn.Module) -> None:
+    named, base_named = dict(model.named_parameters()), dict(base.named_parameters())
+    for name, pp in plan.params.items():
+        same_shape = tuple(base_named[name].shape) == pp.shape
+        if same_shape and pp.init_mult == 1.0 and plan.scheme == "mup" and pp.init_std != 0.0:
+            continue  # at the base shape mup is the user's own init, bit for bit
+        _rescale_(named[name], pp.init_std, name)

@@ -1,0 +1,296 @@
+"""Reference models: a small GPT, an MLP and a CNN, each a factory ``width -> nn.Module``.
+
+They are ordinary modules with PyTorch's default init (exceptions noted per factory), so
+:func:`mutransfer.parametrize` wraps them without edits. Which dims grow with ``width``:
+
+| factory | scales with width                                   | fixed                          |
+|---------|-----------------------------------------------------|--------------------------------|
+| gpt     | d_model, MLP hidden (4 d), d_head (or n_heads)       | vocab, seq_len, depth          |
+| mlp     | every hidden layer                                  | in_dim, out_dim, depth         |
+| cnn     | every conv's channels                               | in_channels, classes, kernel 3 |
+
+``load_factory`` resolves the factory strings of configs: ``"mutransfer.zoo:gpt"`` or
+``"path/to/file.py:make_model"``.
+
+    >>> model = gpt(width=128, depth=2)
+    >>> logits = model(torch.zeros(2, 16, dtype=torch.long))   # (2, 16, 256)
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mutransfer.core._scaling import attention_scale, check_choice
+
+ATTENTIONS = ("mup", "sp")
+DEFAULT_N_HEADS = 4  # with d_head=None the head count stays 4 and d_head = width / 4 grows
+# Reference head dim of the muP attention scale sqrt(BASE_D_HEAD) / d_head: any fixed value keeps
+# the scale ~ 1/d_head across widths; at d_head == BASE_D_HEAD it equals SP's 1/sqrt(d_head).
+BASE_D_HEAD = 16
+EMBEDDING_STD = 0.02  # GPT-2's embedding init; torch's N(0, 1) gives O(sqrt(width)) tied logits
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with separate q, k, v, o projections."""
+
+    def __init__(self, width: int, n_heads: int, d_head: int, scale: float):
+        super().__init__()
+        self.n_heads, self.d_head, self.scale = n_heads, d_head, scale
+        inner = n_heads * d_head
+        self.q = nn.Linear(width, inner)
+        self.k = nn.Linear(width, inner)
+        self.v = nn.Linear(width, inner)
+        self.o = nn.Linear(inner, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (proj(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)
+                   for proj in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        return self.o(y.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))`` (MLP 4x, GELU)."""
+
+    def __init__(self, width: int, n_heads: int, d_head: int, scale: float):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, n_heads, d_head, scale)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Byte-level decoder: token + positional embedding, pre-LN blocks, final LayerNorm, readout."""
+
+    def __init__(self, width: int, depth: int, n_heads: int, d_head: int, vocab: int, seq_len: int,
+                 tied: bool, scale: float):
+        super().__init__()
+        self.seq_len = seq_len
+        self.wte = nn.Embedding(vocab, width)
+        self.wpe = nn.Embedding(seq_len, width)
+        self.blocks = nn.ModuleList(Block(width, n_heads, d_head, scale) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(width)
+        self.readout = nn.Linear(width, vocab, bias=False)
+        for emb in (self.wte, self.wpe):
+            nn.init.normal_(emb.weight, std=EMBEDDING_STD)
+        if tied:
+            self.readout.weight = self.wte.weight
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """Token ids (batch, min(8, seq_len)) for one forward (roles traced from usage)."""
+        return torch.zeros(batch, min(8, self.seq_len), dtype=torch.long,
+                           device=self.wte.weight.device)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        if t > self.seq_len:
+            raise ValueError(f"sequence length {t} exceeds the model's seq_len {self.seq_len}; "
+                             f"build it with gpt(..., seq_len={t}) or feed shorter windows")
+        x = self.wte(ids) + self.wpe(torch.arange(t, device=ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.readout(self.ln_f(x))
+
+
+def _heads(width: int, n_heads: int | None, d_head: int | None) -> tuple[int, int]:
+    for name, value in (("n_heads", n_heads), ("d_head", d_head)):
+        if value is not None:
+            _check_int(name, value, 1)
+    if n_heads is not None and d_head is not None:
+        if n_heads * d_head != width:
+            raise ValueError(f"n_heads * d_head = {n_heads} * {d_head} != width {width}; "
+                             f"give only one of them (the other follows from width)")
+        return n_heads, d_head
+    if d_head is not None:  # fixed head size: the head count grows with width
+        if width % d_head != 0:
+            raise ValueError(f"width {width} is not a multiple of d_head {d_head}; "
+                             f"use a width divisible by d_head")
+        return width // d_head, d_head
+    n_heads = DEFAULT_N_HEADS if n_heads is None else n_heads
+    if width % n_heads != 0:
+        raise ValueError(f"width {width} is not a multiple of n_heads {n_heads}; "
+                         f"use a width divisible by {n_heads} or pass d_head=")
+    return n_heads, width // n_heads
+
+
+def _check_int(name: str, value, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+    return value
+
+
+def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | None = None,
+        vocab: int = 256, seq_len: int = 128, tied: bool = False, attention: str = "mup",
+        base_d_head: int | None = None, attention_mult: float = 1.0) -> GPT:
+    """A pre-LN GPT decoder mapping ids ``(B, T)`` to logits ``(B, T, vocab)``.
+
+    Scaling dims: d_model = ``width``, MLP hidden ``4 * width``, and either d_head
+    (default: ``n_heads`` stays 4, ``d_head = width / 4``) or, with ``d_head`` given, the head
+    count ``width / d_head``. Attention ``softmax(q k^T * scale) v`` with
+    ``scale = sqrt(base_d_head) / d_head`` (muP, :func:`mutransfer.attention_scale`;
+    ``base_d_head`` default ``BASE_D_HEAD = 16``, so the scale is ``1/sqrt(16)`` at d_head 16 and
+    ``~1/d_head`` across widths) or ``1/sqrt(d_head)`` for ``attention="sp"``, times
+    ``attention_mult`` (a width-independent constant to tune on the proxy, scaling.md section 8).
+    Init: torch defaults, except both embeddings ~ N(0, 0.02) (GPT-2). ``tied=True`` shares the
+    token embedding with the readout (``readout.weight is wte.weight``).
+
+    Args:
+        width: d_model. depth: number of blocks. vocab: 256 for byte corpora.
+        seq_len: the context length (size of the positional embedding).
+
+        >>> model = gpt(width=256, depth=2, seq_len=64)
+        >>> model(torch.zeros(1, 64, dtype=torch.long)).shape
+        torch.Size([1, 64, 256])
+    """
+    for name, value in (("width", width), ("depth", depth), ("vocab", vocab), ("seq_len", seq_len)):
+        _check_int(name, value, 1)
+    check_choice("attention", attention, ATTENTIONS)
+    if isinstance(attention_mult, bool) or not isinstance(attention_mult, (int, float)) or not attention_mult > 0:
+        raise ValueError(f"attention_mult must be a positive number (1 = the plain scale); got {attention_mult!r}")
+    n_heads, d_head = _heads(width, n_heads, d_head)
+    if attention == "mup":
+        scale = attention_scale(d_head, BASE_D_HEAD if base_d_head is None else base_d_head)
+    else:
+        scale = d_head ** -0.5
+    scale *= attention_mult
+    return GPT(width, depth, n_heads, d_head, vocab, seq_len, bool(tied), scale)
+
+
+def mlp(width: int, depth: int = 3, in_dim: int = 32, out_dim: int = 10) -> nn.Sequential:
+    """``depth`` Linear layers with ReLU between: ``in_dim -> width -> ... -> width -> out_dim``.
+
+    Scaling dims: every hidden layer's width. Init: torch's defaults.
+
+        >>> model = mlp(width=128, depth=3, in_dim=32, out_dim=10)
+        >>> model(torch.zeros(4, 32)).shape
+        torch.Size([4, 10])
+    """
+    for name, value in (("width", width), ("in_dim", in_dim), ("out_dim", out_dim)):
+        _check_int(name, value, 1)
+    _check_int("depth", depth, 2)
+    layers: list[nn.Module] = [nn.Linear(in_dim, width), nn.ReLU()]
+    for _ in range(depth - 2):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class CNN(nn.Module):
+    """Conv body (3x3, ReLU), global average pooling, Linear readout."""
+
+    def __init__(self, width: int, depth: int, in_channels: int, classes: int, image_size: int):
+        super().__init__()
+        self.image_shape = (in_channels, image_size, image_size)
+        convs: list[nn.Module] = []
+        for i in range(depth):
+            convs += [nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1), nn.ReLU()]
+        self.body = nn.Sequential(*convs)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.readout = nn.Linear(width, classes)
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """Images (batch, C, S, S) for one forward (roles traced from usage)."""
+        return torch.zeros(batch, *self.image_shape, device=self.readout.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # flat synthetic inputs of in_dim = C * S * S
+            x = x.view(x.shape[0], *self.image_shape)
+        return self.readout(self.pool(self.body(x)).flatten(1))
+
+
+def cnn(width: int, depth: int = 2, in_channels: int = 3, classes: int = 10, image_size: int = 8) -> CNN:
+    """A CNN for images ``(B, in_channels, S, S)``: ``depth`` 3x3 convs of ``width`` channels, global
+    average pooling, Linear readout to ``classes``.
+
+    Scaling dims: every conv's channel count (the first conv's fan_out, later convs' fans) and the
+    readout's fan_in. Init: torch's defaults. Data: ``mutransfer.data.synthetic("image", ...)``
+    gives 4-D images; flat inputs of size ``in_channels * image_size**2`` (e.g.
+    ``synthetic("classification", in_dim=192)``) are reshaped to ``(in_channels, image_size,
+    image_size)``.
+
+        >>> model = cnn(width=32, depth=2)
+        >>> model(torch.zeros(4, 3, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+    for name, value in (("width", width), ("depth", depth), ("in_channels", in_channels),
+                        ("classes", classes), ("image_size", image_size)):
+        _check_int(name, value, 1)
+    return CNN(width, depth, in_channels, classes, image_size)
+
+
+def load_factory(spec: str) -> Callable[..., nn.Module]:
+    """Resolve a factory string: ``"package.module:function"`` (imported) or
+    ``"path/to/file.py:function"`` (loaded from the file the way Python runs a script: the
+    file's folder goes on ``sys.path``, so it may import its sibling modules). The factory must
+    accept ``width=``.
+
+        >>> load_factory("mutransfer.zoo:gpt") is gpt
+        True
+    """
+    if not isinstance(spec, str) or spec.count(":") < 1 or not all(spec.rpartition(":")[::2]):
+        raise ValueError(f"factory spec {spec!r} is malformed; write 'package.module:function' "
+                         f"(e.g. 'mutransfer.zoo:gpt') or 'path/to/file.py:make_model'")
+    where, _, attr = spec.rpartition(":")
+    module = _load_file(where) if where.endswith(".py") else _import(where)
+    if not hasattr(module, attr):
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise ValueError(f"{where!r} has no attribute {attr!r}; callables there: {public[:12]}. "
+                         f"Fix the name after ':' in {spec!r}")
+    factory = getattr(module, attr)
+    _check_width_keyword(factory, spec)
+    return factory
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"cannot import module {name!r} ({err}); check the spelling, or give a "
+                         f"file path ending in .py ('path/to/file.py:make_model')") from err
+
+
+def _load_file(path: str):
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"factory file {path!r} not found (resolved: {file.resolve()}); "
+                         f"give a path to an existing .py file, relative to the working directory")
+    folder = str(file.resolve().parent)
+    if folder not in sys.path:  # as `python mymodel.py` would: sibling modules import
+        sys.path.insert(0, folder)
+    name = f"mutransfer_user_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # lets dataclasses/pickle inside the user's file find it
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _check_width_keyword(factory, spec: str) -> None:
+    if not callable(factory):
+        raise TypeError(f"{spec!r} is {type(factory).__name__}, not a callable factory; "
+                        f"point it at a function width -> nn.Module")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return  # builtins without a signature: the call itself will tell
+    if "width" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(f"factory {spec!r} does not accept the keyword 'width' (its parameters: "
+                        f"{list(params)}); define it as def make_model(width, ...) -> nn.Module")

@@ -1,0 +1,15 @@
+"""Optimizers in torch's conventions that know nothing of muP: Muon (with AdamW groups),
+Newton-Schulz, spectral weight decay and QK-Clip (scaling.md section 4).
+
+The Plan's per-role multipliers reach these only as param-group keys (``lr``, ``alpha``,
+``expert_dims``, ``decay``), so this package is a leaf: it may import torch and nothing of
+mutransfer. :mod:`mutransfer.core` builds its param groups.
+
+    >>> opt = mutransfer.optim.Muon([{"params": [w], "alpha": 2.0}], lr=0.02)
+"""
+from mutransfer.optim._muon import (DECAY_KINDS, Muon, default_ns_dtype, newton_schulz,
+                                    spectral_decay_, top_singular_vector)
+from mutransfer.optim._qkclip import QKClip, QKPair, gqa_factors, head_max_logits
+
+__all__ = ["DECAY_KINDS", "Muon", "QKClip", "QKPair", "default_ns_dtype", "gqa_factors",
+           "head_max_logits", "newton_schulz", "spectral_decay_", "top_singular_vector"]

@@ -1,0 +1,210 @@
+"""The transfer plan: what :func:`mutransfer.transfer` recommends for the target width.
+
+A frozen dataclass of plain numbers (lr, batch size, their intervals, the fitted law and drift,
+warnings) that round-trips through JSON, prints as a readable table, and builds the target's
+optimizer or per-group lrs from a model. Fitting lives in :mod:`mutransfer.transfer`.
+
+    >>> plan = TransferPlan.from_json(Path("reports/quickstart/plan.json").read_text())
+    >>> print(plan.summary()); opt = plan.optimizer(model, base=base_model)
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """What :func:`transfer` recommends for the target, with 95% bootstrap intervals.
+
+        >>> plan = transfer(study, target_width=1024)
+        >>> plan.lr, plan.lr_interval, plan.warnings
+    """
+
+    lr: float
+    lr_interval: tuple[float, float]
+    batch_size: int
+    target_width: int
+    adam_lr: float | None = None  # Muon's AdamW groups: carried as its ratio to lr in the best trials
+    weight_decay: float | None = None  # keeps lr*wd (and its share of training, given tokens)
+    batch_interval: tuple[float, float] | None = None  # "auto": the projected B_noise's interval
+    steps: int | None = None  # tokens / (batch_size * tokens per example), when tokens is given
+    scheme: str | None = None
+    optimizer_name: str | None = None  # as Plan.optimizer_name (.optimizer() builds the optimizer)
+    muon_scale: str | None = None
+    base_width: int | None = None
+    law: str | None = None  # the chosen eta*(B) law; None with < 3 batch sizes
+    eta_max: float | None = None  # the law's eta_max (surge: eta_peak)
+    eta_max_interval: tuple[float, float] | None = None
+    b_noise: float | None = None  # the law's B_noise (surge: B_peak) in effective examples B / c
+    b_noise_interval: tuple[float, float] | None = None
+    b_noise_target: float | None = None  # B_noise projected to the target's loss
+    b_noise_target_interval: tuple[float, float] | None = None
+    # B_crit ~ B_noise at the target's loss (steps to a loss = 2 S_min), in examples per step
+    critical_batch: float | None = None
+    critical_batch_interval: tuple[float, float] | None = None
+    # the batch whose best-lr loss is lowest at the proxies' token budget (None at fixed steps)
+    compute_optimal_batch: float | None = None
+    compute_optimal_batch_interval: tuple[float, float] | None = None
+    budget: int | None = None  # the proxies' token (synthetic: example) budget
+    wd_policy: str | None = None  # "timescale": weight_decay holds tau = B / (lr wd D)
+    drift_slope: float | None = None  # octaves of eta* per doubling of width
+    drift_interval: tuple[float, float] | None = None
+    predicted_loss: float | None = None  # at the reference batch and the proxies' steps
+    loss_interval: tuple[float, float] | None = None
+    optima: tuple[dict, ...] = ()  # eta* per proxy (width, batch_size)
+    constants: dict = field(default_factory=dict)  # muP's free constants that differ from 1 (Constants)
+    warnings: tuple[str, ...] = ()
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def eta_table(self):
+        """eta* per proxy (width, batch_size) with its interval, as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self.optima))
+
+    def to_json(self) -> str:
+        """The plan as JSON (NaN -> null); :meth:`from_json` reads it back."""
+        return json.dumps(json_ready(asdict(self)), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TransferPlan":
+        """A plan from :meth:`to_json`'s text."""
+        data = json.loads(text)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"not a TransferPlan JSON: unknown keys {sorted(unknown)}")
+        for key, value in data.items():
+            if isinstance(value, list) and key not in ("optima", "warnings"):
+                data[key] = tuple(value)
+        data["optima"] = tuple(data.get("optima", ()))
+        data["warnings"] = tuple(data.get("warnings", ()))
+        return cls(**data)
+
+    def summary(self) -> str:
+        """A readable table of the recommendation, the fits, eta* per proxy and the warnings."""
+        return _summary(self)
+
+    def group_lrs(self, model, base=None, *, scheme: str | None = None, optimizer: str | None = None):
+        """Per-parameter lrs for the target: ``lr * lr_mult`` (``adam_lr`` for Muon's AdamW params).
+
+        ``model``: an nn.Module (with ``base``, its base-width twin; neither is modified), a
+        factory width -> nn.Module (``base`` = base width, default the trials'), or a Plan.
+
+            >>> plan.group_lrs(mutransfer.zoo.mlp, base=64)[["name", "role", "lr"]]
+        """
+        table = self._plan_for(model, base, scheme, optimizer, copy_model=True).table()
+        muon_adam = (table["optimizer"] != "muon") & (self.optimizer_name == "muon") & (self.adam_lr is not None)
+        table["lr"] = np.where(muon_adam, self.adam_lr or 0.0, self.lr) * table["lr_mult"]
+        return table[["name", "shape", "role", "optimizer", "lr_mult", "lr"]]
+
+    def optimizer(self, model, base=None, *, scheme: str | None = None, optimizer: str | None = None,
+                  **kwargs):
+        """The target's torch optimizer: ``mutransfer.parametrize(model, base)`` (the init is
+        rewritten in place) with this plan's lr, adam_lr and weight_decay; ``kwargs`` (betas,
+        wd_policy, ...) go to ``Plan.optimizer``. ``model`` may also be a ready Plan.
+
+            >>> opt = plan.optimizer(model, base=base_model)
+        """
+        from mutransfer.core._parametrize import Plan
+
+        if not isinstance(model, Plan) and not hasattr(model, "parameters"):
+            raise TypeError(f"model must be an nn.Module (with base=) or a mutransfer Plan; got "
+                            f"{type(model).__name__}; for a factory call it first: model = factory(width=W)")
+        p = self._plan_for(model, base, scheme, optimizer, copy_model=False)
+        settings = {"weight_decay": self.weight_decay or 0.0, "adam_lr": self.adam_lr, **kwargs}
+        return p.optimizer(self.lr, **settings)
+
+    def _plan_for(self, model, base, scheme, optimizer, copy_model: bool):
+        from mutransfer.core._parametrize import Plan, parametrize
+
+        scheme, optimizer = scheme or self.scheme or "mup", optimizer or self.optimizer_name or "adamw"
+        if isinstance(model, Plan):
+            if (model.scheme, model.optimizer_name) != (scheme, optimizer):
+                raise ValueError(f"the Plan is for scheme {model.scheme!r}/optimizer "
+                                 f"{model.optimizer_name!r} but the lr is for {scheme!r}/{optimizer!r}; "
+                                 f"parametrize with scheme={scheme!r}, optimizer={optimizer!r}")
+            if model.constants.changed() != self.constants:
+                raise ValueError(f"the Plan was made with constants {model.constants.changed()} but "
+                                 f"the lr was tuned with constants {self.constants}; parametrize with "
+                                 f"constants={self.constants}")
+            return model
+        settings = {"scheme": scheme, "optimizer": optimizer, "muon_scale": self.muon_scale or "spectral",
+                    "constants": self.constants}
+        if not hasattr(model, "parameters"):  # a factory
+            base_width = base if base is not None else self.base_width
+            if base_width is None:
+                raise ValueError("a factory needs base= (the base width), e.g. base=64")
+            return parametrize(model, width=self.target_width, base_width=base_width,
+                               device="meta", **settings)
+        if base is None:
+            raise TypeError("pass base= (the same model at the base width) or a Plan from "
+                            "mutransfer.parametrize(model, base)")
+        return parametrize(_meta_copy(model) if copy_model else model, base, **settings)
+
+
+def _meta_copy(model):
+    """A copy of ``model`` on the meta device without copying its tensors (roles need shapes only)."""
+    from torch import nn
+
+    memo = {id(p): nn.Parameter(p.detach().to("meta"), p.requires_grad) for p in model.parameters()}
+    memo.update({id(b): b.detach().to("meta") for b in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+def json_ready(value):
+    """``value`` with NaN/inf as None, numpy scalars as Python numbers, tuples as lists and
+    dict keys as strings: what ``json.dumps`` writes as standard JSON.
+
+        >>> json_ready({"x": float("nan"), 1: (np.float64(2.0),)})
+        {'x': None, '1': [2.0]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    return value
+
+
+def _fmt(value, ci=None, fmt="{:.4g}") -> str:
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    return text + (f"   [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "")
+
+
+def _summary(p: TransferPlan) -> str:
+    widths = sorted({o["width"] for o in p.optima})
+    rows = [("lr", _fmt(p.lr, p.lr_interval)), ("adam_lr", _fmt(p.adam_lr)),
+            ("batch_size", _fmt(p.batch_size, p.batch_interval, "{:.0f}")),
+            ("weight_decay", _fmt(p.weight_decay) + (f"   ({p.wd_policy})" if p.wd_policy else "")),
+            ("steps", _fmt(p.steps, None, "{:d}")), ("proxy budget", _fmt(p.budget, None, "{:.4g}")),
+            ("compute-optimal B", _fmt(p.compute_optimal_batch, p.compute_optimal_batch_interval, "{:.0f}")
+             if p.budget else "- (needs a token budget: [train] tokens)"),
+            ("critical B (B_noise)", _fmt(p.critical_batch, p.critical_batch_interval, "{:.0f}")),
+            ("eta*(B) law", p.law or "- (needs >= 3 batch sizes)"),
+            ("eta_max", _fmt(p.eta_max, p.eta_max_interval)),
+            ("B_noise (proxies)", _fmt(p.b_noise, p.b_noise_interval, "{:.0f}")),
+            ("B_noise (target)", _fmt(p.b_noise_target, p.b_noise_target_interval, "{:.0f}")),
+            ("drift (oct/doubling)", _fmt(p.drift_slope, p.drift_interval, "{:+.3f}")),
+            ("predicted loss", _fmt(p.predicted_loss, p.loss_interval)),
+            ("constants", ", ".join(f"{k}={v:.4g}" for k, v in p.constants.items()) or "all 1 (defaults)")]
+    head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width} "
+            f"(scheme {p.scheme}, optimizer {p.optimizer_name}); 95% bootstrap intervals")
+    body = "\n".join(f"  {k:<22}{v}" for k, v in rows)
+    table = p.eta_table
+    if not table.empty:
+        table = table.assign(lr=table["lr"].map("{:.4g}".format), lr_low=table["lr_low"].map("{:.4g}".format),
+                             lr_high=table["lr_high"].map("{:.4g}".format), loss=table["loss"].map("{:.4g}".format))
+        body += "\n\neta* per proxy:\n" + table.to_string(index=False)
+    notes = "".join(f"\n  - {w}" for w in p.warnings) or "\n  (none)"
+    return f"{head}\n{body}\n\nwarnings:{notes}"

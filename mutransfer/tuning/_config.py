@@ -1,0 +1,410 @@
+"""Experiment configs: TOML files in ``sweeps/`` mapped one to one onto frozen dataclasses.
+
+Each TOML table is a dataclass below and each key is a field of the same name, so
+``sweeps/quickstart.toml``'s ``[train] steps = 80`` is ``cfg.train.steps``. Optional keys
+(``= None`` below) are simply left out of the file. :func:`load_config` checks every key and
+type and names the file, the key and the expected form in its error.
+
+    >>> cfg = load_config("sweeps/quickstart.toml", overrides={"sweep.trials": 4})
+    >>> cfg.sweep.width, cfg.train.steps
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mutransfer.core._groups import DECAY_KINDS, WD_POLICIES
+from mutransfer.core._scaling import (CONSTANT_NAMES, MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES,
+                                      Constants)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+DATA_SOURCES = ("pycorpus", "textfile", "synthetic")
+SYNTHETIC_KINDS = ("classification", "regression")
+SAMPLERS = ("tpe", "random", "grid", "qmc")
+PRUNERS = ("median", "hyperband", "none")
+RECIPES = ("single", "staged")
+# The knobs the objective knows how to apply; anything else in [sweep.space] is a typo.
+SPACE_KEYS = ("lr", "batch_size", "adam_lr", "weight_decay", "warmup", "init_scale",
+              "momentum", "qk_clip", "decay", "tokens") + CONSTANT_NAMES  # constants: mutransfer.Constants
+INT_SPACE_KEYS = ("batch_size", "tokens")
+CHOICE_SPACE_KEYS = {"decay": DECAY_KINDS}  # knobs whose values are names, not numbers
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    factory: str = "mutransfer.zoo:gpt"  # "module:function" or "path/to/file.py:function"
+    width: int = 256  # the target width: the one transfer plans for, not the proxy's
+    base_width: int = 32  # muP multipliers are 1 here; the proxy/target are multiples of it
+    kwargs: dict[str, Any] = field(default_factory=dict)  # fixed factory arguments (depth, ...)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # "textfile" is implied by `path`; pycorpus (the stdlib's .py files) needs no download.
+    source: str = "pycorpus"
+    path: str | None = None  # relative to the config file; stored resolved (absolute)
+    kind: str = "classification"  # synthetic only
+    in_dim: int = 32  # synthetic only
+    out_dim: int = 10  # synthetic only
+    seed: int = 0  # synthetic only: the data's own seed, fixed across trials
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100  # used when tokens is None
+    # A training budget instead of a step count: steps = tokens / (batch_size * seq_len), so runs
+    # at different batch sizes see the same data and the schedule stretches with the steps. For
+    # synthetic data an example counts as one token (the budget is in examples). None = steps.
+    tokens: int | None = None
+    batch_size: int = 16  # used when [sweep.space] does not sweep batch_size
+    seq_len: int = 64  # ignored for synthetic data
+    schedule: str = "cosine"
+    warmup: float = 0.05  # a fraction of steps (< 1) or a number of steps (>= 1)
+    clip: float = 1.0  # global grad-norm clip; 0 disables it
+    lr: float = 1e-3  # used when [sweep.space] does not sweep lr
+    adam_lr: float | None = None  # Muon's AdamW groups; None = lr
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    momentum: float | None = None  # None = the optimizer's default (SGD 0, Muon 0.95)
+    wd_policy: str = "fixed_product"  # decay per step lr*wd is the same at every width
+    decay: str = "decoupled"  # or "spectral": decay only the top singular direction (adamw, muon)
+    qk_clip: float | None = None  # QK-Clip's tau (K2: 100); None = off
+    log_max_logit: bool = False  # log the max attention logit (history column) without clipping
+    grad_accum: int = 1
+    eval_every: int | None = None  # None = steps // 10, so a pruner sees ten reports
+    eval_batches: int = 4
+    measure_noise: bool = False  # gradient-noise scale (b_simple) for the batch-size law
+    dtype: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+
+
+@dataclass(frozen=True)
+class ParamConfig:
+    scheme: str = "spectral"  # the default by measurement: reports/gpt-cpu-300, reports/mlp-synthetic
+    optimizer: str = "adamw"
+    muon_scale: str = "spectral"
+    readout: str = "init"
+    output_mult: float = 1.0  # used when [sweep.space] does not sweep output_mult
+    # muP's free constants (mutransfer.Constants: init_<role>, lr_<role>, readout_exponent,
+    # attention_mult); each is used when [sweep.space] does not sweep it. output_mult is above.
+    constants: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    width: int = 64  # the proxy width the trials train at
+    trials: int = 20  # total COMPLETE + PRUNED trials; a rerun resumes up to this count
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0  # sampler seed; trial k trains with seed + k
+    # "single": one study over [sweep.space]; "staged": lr grid, then the constants, then the
+    # lr grid again at the best constants (mutransfer/recipe.py)
+    recipe: str = "single"
+    storage: str | None = None  # None = SQLite file reports/<name>/study.db
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
+    grace_period: int = 120  # a RUNNING trial this long without a heartbeat is failed and retried
+    space: dict[str, Any] = field(default_factory=dict)  # name -> {low, high, log} or [choices]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    parametrization: ParamConfig
+    sweep: SweepConfig
+
+    def to_dict(self) -> dict:
+        """A plain nested dict (JSON-able): what the sweeper stores in each trial's user_attrs."""
+        out = dataclasses.asdict(self)
+        out["train"]["betas"] = list(self.train.betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "<dict>", root: Path | None = None) -> "ExperimentConfig":
+        """Validate a nested dict (a parsed TOML file or :meth:`to_dict`'s output).
+
+            >>> cfg2 = ExperimentConfig.from_dict(cfg.to_dict())
+            >>> cfg2 == cfg
+        """
+        return _build(raw, source, root or Path.cwd())
+
+    def tokens_per_example(self) -> int:
+        """Tokens one example holds: ``train.seq_len`` for byte corpora, 1 for synthetic data."""
+        return 1 if self.data.source == "synthetic" else self.train.seq_len
+
+    def steps_for(self, batch_size: int, tokens: int | None = None) -> int:
+        """Optimizer steps of one run: ``[train] steps`` without a budget, else
+        :func:`budget_steps` of ``tokens`` (default ``[train] tokens``).
+
+            >>> cfg.override({"train.tokens": 65536}).steps_for(16)   # seq_len 64
+            64
+        """
+        tokens = self.train.tokens if tokens is None else tokens
+        if tokens is None:
+            return self.train.steps
+        return budget_steps(tokens, batch_size, self.tokens_per_example())
+
+    def override(self, overrides: dict[str, Any]) -> "ExperimentConfig":
+        """A copy with dotted keys replaced, validated like a file (CLI flags use this).
+
+            >>> small = cfg.override({"sweep.width": 32, "sweep.trials": 4})
+            >>> small.sweep.width
+        """
+        return ExperimentConfig.from_dict(_merge(self.to_dict(), overrides, "overrides"), "overrides")
+
+
+def budget_steps(tokens: int, batch_size: int, tokens_per_example: int = 1) -> int:
+    """Steps that spend a budget: ``round(tokens / (batch_size * tokens_per_example))``.
+
+        >>> budget_steps(65536, 16, 64)
+        64
+    """
+    for name, value in (("tokens", tokens), ("batch_size", batch_size),
+                        ("tokens_per_example", tokens_per_example)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    per_step = batch_size * tokens_per_example
+    if tokens < per_step:
+        raise ValueError(f"a budget of {tokens} tokens is less than one step of batch {batch_size} x "
+                         f"{tokens_per_example} tokens ({per_step}); raise [train] tokens to at least "
+                         f"{per_step} or lower the batch size")
+    return max(1, round(tokens / per_step))
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+            "parametrization": ParamConfig, "sweep": SweepConfig}
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a TOML experiment file; ``overrides`` maps dotted keys (``"sweep.width"``) to values.
+
+    A data ``path`` is resolved relative to the file. Errors name the file, the key and the
+    expected form, e.g. ``sweeps/x.toml: [train] steps must be an int, got 'ten'``.
+
+        >>> cfg = load_config("sweeps/quickstart.toml")
+        >>> cfg = load_config("sweeps/quickstart.toml", {"sweep.width": 32})
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found; try sweeps/quickstart.toml")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    raw = _merge(raw, overrides or {}, str(path))
+    return _build(raw, str(path), path.resolve().parent)
+
+
+def _merge(raw: dict, overrides: dict[str, Any], source: str) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        *tables, key = dotted.split(".")
+        node = out
+        for t in tables:
+            if not isinstance(node.get(t, {}), dict):
+                raise ValueError(f"{source}: override {dotted!r}: {t!r} is not a table")
+            node[t] = dict(node.get(t, {}))
+            node = node[t]
+        node[key] = value
+    return out
+
+
+def _build(raw: dict, source: str, root: Path) -> ExperimentConfig:
+    _check_keys(raw, ("name", *SECTIONS), source, "the top level")
+    if not isinstance(raw.get("name"), str) or not raw["name"]:
+        raise ValueError(f"{source}: name must be a non-empty string (used for reports/<name>/), "
+                         f"got {raw.get('name')!r}")
+    sections = {}
+    for key, cls in SECTIONS.items():
+        if key not in raw:
+            raise ValueError(f"{source}: missing section [{key}]; add it (see sweeps/quickstart.toml)")
+        if not isinstance(raw[key], dict):
+            raise ValueError(f"{source}: [{key}] must be a table, got {raw[key]!r}")
+        sections[key] = _section(cls, raw[key], key, source)
+    sections["data"] = _check_data(sections["data"], source, root)
+    cfg = ExperimentConfig(name=raw["name"], **sections)
+    _check_choices(cfg, source)
+    _check_space(cfg.sweep, source)
+    if cfg.sweep.recipe == "staged":
+        from mutransfer.tuning._objective import config_constants
+        from mutransfer.tuning._recipe import check_staged
+
+        check_staged(cfg, config_constants(cfg), source)
+    return cfg
+
+
+def _check_keys(table: dict, allowed, source: str, where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ValueError(f"{source}: unknown key {unknown[0]!r} in {where}; "
+                         f"allowed keys: {', '.join(allowed)}")
+
+
+def _section(cls, table: dict, section: str, source: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(table, fields, source, f"[{section}]")
+    hints = typing.get_type_hints(cls)
+    values = {k: _coerce(v, hints[k], f"{source}: [{section}] {k}") for k, v in table.items()}
+    return cls(**values)
+
+
+def _coerce(value, hint, where: str):
+    """``value`` checked against the annotation ``hint`` (int, float, str, bool, tuple, dict,
+    or ``X | None``); ints are accepted for floats, bools never for numbers."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)][0]
+        return None if value is None else _coerce(value, inner, where)
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return _ok(ok, value, value, where, "an int")
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return _ok(ok, value, float(value) if ok else value, where, "a number")
+    if hint is str or hint is bool:
+        return _ok(isinstance(value, hint), value, value, where, f"a {hint.__name__}")
+    if typing.get_origin(hint) is tuple:
+        ok = isinstance(value, (list, tuple)) and len(value) == len(args)
+        _ok(ok, value, value, where, f"a list of {len(args)} numbers, e.g. [0.9, 0.95]")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    return _ok(isinstance(value, dict), value, dict(value) if isinstance(value, dict) else value,
+               where, "a table, e.g. {depth = 2}")
+
+
+def _ok(ok: bool, value, result, where: str, expected: str):
+    if not ok:
+        raise ValueError(f"{where} must be {expected}, got {value!r}")
+    return result
+
+
+def _check_data(data: DataConfig, source: str, root: Path) -> DataConfig:
+    if data.path is not None:
+        if data.source not in ("pycorpus", "textfile"):  # pycorpus is only the default
+            raise ValueError(f"{source}: [data] give either path or source = {data.source!r}, not both")
+        resolved = (root / data.path).resolve()
+        if not resolved.is_file():
+            raise ValueError(f"{source}: [data] path {data.path!r} not found (looked at {resolved}); "
+                             f"paths are relative to the config file")
+        return dataclasses.replace(data, source="textfile", path=str(resolved))
+    if data.source == "textfile":
+        raise ValueError(f"{source}: [data] source = 'textfile' needs path = \"file.txt\"")
+    return data
+
+
+def _check_choices(cfg: ExperimentConfig, source: str) -> None:
+    checks = [("data", "source", cfg.data.source, DATA_SOURCES),
+              ("data", "kind", cfg.data.kind, SYNTHETIC_KINDS),
+              ("train", "wd_policy", cfg.train.wd_policy, WD_POLICIES),
+              ("train", "decay", cfg.train.decay, DECAY_KINDS),
+              ("parametrization", "scheme", cfg.parametrization.scheme, SCHEMES),
+              ("parametrization", "optimizer", cfg.parametrization.optimizer, OPTIMIZERS),
+              ("parametrization", "muon_scale", cfg.parametrization.muon_scale, MUON_SCALES),
+              ("parametrization", "readout", cfg.parametrization.readout, READOUTS),
+              ("sweep", "sampler", cfg.sweep.sampler, SAMPLERS),
+              ("sweep", "pruner", cfg.sweep.pruner, PRUNERS),
+              ("sweep", "recipe", cfg.sweep.recipe, RECIPES)]
+    try:
+        Constants.coerce(cfg.parametrization.constants)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: [parametrization] constants: {e}") from None
+    if "output_mult" in cfg.parametrization.constants:
+        raise ValueError(f"{source}: [parametrization] constants: give output_mult as "
+                         f"[parametrization] output_mult, not inside constants")
+    for section, key, value, choices in checks:
+        if value not in choices:
+            raise ValueError(f"{source}: [{section}] {key} must be one of {', '.join(choices)}, "
+                             f"got {value!r}")
+    positive = [("model", "width", cfg.model.width), ("model", "base_width", cfg.model.base_width),
+                ("train", "steps", cfg.train.steps), ("train", "batch_size", cfg.train.batch_size),
+                ("train", "seq_len", cfg.train.seq_len), ("train", "grad_accum", cfg.train.grad_accum),
+                ("sweep", "width", cfg.sweep.width), ("sweep", "trials", cfg.sweep.trials),
+                ("sweep", "heartbeat_interval", cfg.sweep.heartbeat_interval),
+                ("sweep", "grace_period", cfg.sweep.grace_period)]
+    if cfg.train.tokens is not None:
+        positive.append(("train", "tokens", cfg.train.tokens))
+    for section, key, value in positive:
+        if value < 1:
+            raise ValueError(f"{source}: [{section}] {key} must be >= 1, got {value!r}")
+    if cfg.train.qk_clip is not None and not cfg.train.qk_clip > 0:
+        raise ValueError(f"{source}: [train] qk_clip must be a logit bound tau > 0 (K2 used 100), "
+                         f"or left out to turn QK-Clip off; got {cfg.train.qk_clip!r}")
+    if cfg.train.decay == "spectral" and cfg.parametrization.optimizer not in ("adamw", "muon"):
+        raise ValueError(f"{source}: [train] decay = 'spectral' needs [parametrization] optimizer "
+                         f"'adamw' or 'muon', got {cfg.parametrization.optimizer!r}")
+    if cfg.sweep.grace_period <= cfg.sweep.heartbeat_interval:
+        raise ValueError(f"{source}: [sweep] grace_period ({cfg.sweep.grace_period}) must exceed "
+                         f"heartbeat_interval ({cfg.sweep.heartbeat_interval}), e.g. twice it")
+
+
+def _check_space(sweep: SweepConfig, source: str) -> None:
+    if not sweep.space:
+        raise ValueError(f"{source}: [sweep.space] is empty; add e.g. lr = {{low = 1e-4, high = 1e-1, log = true}}")
+    for name, spec in sweep.space.items():
+        where = f"{source}: [sweep.space] {name}"
+        if name not in SPACE_KEYS:
+            raise ValueError(f"{where}: unknown knob; sweepable: {', '.join(SPACE_KEYS)}")
+        if isinstance(spec, list):
+            _check_choices_list(spec, name, where)
+        elif isinstance(spec, dict):
+            _check_range(spec, name, where)
+        else:
+            raise ValueError(f"{where} must be {{low = ..., high = ..., log = true}} or a list of "
+                             f"choices, got {spec!r}")
+    if sweep.sampler == "grid":
+        _check_grid(sweep, source)
+
+
+def _check_choices_list(spec: list, name: str, where: str) -> None:
+    if name in CHOICE_SPACE_KEYS:
+        choices = CHOICE_SPACE_KEYS[name]
+        if not spec or not all(isinstance(v, str) and v in choices for v in spec):
+            raise ValueError(f"{where} must be a non-empty list of {', '.join(map(repr, choices))}, "
+                             f"got {spec!r}")
+        return
+    if name == "qk_clip" and not all(isinstance(v, (int, float)) and v > 0 for v in spec):
+        raise ValueError(f"{where}: every tau must be > 0, got {spec!r}")
+    number = (int,) if name in INT_SPACE_KEYS else (int, float)
+    if not spec or not all(isinstance(v, number) and not isinstance(v, bool) for v in spec):
+        kind = "ints" if name in INT_SPACE_KEYS else "numbers"
+        raise ValueError(f"{where} must be a non-empty list of {kind}, got {spec!r}")
+
+
+def _check_range(spec: dict, name: str, where: str) -> None:
+    if name in CHOICE_SPACE_KEYS:
+        raise ValueError(f"{where} must be a list of choices such as "
+                         f"{list(CHOICE_SPACE_KEYS[name])}, got {spec!r}")
+    _check_keys(spec, ("low", "high", "log"), where.split(": ")[0], f"[sweep.space] {name}")
+    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
+    nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not nums or not isinstance(log, bool):
+        raise ValueError(f"{where} must be {{low = <number>, high = <number>, log = true|false}}, got {spec!r}")
+    if name == "qk_clip" and nums and low <= 0:
+        raise ValueError(f"{where}: tau must be > 0, got low={low!r}")
+    if not low < high or (log and low <= 0):
+        raise ValueError(f"{where}: need 0 < low < high for log = true (low < high otherwise), "
+                         f"got low={low!r} high={high!r}")
+    if name in INT_SPACE_KEYS and not all(isinstance(v, int) for v in (low, high)):
+        raise ValueError(f"{where}: {name} is an int; give int bounds or a list, got {spec!r}")
+
+
+def _check_grid(sweep: SweepConfig, source: str) -> None:
+    ranges = [k for k, v in sweep.space.items() if not isinstance(v, list)]
+    if ranges:
+        raise ValueError(f"{source}: [sweep] sampler = 'grid' needs every [sweep.space] entry to be a "
+                         f"list of values; {ranges[0]!r} is a range")
+    size = math.prod(len(v) for v in sweep.space.values())
+    if sweep.trials > size:
+        raise ValueError(f"{source}: [sweep] trials = {sweep.trials} exceeds the grid's {size} points; "
+                         f"set trials <= {size}")

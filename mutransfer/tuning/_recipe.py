@@ -1,0 +1,94 @@
+"""The staged recipe: tune muP's free constants on the proxy together with the lr.
+
+Three phases in one Optuna study, each a batch of enqueued trials (Optuna's own
+``enqueue_trial``), so workers, resume and SIGKILL-safety are the sweep's:
+
+1. ``lr``: the ``[sweep.space] lr`` grid at the config's constants;
+2. ``constants``: the remaining trials sample the swept constants with the sampler (TPE),
+   the lr fixed at phase 1's best grid point (an lr constant and the lr are otherwise
+   redundant);
+3. ``lr-again``: the lr grid at the best constants found, so that the transfer's quadratic
+   fit of loss against log2 lr has both sides of the optimum at fixed constants.
+
+Why staged rather than joint TPE over (lr, constants): the transfer fits eta* across lr at
+fixed constants (:func:`mutransfer.transfer._constants_group`), which joint sampling never
+provides; and the constants are width-independent, so their optimum hardly moves with lr
+within an octave of eta*.
+
+    >>> cfg = load_config("sweeps/quickstart.toml")   # [sweep] recipe = "staged"
+    >>> phase_totals(cfg)
+    [7, 19, 26]
+"""
+from __future__ import annotations
+
+from mutransfer.tuning._config import ExperimentConfig
+from mutransfer.core._scaling import CONSTANT_NAMES
+
+STAGES = ("lr", "constants", "lr-again")
+
+
+def swept_constants(cfg: ExperimentConfig) -> list[str]:
+    """The constants that ``[sweep.space]`` sweeps."""
+    return [k for k in cfg.sweep.space if k in CONSTANT_NAMES]
+
+
+def phase_totals(cfg: ExperimentConfig) -> list[int]:
+    """Cumulative trial counts at the end of each phase: ``[G, trials - G, trials]`` for an lr
+    grid of ``G`` points."""
+    grid = len(cfg.sweep.space["lr"])
+    return [grid, cfg.sweep.trials - grid, cfg.sweep.trials]
+
+
+def enqueue_phase_(study, cfg: ExperimentConfig, phase: int, constants: dict[str, float]) -> None:
+    """Enqueue phase ``phase``'s trials once (a study attribute records it, so a resumed sweep
+    does not enqueue them again). ``constants``: every constant's value in the config."""
+    flag = f"staged:{STAGES[phase]}"
+    if study.user_attrs.get(flag):
+        return
+    grid, names = cfg.sweep.space["lr"], swept_constants(cfg)
+    if phase == 0:
+        points = [{"lr": lr, **{k: constants[k] for k in names}} for lr in grid]
+    elif phase == 1:
+        best = _best(study)
+        points = [{"lr": best.params["lr"]}] * (phase_totals(cfg)[1] - len(grid))
+    else:
+        best = _best(study)
+        points = [{"lr": lr, **{k: best.params[k] for k in names}} for lr in grid]
+    for params in points:
+        study.enqueue_trial(params, user_attrs={"stage": STAGES[phase]})
+    study.set_user_attr(flag, True)
+
+
+def _best(study):
+    """Optuna's best trial; an error naming the cause when phase 1 left none."""
+    try:
+        return study.best_trial
+    except ValueError:
+        raise ValueError(f"study {study.study_name!r} has no completed trial after the staged "
+                         f"recipe's lr phase: every trial failed; see the sweep's table") from None
+
+
+def check_staged(cfg: ExperimentConfig, constants: dict[str, float], source: str) -> None:
+    """The staged recipe's needs: an lr grid, >= 1 swept constant whose range holds the
+    config's value, no other swept knob, a sampler other than grid, and room for phase 2."""
+    space, where = cfg.sweep.space, f"{source}: [sweep] recipe = \"staged\""
+    if not isinstance(space.get("lr"), list) or len(space["lr"]) < 3:
+        raise ValueError(f"{where} needs [sweep.space] lr as a list of >= 3 values (the lr grid)")
+    names = swept_constants(cfg)
+    if not names:
+        raise ValueError(f"{where} needs >= 1 constant in [sweep.space] (one of {', '.join(CONSTANT_NAMES)})")
+    others = sorted(set(space) - {"lr", *names})
+    if others:
+        raise ValueError(f"{where} tunes lr and the constants only; fix {others[0]!r} in [train] "
+                         f"or use recipe = \"single\"")
+    if cfg.sweep.sampler == "grid":
+        raise ValueError(f"{where} samples the constants: use sampler = \"tpe\" (or random/qmc)")
+    for name in names:
+        spec, value = space[name], constants[name]
+        inside = value in spec if isinstance(spec, list) else spec["low"] <= value <= spec["high"]
+        if not inside:
+            raise ValueError(f"{where}: [sweep.space] {name} must include the config's value "
+                             f"{value:g} (phase 1 runs there); widen it")
+    if cfg.sweep.trials < 2 * len(space["lr"]) + 1:
+        raise ValueError(f"{where} needs trials >= 2 x {len(space['lr'])} lr points + 1; "
+                         f"got {cfg.sweep.trials}")
