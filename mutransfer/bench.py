@@ -343,7 +343,8 @@ def _moe_factory(layers: int, experts: int) -> Callable[..., torch.nn.Module]:
 def bench_roles(args: argparse.Namespace) -> pd.DataFrame:
     """Role inference on a Mixtral (the largest suite architecture) at ``--width``: infer_roles
     alone (traced on the real base) and the whole parametrize() on the meta device, medians."""
-    from mutransfer.core._parametrize import default_example, parametrize
+    from mutransfer.core._examples import default_example
+    from mutransfer.core._parametrize import parametrize
     from mutransfer.core._roles import infer_roles
 
     make = _moe_factory(args.layers, args.experts)

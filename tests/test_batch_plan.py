@@ -11,7 +11,7 @@ from test_transfer import has, synth
 
 from mutransfer.tuning._config import budget_steps, load_config
 from mutransfer.tuning._objective import run_trial
-from mutransfer.core._groups import WD_POLICIES, group_weight_decay, timescale_weight_decay
+from mutransfer.core._scaling import WD_POLICIES, group_weight_decay, timescale_weight_decay
 from mutransfer.tuning._sweep import sweep
 from mutransfer.projection._transfer import transfer
 from mutransfer.tuning._trials import trials_frame

@@ -13,7 +13,7 @@ import torch
 from mutransfer import Constants, parametrize, zoo
 from mutransfer.tuning._config import load_config
 from mutransfer.tuning._objective import run_trial
-from mutransfer.core._parametrize import Plan
+from mutransfer.core._plan import Plan
 from mutransfer.tuning._recipe import phase_totals
 from mutransfer.core._roles import Role
 from mutransfer.tuning._sweep import sweep

@@ -11,7 +11,8 @@ import torch
 import mutransfer
 from mutransfer.tuning._config import ExperimentConfig, load_config
 from mutransfer.optim._muon import Muon
-from mutransfer.core._groups import WD_POLICIES, SpectralDecayHook, group_weight_decay
+from mutransfer.core._scaling import WD_POLICIES, group_weight_decay
+from mutransfer.optim import SpectralDecayHook
 from tiny import tiny_mlp_toml
 
 LR, WD = 0.1, 0.2

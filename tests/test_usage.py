@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mutransfer import parametrize, zoo
-from mutransfer.core._parametrize import default_example
+from mutransfer.core._examples import default_example
 from mutransfer.core._scaling import spectral_sigma
 from mutransfer.core._roles import RoleWarning, infer_roles
 from mutransfer.core._usage import Use, trace_usage

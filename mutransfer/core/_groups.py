@@ -1,100 +1,25 @@
 """Optimizers from a Plan: param groups over torch's AdamW/Adam/SGD, or Muon (+AdamW groups).
 
 Each group carries ``lr = base_lr * lr_mult`` and records ``lr_mult``, so torch LR schedulers
-(which scale each group's ``initial_lr``) keep the multipliers. Weight-decay policies
-(scaling.md section 5), for a group with lr multiplier ``k``:
-
-| policy          | group weight decay   | decay per step             |
-|-----------------|----------------------|----------------------------|
-| fixed_product   | wd / k               | lr * wd (same at any width)|
-| coupled         | wd                   | lr * k * wd                |
-| independent     | wd / (lr * k)        | wd * scheduled_lr / peak_lr|
-| timescale       | wd / k               | lr * wd, and the plan holds |
-|                 |                      | tau = B / (lr wd D)         |
-
-``timescale`` (Power Lines, Bergsma et al. 2025) decays each group like ``fixed_product`` within a
-run; what it adds is the rule :func:`timescale_weight_decay` that :func:`mutransfer.transfer` uses
-when the target's batch B or token budget D differs from the proxies': the AdamW timescale
-tau = B / (lr wd D), i.e. 1 / (lr wd) steps as a share of the D / B steps, is held fixed.
+(which scale each group's ``initial_lr``) keep the multipliers. Weight decay per group follows
+the plan's policy (:func:`~mutransfer.core.group_weight_decay`, scaling.md section 5).
 
 Decay kinds (``decay=``): ``"decoupled"`` (torch's ``W -= lr * wd * W``) or ``"spectral"``
 (``W -= lr * wd * W v1 v1^T``: only the top singular direction, scaling.md section 4), with the
 same per-group weight decay under every policy. Spectral decay acts on matrices; vectors keep the
 decoupled kind. Muon applies it itself (group key ``decay``); for torch's AdamW the plan's matrix
 groups carry ``decay="spectral"``, ``weight_decay=0`` and ``spectral_weight_decay=wd``, and a
-step pre-hook (:class:`SpectralDecayHook`) applies it before AdamW's update, as AdamW decays.
+step pre-hook (:class:`~mutransfer.optim.SpectralDecayHook`) applies it before AdamW's update, as AdamW decays.
 The power-iteration vector lives in ``optimizer.state[p]["spectral_v"]``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from mutransfer.optim._muon import DECAY_KINDS, spectral_decay_
-from mutransfer.core._scaling import check_choice
-
-if TYPE_CHECKING:
-    from mutransfer.core._parametrize import Plan
-
-WD_POLICIES = ("fixed_product", "coupled", "independent", "timescale")
-
-
-def group_weight_decay(wd: float, lr: float, lr_mult: float, policy: str) -> float:
-    """A group's weight decay under ``policy`` (see the module table).
-
-        >>> group_weight_decay(0.1, 1e-3, 0.25, "fixed_product")
-        0.4
-    """
-    check_choice("wd_policy", policy, WD_POLICIES)
-    if policy in ("fixed_product", "timescale"):
-        return wd / lr_mult
-    if policy == "coupled":
-        return wd
-    return wd / (lr * lr_mult)
-
-
-class SpectralDecayHook:
-    """Step pre-hook of a torch optimizer: ``W -= lr * spectral_weight_decay * W v1 v1^T`` for
-    each parameter with a gradient in the groups that have ``spectral_weight_decay``.
-
-    v1 is warm-started from ``optimizer.state[p]["spectral_v"]``, stored there once the optimizer
-    has created that parameter's state (AdamW creates its state lazily when it is empty; until then
-    the hook starts cold).
-
-        >>> opt.register_step_pre_hook(SpectralDecayHook())
-    """
-
-    def __call__(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-        with torch.no_grad():
-            for group in optimizer.param_groups:
-                wd = group.get("spectral_weight_decay", 0.0)
-                params = [p for p in group["params"] if p.grad is not None and p.ndim >= 2]
-                if wd and params:
-                    states = [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
-                    spectral_decay_(params, states, group["lr"] * wd)
-
-
-def timescale_weight_decay(wd: float, *, lr: float, batch: float, tokens: float, new_lr: float,
-                           new_batch: float, new_tokens: float) -> float:
-    """The weight decay that keeps the AdamW timescale tau = B / (lr wd D) when lr, batch B and
-    budget D change: wd' = wd (B' / B) (lr / lr') (D / D') (tau' = tau exactly).
-
-        >>> timescale_weight_decay(0.1, lr=1e-3, batch=32, tokens=1e6, new_lr=1e-3, new_batch=64, new_tokens=1e6)
-        0.2
-    """
-    from numbers import Real
-
-    values = {"wd": wd, "lr": lr, "batch": batch, "tokens": tokens, "new_lr": new_lr,
-              "new_batch": new_batch, "new_tokens": new_tokens}
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, Real) or not (
-                value >= 0 if name == "wd" else value > 0):
-            raise ValueError(f"{name} must be a {'number >= 0' if name == 'wd' else 'positive number'}; "
-                             f"got {value!r}")
-    return float(wd * (new_batch / batch) * (lr / new_lr) * (tokens / new_tokens))
-
+from mutransfer.core._checks import check_choice
+from mutransfer.core._scaling import WD_POLICIES, group_weight_decay
+from mutransfer.optim import DECAY_KINDS, Muon, SpectralDecayHook
 
 def _check_numbers(lr, weight_decay, eps, adam_lr) -> None:
     for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False),
@@ -108,7 +33,7 @@ def _check_numbers(lr, weight_decay, eps, adam_lr) -> None:
             raise ValueError(f"{name} must be {bound}; got {value!r}. Use e.g. {name}=1e-3")
 
 
-def param_groups(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: float = 0.0,
+def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0,
                  eps: float = 1e-8, adam_lr: float | None = None,
                  wd_policy: str = "fixed_product", decay: str = "decoupled") -> list[dict]:
     """Param groups of ``model`` with the plan's multipliers: one group per distinct
@@ -165,7 +90,7 @@ def param_groups(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: flo
     return list(groups.values())
 
 
-def build_optimizer(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: float = 0.0,
+def build_optimizer(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0,
                     betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
                     momentum: float | None = None, adam_lr: float | None = None,
                     wd_policy: str = "fixed_product", nesterov: bool = True,
@@ -194,7 +119,5 @@ def build_optimizer(plan: "Plan", model: nn.Module, lr: float, *, weight_decay: 
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum or 0.0,
                                nesterov=nesterov and bool(momentum), **kwargs)
-    from mutransfer.optim._muon import Muon
-
     return Muon(groups, lr=lr, momentum=0.95 if momentum is None else momentum, nesterov=nesterov,
                 betas=betas, eps=eps, **kwargs)

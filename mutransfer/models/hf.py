@@ -19,6 +19,8 @@ import warnings
 
 import torch
 
+from mutransfer.core._examples import example_input
+
 __all__ = ["family", "forward_constants", "mup_attention", "example_input", "causal_lm",
            "ForwardConstantWarning"]
 
@@ -158,30 +160,6 @@ def mup_attention(base_head_dim: int, backend: str = "sdpa") -> str:
     name = f"mup_{backend}_{base_head_dim}"
     AttentionInterface.register(name, attention)
     return name
-
-
-def example_input(model) -> dict | None:
-    """Keyword inputs for one forward of a transformers ``model``, built from its config: a
-    (2, 8) batch of token ids (plus ``decoder_input_ids`` for encoder-decoders), or for
-    ``main_input_name == "pixel_values"`` a (2, C, S, S) batch of images; None otherwise.
-
-        >>> example_input(AutoModelForCausalLM.from_config(cfg))["input_ids"].shape
-        torch.Size([2, 8])
-    """
-    import torch
-
-    cfg, name = getattr(model, "config", None), getattr(model, "main_input_name", None)
-    device = next(iter(model.parameters())).device
-    if cfg is None or name is None or device.type == "meta":
-        return None
-    if name == "pixel_values":
-        size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
-        return {name: torch.zeros(2, getattr(cfg, "num_channels", 3), size, size, device=device)}
-    if name != "input_ids" or not isinstance(getattr(cfg, "vocab_size", None), int):
-        return None
-    ids = torch.arange(16, device=device).reshape(2, 8) % cfg.vocab_size
-    extra = {"decoder_input_ids": ids} if getattr(cfg, "is_encoder_decoder", False) else {}
-    return {"input_ids": ids, **extra}
 
 
 # generic config names (transformers maps them onto each model's own, e.g. n_embd for GPT-2)

@@ -2,14 +2,15 @@
 Newton-Schulz, spectral weight decay and QK-Clip (scaling.md section 4).
 
 The Plan's per-role multipliers reach these only as param-group keys (``lr``, ``alpha``,
-``expert_dims``, ``decay``), so this package is a leaf: it may import torch and nothing of
+``expert_dims``, ``decay``), so this package is a leaf: it imports torch and nothing of
 mutransfer. :mod:`mutransfer.core` builds its param groups.
 
     >>> opt = mutransfer.optim.Muon([{"params": [w], "alpha": 2.0}], lr=0.02)
 """
-from mutransfer.optim._muon import (DECAY_KINDS, Muon, default_ns_dtype, newton_schulz,
-                                    spectral_decay_, top_singular_vector)
+from mutransfer.optim._decay import DECAY_KINDS, SpectralDecayHook, spectral_decay_, top_singular_vector
+from mutransfer.optim._muon import Muon, default_ns_dtype, newton_schulz
 from mutransfer.optim._qkclip import QKClip, QKPair, gqa_factors, head_max_logits
 
-__all__ = ["DECAY_KINDS", "Muon", "QKClip", "QKPair", "default_ns_dtype", "gqa_factors",
-           "head_max_logits", "newton_schulz", "spectral_decay_", "top_singular_vector"]
+__all__ = ["DECAY_KINDS", "Muon", "QKClip", "QKPair", "SpectralDecayHook", "default_ns_dtype",
+           "gqa_factors", "head_max_logits", "newton_schulz", "spectral_decay_",
+           "top_singular_vector"]

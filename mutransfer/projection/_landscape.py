@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from mutransfer.core._frames import require_columns
+from mutransfer.core._checks import require_columns
 
 MUP_MAX_DRIFT = 0.25  # octaves of eta* per doubling of width (issue 7's target)
 MUP_MAX_REGRET = 1.0  # percent of the best loss at the largest width

@@ -46,8 +46,9 @@ import numpy as np
 
 from mutransfer.projection import _laws as laws
 from mutransfer.projection._laws import N_BOOT, VAR_FLOOR, WINDOW, interval
-from mutransfer.core._groups import WD_POLICIES, timescale_weight_decay
-from mutransfer.core._scaling import OPTIMIZERS, SCHEMES, check_choice
+from mutransfer.core._scaling import WD_POLICIES, timescale_weight_decay
+from mutransfer.core._scaling import OPTIMIZERS, SCHEMES
+from mutransfer.core._checks import check_choice
 from mutransfer.projection._transfer_plan import TransferPlan, json_ready
 from mutransfer.tuning._trials import DEFAULT_BETA1, trials_frame
 

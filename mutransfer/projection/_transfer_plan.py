@@ -111,7 +111,7 @@ class TransferPlan:
 
             >>> opt = plan.optimizer(model, base=base_model)
         """
-        from mutransfer.core._parametrize import Plan
+        from mutransfer.core._plan import Plan
 
         if not isinstance(model, Plan) and not hasattr(model, "parameters"):
             raise TypeError(f"model must be an nn.Module (with base=) or a mutransfer Plan; got "
@@ -121,7 +121,8 @@ class TransferPlan:
         return p.optimizer(self.lr, **settings)
 
     def _plan_for(self, model, base, scheme, optimizer, copy_model: bool):
-        from mutransfer.core._parametrize import Plan, parametrize
+        from mutransfer.core._plan import Plan
+        from mutransfer.core._parametrize import parametrize
 
         scheme, optimizer = scheme or self.scheme or "mup", optimizer or self.optimizer_name or "adamw"
         if isinstance(model, Plan):

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mutransfer.core._groups import DECAY_KINDS, WD_POLICIES
-from mutransfer.core._scaling import (CONSTANT_NAMES, MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES,
-                                      Constants)
+from mutransfer.core._groups import DECAY_KINDS
+from mutransfer.core._scaling import WD_POLICIES
+from mutransfer.core._constants import CONSTANT_NAMES, Constants
+from mutransfer.core._scaling import MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES
 
 try:
     import tomllib

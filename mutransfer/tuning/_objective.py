@@ -90,14 +90,14 @@ def config_constants(cfg: ExperimentConfig) -> dict[str, float]:
         >>> config_constants(cfg)["lr_hidden"]
         1.0
     """
-    from mutransfer.core._scaling import Constants
+    from mutransfer.core._constants import Constants
 
     return Constants.of_parametrization(dataclasses.asdict(cfg.parametrization)).as_dict()
 
 
 def trial_constants(knobs: dict) -> "Constants":
     """The :class:`~mutransfer.Constants` among a trial's resolved knobs."""
-    from mutransfer.core._scaling import CONSTANT_NAMES, Constants
+    from mutransfer.core._constants import CONSTANT_NAMES, Constants
 
     return Constants.coerce({k: knobs[k] for k in CONSTANT_NAMES if k in knobs})
 

@@ -22,7 +22,7 @@ within an octave of eta*.
 from __future__ import annotations
 
 from mutransfer.tuning._config import ExperimentConfig
-from mutransfer.core._scaling import CONSTANT_NAMES
+from mutransfer.core._constants import CONSTANT_NAMES
 
 STAGES = ("lr", "constants", "lr-again")
 

@@ -119,7 +119,7 @@ def _trial_row(t, study_name: str) -> dict:
 
 
 def _trial_constants(param_cfg: dict, params: dict) -> dict:
-    from mutransfer.core._scaling import Constants
+    from mutransfer.core._constants import Constants
 
     return Constants.of_parametrization(param_cfg, params).as_dict()
 
@@ -133,7 +133,7 @@ def constants_key(values: dict | None) -> str:
     """
     import json
 
-    from mutransfer.core._scaling import Constants
+    from mutransfer.core._constants import Constants
 
     return json.dumps(Constants.coerce(values or {}).changed(), sort_keys=True)
 

@@ -108,7 +108,7 @@ def plot_coord_check(df: pd.DataFrame, path, *, verdict=None, title: str | None 
         >>> plot_coord_check(df, "reports/coord/coord.png")
     """
     from mutransfer.validation._coord_check import RECORD_COLUMNS
-    from mutransfer.core._frames import require_columns
+    from mutransfer.core._checks import require_columns
     from mutransfer.validation._verdict import coord_verdict
 
     require_columns(df, RECORD_COLUMNS, "plot_coord_check", "coord_check()'s output")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mutransfer.validation._coord_check import RECORD_COLUMNS
-from mutransfer.core._frames import require_columns
+from mutransfer.core._checks import require_columns
 from mutransfer.core._roles import Role
 
 FIT_KEYS = ["scheme", "optimizer", "module", "role", "step", "kind"]

@@ -1,7 +1,17 @@
-"""Checks shared by the functions that take tidy DataFrames (one row per observation)."""
+"""Argument checks shared by every stage: a choice among names, and the columns of a tidy
+DataFrame (one row per observation). Each raises with the bad value and the fix."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming the options."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {choices}; got {value!r}")
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
+    return value
 
 
 def require_columns(df, needed: Sequence[str], what: str, source: str) -> None:
