@@ -71,7 +71,7 @@ def test_bad_exponent_arguments(kwargs, message):
 
 def test_a_plan_fixes_the_lr_and_constants_the_roles_are_measured_around(tmp_path):
     from mutransfer.cli.exponents import tuned_config
-    from mutransfer.tuning._objective import config_constants
+    from mutransfer.tuning._config import config_constants
     from mutransfer.projection._transfer_plan import TransferPlan
 
     plan = TransferPlan(lr=0.0125, lr_interval=(0.01, 0.02), batch_size=16, target_width=256,

@@ -85,7 +85,7 @@ def test_a_trial_traces_roles_on_a_batch_of_the_configs_data(model_file, monkeyp
 
     from mutransfer.tuning._objective import run_trial
 
-    module = importlib.import_module("mutransfer.core._parametrize")
+    module = importlib.import_module("mutransfer.tuning._objective")
     real, plans = module.parametrize, []
     monkeypatch.setattr(module, "parametrize", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
     cfg = load_config(MLP, {**TINY, "model.factory": f"{model_file}:make", "model.kwargs": {}})

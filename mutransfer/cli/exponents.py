@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from mutransfer.tuning._config import load_config
     from mutransfer.validation._exponents import exponent_table, role_runs, write_exponents
-    from mutransfer.tuning._objective import config_constants
+    from mutransfer.tuning._config import config_constants
     from mutransfer.validation._validate import shell_path
 
     cfg = load_config(args.config)

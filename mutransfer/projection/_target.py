@@ -61,7 +61,7 @@ def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
 def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
     """Refuse a plan whose constants differ from those the config fixes (a constant the config
     sweeps is free: the plan's tuned value is applied)."""
-    from mutransfer.tuning._objective import config_constants
+    from mutransfer.tuning._config import config_constants
     from mutransfer.core._constants import Constants
 
     fixed = {k: v for k, v in config_constants(cfg).items() if k not in cfg.sweep.space}

@@ -239,9 +239,6 @@ def _build(raw: dict, source: str, root: Path) -> ExperimentConfig:
     _check_choices(cfg, source)
     _check_space(cfg.sweep, source)
     if cfg.sweep.recipe == "staged":
-        from mutransfer.tuning._objective import config_constants
-        from mutransfer.tuning._recipe import check_staged
-
         check_staged(cfg, config_constants(cfg), source)
     return cfg
 
@@ -409,3 +406,44 @@ def _check_grid(sweep: SweepConfig, source: str) -> None:
     if sweep.trials > size:
         raise ValueError(f"{source}: [sweep] trials = {sweep.trials} exceeds the grid's {size} points; "
                          f"set trials <= {size}")
+
+
+def config_constants(cfg: ExperimentConfig) -> dict[str, float]:
+    """Every constant's value in ``cfg`` (``[parametrization] constants`` and output_mult over
+    the defaults).
+
+        >>> config_constants(cfg)["lr_hidden"]
+        1.0
+    """
+    return Constants.of_parametrization(dataclasses.asdict(cfg.parametrization)).as_dict()
+
+
+def swept_constants(cfg: ExperimentConfig) -> list[str]:
+    """The constants that ``[sweep.space]`` sweeps."""
+    return [k for k in cfg.sweep.space if k in CONSTANT_NAMES]
+
+
+def check_staged(cfg: ExperimentConfig, constants: dict[str, float], source: str) -> None:
+    """The staged recipe's needs: an lr grid, >= 1 swept constant whose range holds the
+    config's value, no other swept knob, a sampler other than grid, and room for phase 2."""
+    space, where = cfg.sweep.space, f"{source}: [sweep] recipe = \"staged\""
+    if not isinstance(space.get("lr"), list) or len(space["lr"]) < 3:
+        raise ValueError(f"{where} needs [sweep.space] lr as a list of >= 3 values (the lr grid)")
+    names = swept_constants(cfg)
+    if not names:
+        raise ValueError(f"{where} needs >= 1 constant in [sweep.space] (one of {', '.join(CONSTANT_NAMES)})")
+    others = sorted(set(space) - {"lr", *names})
+    if others:
+        raise ValueError(f"{where} tunes lr and the constants only; fix {others[0]!r} in [train] "
+                         f"or use recipe = \"single\"")
+    if cfg.sweep.sampler == "grid":
+        raise ValueError(f"{where} samples the constants: use sampler = \"tpe\" (or random/qmc)")
+    for name in names:
+        spec, value = space[name], constants[name]
+        inside = value in spec if isinstance(spec, list) else spec["low"] <= value <= spec["high"]
+        if not inside:
+            raise ValueError(f"{where}: [sweep.space] {name} must include the config's value "
+                             f"{value:g} (phase 1 runs there); widen it")
+    if cfg.sweep.trials < 2 * len(space["lr"]) + 1:
+        raise ValueError(f"{where} needs trials >= 2 x {len(space['lr'])} lr points + 1; "
+                         f"got {cfg.sweep.trials}")

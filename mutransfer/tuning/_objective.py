@@ -16,8 +16,11 @@ import math
 import time
 from typing import Any, Callable
 
-from mutransfer.tuning._config import INT_SPACE_KEYS, DataConfig, ExperimentConfig
-from mutransfer.core._roles import Role
+from mutransfer.core import CONSTANT_NAMES, Constants, Role, parametrize
+from mutransfer.models import zoo
+from mutransfer.training import data as datasets
+from mutransfer.training import train
+from mutransfer.tuning._config import INT_SPACE_KEYS, DataConfig, ExperimentConfig, config_constants
 
 DIVERGED_FACTOR = 2.0  # a diverged trial's value: this times the largest finite loss it saw
 
@@ -28,7 +31,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
 
     Knobs missing from ``params`` take ``cfg.train``/``cfg.parametrization`` values;
     ``init_scale`` multiplies the init of every input/hidden/output weight after muP's rewrite.
-    ``qk_clip`` (tau) turns on :class:`~mutransfer.qkclip.QKClip` (``[train] log_max_logit``
+    ``qk_clip`` (tau) turns on :class:`~mutransfer.optim.QKClip` (``[train] log_max_logit``
     records the max logit without clipping), ``decay`` picks the weight-decay kind.
     With a token budget (``[train] tokens`` or a swept ``tokens``) the run takes
     ``cfg.steps_for(batch_size, tokens)`` = tokens / (batch_size * seq_len) steps.
@@ -39,10 +42,6 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
         >>> res.final_loss
     """
     import torch
-
-    from mutransfer.models import zoo
-    from mutransfer.core._parametrize import parametrize
-    from mutransfer.training._loop import train
 
     k = resolve_knobs(cfg, params)
     torch.manual_seed(seed)
@@ -62,7 +61,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
                          decay=k["decay"])
     qk_clip = None
     if k["qk_clip"] is not None or t.log_max_logit:
-        from mutransfer.optim._qkclip import QKClip
+        from mutransfer.optim import QKClip
 
         qk_clip = QKClip(plan.model, k["qk_clip"])
     steps = cfg.steps_for(k["batch_size"], k["tokens"])
@@ -83,22 +82,8 @@ def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
     return {**fixed, **params}
 
 
-def config_constants(cfg: ExperimentConfig) -> dict[str, float]:
-    """Every constant's value in ``cfg`` (``[parametrization] constants`` and output_mult over
-    the defaults).
-
-        >>> config_constants(cfg)["lr_hidden"]
-        1.0
-    """
-    from mutransfer.core._constants import Constants
-
-    return Constants.of_parametrization(dataclasses.asdict(cfg.parametrization)).as_dict()
-
-
-def trial_constants(knobs: dict) -> "Constants":
+def trial_constants(knobs: dict) -> Constants:
     """The :class:`~mutransfer.Constants` among a trial's resolved knobs."""
-    from mutransfer.core._constants import CONSTANT_NAMES, Constants
-
     return Constants.coerce({k: knobs[k] for k in CONSTANT_NAMES if k in knobs})
 
 
@@ -137,8 +122,6 @@ def _scale_init_(plan, scale: float) -> None:
 @functools.lru_cache(maxsize=4)
 def make_dataset(data: DataConfig):
     """The dataset ``data`` describes (cached per process: pycorpus reads ~the whole stdlib)."""
-    from mutransfer.training import data as datasets
-
     if data.source == "pycorpus":
         return datasets.pycorpus()
     if data.source == "textfile":

@@ -21,15 +21,9 @@ within an octave of eta*.
 """
 from __future__ import annotations
 
-from mutransfer.tuning._config import ExperimentConfig
-from mutransfer.core._constants import CONSTANT_NAMES
+from mutransfer.tuning._config import ExperimentConfig, swept_constants
 
 STAGES = ("lr", "constants", "lr-again")
-
-
-def swept_constants(cfg: ExperimentConfig) -> list[str]:
-    """The constants that ``[sweep.space]`` sweeps."""
-    return [k for k in cfg.sweep.space if k in CONSTANT_NAMES]
 
 
 def phase_totals(cfg: ExperimentConfig) -> list[int]:
@@ -66,29 +60,3 @@ def _best(study):
     except ValueError:
         raise ValueError(f"study {study.study_name!r} has no completed trial after the staged "
                          f"recipe's lr phase: every trial failed; see the sweep's table") from None
-
-
-def check_staged(cfg: ExperimentConfig, constants: dict[str, float], source: str) -> None:
-    """The staged recipe's needs: an lr grid, >= 1 swept constant whose range holds the
-    config's value, no other swept knob, a sampler other than grid, and room for phase 2."""
-    space, where = cfg.sweep.space, f"{source}: [sweep] recipe = \"staged\""
-    if not isinstance(space.get("lr"), list) or len(space["lr"]) < 3:
-        raise ValueError(f"{where} needs [sweep.space] lr as a list of >= 3 values (the lr grid)")
-    names = swept_constants(cfg)
-    if not names:
-        raise ValueError(f"{where} needs >= 1 constant in [sweep.space] (one of {', '.join(CONSTANT_NAMES)})")
-    others = sorted(set(space) - {"lr", *names})
-    if others:
-        raise ValueError(f"{where} tunes lr and the constants only; fix {others[0]!r} in [train] "
-                         f"or use recipe = \"single\"")
-    if cfg.sweep.sampler == "grid":
-        raise ValueError(f"{where} samples the constants: use sampler = \"tpe\" (or random/qmc)")
-    for name in names:
-        spec, value = space[name], constants[name]
-        inside = value in spec if isinstance(spec, list) else spec["low"] <= value <= spec["high"]
-        if not inside:
-            raise ValueError(f"{where}: [sweep.space] {name} must include the config's value "
-                             f"{value:g} (phase 1 runs there); widen it")
-    if cfg.sweep.trials < 2 * len(space["lr"]) + 1:
-        raise ValueError(f"{where} needs trials >= 2 x {len(space['lr'])} lr points + 1; "
-                         f"got {cfg.sweep.trials}")

@@ -151,7 +151,7 @@ def _phases(study, cfg: ExperimentConfig):
     if cfg.sweep.recipe != "staged":
         yield cfg.sweep.trials
         return
-    from mutransfer.tuning._objective import config_constants
+    from mutransfer.tuning._config import config_constants
     from mutransfer.tuning._recipe import enqueue_phase_, phase_totals
 
     for phase, total in enumerate(phase_totals(cfg)):

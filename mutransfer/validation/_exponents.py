@@ -61,7 +61,8 @@ def role_runs(config: ExperimentConfig | str | Path, *, widths: Sequence[int], r
     """
     from tqdm.auto import tqdm
 
-    from mutransfer.tuning._objective import config_constants, run_trial
+    from mutransfer.tuning._config import config_constants
+    from mutransfer.tuning._objective import run_trial
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     _check(kind, roles, widths, log2_mults, seeds)
