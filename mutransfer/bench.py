@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from mutransfer.optim._muon import Muon, default_ns_dtype
+from mutransfer.optim import Muon, default_ns_dtype
 
 
 def _sync(device: torch.device) -> None:
@@ -119,7 +119,7 @@ def plan_adamw_step_times(repeats: int = 20, device="cpu", width: int = 256,
         True
     """
     from mutransfer.models import zoo
-    from mutransfer.core._parametrize import parametrize
+    from mutransfer.core import parametrize
 
     device = torch.device(device)
     plan = parametrize(functools.partial(zoo.gpt, depth=2), width=width, base_width=base_width,
@@ -206,8 +206,8 @@ def muonclip_step_times(repeats: int = 10, device="cpu", width: int = 256, depth
     """
     from mutransfer.models import zoo
     from mutransfer.training.data import pycorpus
-    from mutransfer.core._parametrize import parametrize
-    from mutransfer.optim._qkclip import QKClip
+    from mutransfer.core import parametrize
+    from mutransfer.optim import QKClip
 
     device = torch.device(device)
     x, y = pycorpus().batch("train", batch_size, seq_len, torch.Generator().manual_seed(0), device)
@@ -274,7 +274,7 @@ def bench_sweep(args: argparse.Namespace) -> pd.DataFrame:
     """Sweep harness overhead over the training it runs, and trials per hour (medians)."""
     from mutransfer.tuning._sweep import bench_overhead
 
-    from mutransfer.tuning._config import load_config
+    from mutransfer.tuning import load_config
 
     trials = args.trials or load_config(args.config).sweep.trials
     runs = [bench_overhead(args.config, trials) for _ in range(args.repeats)]
@@ -291,7 +291,7 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_coord(args: argparse.Namespace) -> pd.DataFrame:
     """Wall time of a full coordinate check of the zoo GPT (SP and muP), median of repeats."""
-    from mutransfer.validation._coord_check import coord_check
+    from mutransfer.validation import coord_check
     from mutransfer.training.data import pycorpus
     from mutransfer.models.zoo import gpt
 
@@ -343,9 +343,9 @@ def _moe_factory(layers: int, experts: int) -> Callable[..., torch.nn.Module]:
 def bench_roles(args: argparse.Namespace) -> pd.DataFrame:
     """Role inference on a Mixtral (the largest suite architecture) at ``--width``: infer_roles
     alone (traced on the real base) and the whole parametrize() on the meta device, medians."""
-    from mutransfer.core._examples import default_example
-    from mutransfer.core._parametrize import parametrize
-    from mutransfer.core._roles import infer_roles
+    from mutransfer.core import default_example
+    from mutransfer.core import parametrize
+    from mutransfer.core import infer_roles
 
     make = _moe_factory(args.layers, args.experts)
     with torch.device("meta"):

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from mutransfer.validation._compare import compare, meets_goal, verdict, write_compare
-    from mutransfer.tuning._config import load_config
+    from mutransfer.tuning import load_config
     from mutransfer.validation._validate import shell_path
 
     cfg = load_config(args.config)

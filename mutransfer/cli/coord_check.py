@@ -78,7 +78,7 @@ def records(args, cfg):
     """The coord_check records of every scheme in ``args.schemes``, concatenated."""
     import pandas as pd
 
-    from mutransfer.validation._coord_check import coord_check
+    from mutransfer.validation import coord_check
     from mutransfer.tuning._objective import config_factory, make_dataset
     from mutransfer.models.zoo import load_factory
 
@@ -109,8 +109,8 @@ def _markdown(verdict, command: str, settings: str, seconds: float) -> str:
 
 
 def run(args) -> int:
-    from mutransfer.validation._verdict import coord_verdict
-    from mutransfer.validation._plots import plot_coord_check
+    from mutransfer.validation import coord_verdict
+    from mutransfer.validation import plot_coord_check
 
     if len(args.widths) < 2 or args.steps < 1 or args.seeds < 1:
         raise ValueError(f"need >= 2 widths, steps >= 1 and seeds >= 1; got widths={args.widths}, "

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.core._parametrize import parametrize
+    from mutransfer.core import parametrize
     from mutransfer.models.zoo import load_factory
 
     plan = parametrize(load_factory(args.factory), width=args.width, base_width=args.base_width,

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.tuning._config import load_config
+    from mutransfer.tuning import load_config
     from mutransfer.validation._exponents import exponent_table, role_runs, write_exponents
     from mutransfer.tuning._config import config_constants
     from mutransfer.validation._validate import shell_path
@@ -66,7 +66,7 @@ def tuned_config(cfg, plan_path):
 
         >>> tuned_config(load_config("sweeps/gpt-cpu-300.toml"), "reports/gpt-cpu-300/plan.json")
     """
-    from mutransfer.projection._target import load_plan
+    from mutransfer.projection import load_plan
 
     plan = load_plan(plan_path)
     constants = {k: v for k, v in plan.constants.items() if k != "output_mult"}

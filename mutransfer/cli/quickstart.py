@@ -117,7 +117,7 @@ def quickstart_config(smoke: bool = False):
 
     import mutransfer
 
-    from mutransfer.tuning._config import ExperimentConfig, load_config
+    from mutransfer.tuning import ExperimentConfig, load_config
 
     shipped = Path(mutransfer.__file__).resolve().parent.parent / "sweeps" / "quickstart.toml"
     if shipped.is_file():
@@ -133,11 +133,11 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
         >>> quickstart("reports")
         PosixPath('reports/quickstart/index.md')
     """
-    from mutransfer.validation._plots import plot_transfer
-    from mutransfer.validation._report import write_report
-    from mutransfer.tuning._sweep import sweep
-    from mutransfer.projection._transfer import transfer
-    from mutransfer.validation._validate import validate
+    from mutransfer.validation import plot_transfer
+    from mutransfer.validation import write_report
+    from mutransfer.tuning import sweep
+    from mutransfer.projection import transfer
+    from mutransfer.validation import validate
     from mutransfer.cli.validate import log2_grid
 
     cfg = quickstart_config(smoke)
@@ -198,7 +198,7 @@ def _train_target(config: Path, folder: Path, width: int, device: str) -> None:
 
 def _coord_check(config: Path, widths: list[int], size: dict, folder: Path) -> None:
     """The coord-check command in-process: it owns coord.csv/png/md and their regeneration line."""
-    from mutransfer.tuning._config import load_config
+    from mutransfer.tuning import load_config
     from mutransfer.cli import coord_check
 
     parser = argparse.ArgumentParser(prog="mutransfer")

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.validation._report import write_report
+    from mutransfer.validation import write_report
 
     path = write_report(args.config, args.reports)
     print(f"wrote {path}")

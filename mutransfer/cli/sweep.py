@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.tuning._sweep import rerun, sweep
+    from mutransfer.tuning import rerun, sweep
 
     if args.rerun is not None:
         device = "cpu" if args.device == "auto" else args.device

@@ -27,9 +27,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.tuning._config import load_config
-    from mutransfer.projection._target import (load_plan, summary_rows, train_target,
-                                               write_training_report)
+    from mutransfer.tuning import load_config
+    from mutransfer.projection import load_plan, train_target
+    from mutransfer.validation._target_report import summary_rows, write_training_report
     from mutransfer.validation._validate import shell_path
 
     cfg = load_config(args.config)

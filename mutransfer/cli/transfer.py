@@ -39,10 +39,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.tuning._config import load_config
-    from mutransfer.tuning._storage import default_storage
-    from mutransfer.validation._plots import plot_transfer
-    from mutransfer.projection._transfer import transfer
+    from mutransfer.tuning import load_config
+    from mutransfer.tuning import default_storage
+    from mutransfer.validation import plot_transfer
+    from mutransfer.projection import transfer
 
     cfg = load_config(args.config)
     url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
@@ -81,7 +81,7 @@ def load_studies(cfg, url: str, names: str | None) -> list:
     """The named studies (comma-separated), or every ``<cfg.name>-w<width>[-s<seed>]`` study in ``url``."""
     import optuna
 
-    from mutransfer.tuning._storage import open_storage
+    from mutransfer.tuning import open_storage
     from mutransfer.tuning._sweep import STUDY_NAME
 
     storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval,

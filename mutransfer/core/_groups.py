@@ -98,7 +98,7 @@ def build_optimizer(plan, model: nn.Module, lr: float, *, weight_decay: float = 
     """The torch optimizer for ``plan.optimizer_name`` over :func:`param_groups`.
 
     adamw/adam -> torch.optim.AdamW/Adam; sgd -> torch.optim.SGD (momentum default 0);
-    muon -> :class:`mutransfer.muon.Muon` (momentum default 0.95) with AdamW groups at ``adam_lr``
+    muon -> :class:`mutransfer.Muon` (momentum default 0.95) with AdamW groups at ``adam_lr``
     (default ``lr``) for embeddings, the readout and vectors. Extra ``kwargs`` go to the optimizer.
     ``decay="spectral"`` (adamw, muon) decays matrices by ``lr * wd * W v1 v1^T`` instead of
     ``lr * wd * W`` (module docstring).

@@ -219,7 +219,7 @@ def parametrize(
     the readout init ``x m ** readout_exponent`` under ``mup``, ``output_mult`` on the logits
     (``output_mult=`` is the same constant) and ``attention_mult`` passed to the factory. ``example`` (a tensor, a tuple of
     args or a dict of kwargs for one forward) lets roles come from how each parameter is used
-    (see :func:`mutransfer.roles.infer_roles`); by default the base's ``example_input()`` (zoo
+    (see :func:`mutransfer.infer_roles`); by default the base's ``example_input()`` (zoo
     models) or :func:`mutransfer.hf.example_input` (transformers models) is used.
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)

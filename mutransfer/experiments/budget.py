@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.tuning import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-budget.toml"
 MODULE = "python -m mutransfer.experiments.budget"
@@ -41,7 +41,7 @@ def load_studies(cfg: ExperimentConfig, names, reports: Path) -> list:
     """The Optuna studies ``names`` of ``cfg``'s storage; a missing one is named with the fix."""
     import optuna
 
-    from mutransfer.tuning._storage import default_storage
+    from mutransfer.tuning import default_storage
 
     url = cfg.sweep.storage or default_storage(cfg, reports)
     have = {s.study_name for s in optuna.get_all_study_summaries(url)}
@@ -55,7 +55,7 @@ def load_studies(cfg: ExperimentConfig, names, reports: Path) -> list:
 def load_frame(cfg: ExperimentConfig, names, reports: Path) -> pd.DataFrame:
     """Every stored trial of the studies ``names`` (diverged ones kept and flagged), with each
     trial's wall seconds in ``frame.attrs["seconds"]`` (a dict: study name -> total seconds)."""
-    from mutransfer.tuning._trials import trials_frame
+    from mutransfer.tuning import trials_frame
 
     studies = load_studies(cfg, names, reports)
     frame = trials_frame(studies, keep_diverged=True)
@@ -91,7 +91,7 @@ def resume(out: Path, keys: tuple[str, ...], todo: list[dict], run, desc: str) -
 def train_once(cfg: ExperimentConfig, width: int, batch_size: int, log2_lr: float, seed: int,
                log2_wd: float | None = None) -> dict:
     """One run at the budget (a trial outside any study): its final eval loss and settings."""
-    from mutransfer.tuning._objective import run_trial
+    from mutransfer.tuning import run_trial
 
     params = {"lr": 2.0 ** log2_lr, "batch_size": int(batch_size)}
     if log2_wd is not None:
@@ -148,7 +148,7 @@ def decay_slope(opt: pd.DataFrame) -> float:
 # ---------------------------------------------------------------------- projection vs direct
 def projected_at(proxy: pd.DataFrame, batches, target_width: int, tokens: int) -> pd.DataFrame:
     """The transfer's lr (with interval) at each batch in ``batches`` for ``target_width``."""
-    from mutransfer.projection._transfer import transfer
+    from mutransfer.projection import transfer
 
     rows = []
     for b in batches:
@@ -221,7 +221,7 @@ def _ci(value, plan, key) -> str:
 
 def direct_plan_of(df: pd.DataFrame, width: int | None = None) -> dict:
     """eta* per batch (quadratic fit, bootstrap interval) and the compute-optimal batch
-    (:func:`mutransfer.laws.flat_optimum` over the bootstrap losses) of a direct check's runs,
+    (:func:`mutransfer.projection._laws.flat_optimum` over the bootstrap losses) of a direct check's runs,
     in the fields of a plan (``optima``, ``compute_optimal_batch`` and its interval)."""
     from mutransfer.projection._laws import flat_optimum, interval, quadratic_optimum
 

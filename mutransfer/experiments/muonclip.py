@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.tuning import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu.toml"
 OUT = Path("reports/muonclip")
@@ -41,7 +41,7 @@ def base_config(steps: int = STEPS) -> ExperimentConfig:
 def run_logits(widths=LOGIT_WIDTHS, log2_lrs=LOGIT_LOG2_LRS, tau: float = TAU,
                steps: int = STEPS) -> pd.DataFrame:
     """Per-step history (max_logit, losses) of each (width, lr, clip on/off), seed 0."""
-    from mutransfer.tuning._objective import run_trial
+    from mutransfer.tuning import run_trial
 
     frames = []
     for width in widths:
@@ -67,8 +67,8 @@ def run_decay(widths=DECAY_WIDTHS, log2_lr: float = DECAY_LOG2_LR, wd: float = D
 
     from mutransfer.models import zoo
     from mutransfer.tuning._objective import config_factory, make_dataset
-    from mutransfer.core._parametrize import parametrize
-    from mutransfer.training._loop import train
+    from mutransfer.core import parametrize
+    from mutransfer.training import train
 
     cfg = base_config(steps)
     t, rows = cfg.train, []
@@ -105,7 +105,7 @@ def run_decay(widths=DECAY_WIDTHS, log2_lr: float = DECAY_LOG2_LR, wd: float = D
 def run_transfer(widths=TRANSFER_WIDTHS, log2_lrs=TRANSFER_LOG2_LRS, tau: float = TAU,
                  steps: int = STEPS) -> pd.DataFrame:
     """The lr landscape (``mutransfer.validate``) of muP + Muon with and without QK-Clip."""
-    from mutransfer.validation._validate import validate
+    from mutransfer.validation import validate
 
     frames = []
     for clip in (None, tau):
@@ -200,7 +200,7 @@ def decay_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
     """Drift, eta* per width and regret of each landscape (``mutransfer.landscape``)."""
-    from mutransfer.projection._landscape import eta_stars, summarize
+    from mutransfer.projection import eta_stars, summarize
 
     rows = []
     for clip, runs in df.groupby("qk_clip"):
@@ -276,7 +276,7 @@ def _decay_section(df, out, markdown_table) -> list[str]:
 
 
 def _transfer_section(df, out, markdown_table) -> list[str]:
-    from mutransfer.validation._plots import plot_lr_landscape
+    from mutransfer.validation import plot_lr_landscape
 
     for clip, runs in df.groupby("qk_clip"):
         slug = "none" if clip == "off" else clip.replace("tau = ", "tau")

@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from mutransfer.core._examples import example_input
+from mutransfer.core import example_input
 
 __all__ = ["family", "forward_constants", "mup_attention", "example_input", "causal_lm",
            "ForwardConstantWarning"]
@@ -144,7 +144,7 @@ def mup_attention(base_head_dim: int, backend: str = "sdpa") -> str:
     from transformers import AttentionInterface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from mutransfer.core._scaling import attention_scale
+    from mutransfer.core import attention_scale
 
     if isinstance(base_head_dim, bool) or not isinstance(base_head_dim, int) or base_head_dim < 1:
         raise ValueError(f"base_head_dim must be a positive integer; got {base_head_dim!r}")

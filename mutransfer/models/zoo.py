@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mutransfer.core._scaling import attention_scale
+from mutransfer.core import attention_scale
 from mutransfer.core._checks import check_choice
 
 ATTENTIONS = ("mup", "sp")

@@ -1,11 +1,11 @@
 """Learning-rate landscapes across widths: eta* per curve, its drift per doubling, the regret.
 
-Input is the tidy frame :func:`mutransfer.validate.validate` returns (one row per run: scheme,
+Input is the tidy frame :func:`mutransfer.validate` returns (one row per run: scheme,
 optimizer, width, log2_lr, seed, loss, diverged). Diverged runs are dropped before any mean or
 fit; a (width, lr) cell where every run diverged is a *diverged cell*.
 
 - **eta*** of a curve is the vertex of the quadratic fit of loss against log2 lr near the
-  minimum (:func:`mutransfer.laws.quadratic_optimum`, the same fit the transfer uses), on the
+  minimum (:func:`mutransfer.projection._laws.quadratic_optimum`, the same fit the transfer uses), on the
   surviving runs of every seed.
 - **drift** is the least-squares slope of log2 eta* against log2 width, in octaves per
   doubling (scaling.md section 7), with a bootstrap interval over the runs. muP's target is ``|drift| <= MUP_MAX_DRIFT``; SP with Adam
@@ -72,7 +72,7 @@ def curve_means(df: pd.DataFrame) -> pd.DataFrame:
 def fit_curve(log2_lr, loss, *, seed: int = 0) -> dict:
     """eta* of one curve from its surviving runs (repeats per lr allowed), with replicates.
 
-    The fit is :func:`mutransfer.laws.quadratic_optimum`, the one the transfer uses (weighted
+    The fit is :func:`mutransfer.projection._laws.quadratic_optimum`, the one the transfer uses (weighted
     parabola around the best lr, runs resampled for the bootstrap). Returns a dict: log2_eta
     (NaN when no fit), log2_eta_lo/hi (its bootstrap interval), reps (the replicates, an array),
     best_log2_lr and best_loss (the grid point of lowest seed-mean loss), n_points and note
@@ -162,7 +162,7 @@ def drift(df: pd.DataFrame, *, seed: int = 0) -> tuple[float, float, float]:
 
     The interval refits the slope on each bootstrap replicate of the per-width eta* fits
     (:func:`fit_curve`; runs resampled independently per width) and takes the percentile
-    interval (``mutransfer.laws.CI_LEVEL``). Widths without an eta* are left out.
+    interval (``mutransfer.projection._laws.CI_LEVEL``). Widths without an eta* are left out.
 
         >>> d, lo, hi = drift(df.query("scheme == 'mup' and optimizer == 'adamw'"))
     """

@@ -1,9 +1,9 @@
 """Train the target: the config's model at the plan's width with the transfer plan's settings.
 
-The last step of the path. :func:`train_target` takes a :class:`~mutransfer.transfer.TransferPlan`
+The last step of the path. :func:`train_target` takes a :class:`~mutransfer.TransferPlan`
 (or its plan.json) and trains ``[model] factory`` at ``plan.target_width``, parametrized as the
 config says, with the plan's base lr (each group gets ``lr * lr_mult``), its adam_lr, batch size
-and weight decay, through the same loop as the sweep's trials (:func:`mutransfer.objective.run_trial`).
+and weight decay, through the same loop as the sweep's trials (:func:`mutransfer.tuning.run_trial`).
 
     >>> res = train_target("sweeps/quickstart.toml", "reports/quickstart/plan.json")
     >>> res.final_loss
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.tuning import ExperimentConfig, load_config
 from mutransfer.projection._transfer_plan import TransferPlan
 
 
@@ -62,7 +62,7 @@ def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
     """Refuse a plan whose constants differ from those the config fixes (a constant the config
     sweeps is free: the plan's tuned value is applied)."""
     from mutransfer.tuning._config import config_constants
-    from mutransfer.core._constants import Constants
+    from mutransfer.core import Constants
 
     fixed = {k: v for k, v in config_constants(cfg).items() if k not in cfg.sweep.space}
     planned = Constants.coerce(plan.constants).as_dict()
@@ -82,12 +82,12 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
     Each parameter group trains at ``plan.lr * lr_mult`` (Muon's AdamW groups at
     ``plan.adam_lr * lr_mult``) with ``plan.batch_size``; ``steps`` defaults to ``plan.steps``
     (set when the plan was given ``tokens``), else ``[train] steps``. Returns the
-    :class:`~mutransfer.train.TrainResult`; divergence is a result (``res.diverged``).
+    :class:`~mutransfer.TrainResult`; divergence is a result (``res.diverged``).
 
         >>> res = train_target("sweeps/quickstart.toml", "reports/quickstart/plan.json")
         >>> res.final_loss, res.history.tail()
     """
-    from mutransfer.tuning._objective import run_trial
+    from mutransfer.tuning import run_trial
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     plan = load_plan(plan)
@@ -100,49 +100,3 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
         cfg = cfg.override({"train.steps": steps, "train.tokens": None})  # explicit steps win
     return run_trial(cfg, plan_params(plan), width=width, device=device, seed=seed,
                      progress=progress)
-
-
-def summary_rows(plan: TransferPlan, res, width: int) -> list[tuple[str, str]]:
-    """(what, value) rows describing a target run: the settings used and the losses."""
-    loss = "diverged: " + str(res.reason) if res.diverged else f"{res.final_loss:.4f}"
-    predicted = "-" if plan.predicted_loss is None else f"{plan.predicted_loss:.4f}"
-    if plan.predicted_loss is not None and plan.loss_interval:
-        predicted += f" [{plan.loss_interval[0]:.4f}, {plan.loss_interval[1]:.4f}]"
-    return [("width", str(width)), ("base lr", f"{plan.lr:.4g}"),
-            ("adam_lr", f"{plan.adam_lr:.4g}" if plan.adam_lr and plan.optimizer_name == "muon" else "-"),
-            ("batch size", str(plan.batch_size)),
-            ("weight decay", "-" if plan.weight_decay is None else f"{plan.weight_decay:.4g}"),
-            ("steps", str(res.steps)), ("tokens", f"{res.tokens:,}"), ("device", res.device),
-            ("seconds", f"{res.seconds:.1f}"), ("final eval loss", loss),
-            *([("max attention logit", f"{res.history['max_logit'].max():.4g}")]
-              if "max_logit" in res.history else []),
-            ("predicted by the plan", predicted)]
-
-
-def write_training_report(folder: str | Path, plan: TransferPlan, res, width: int, command: str,
-                          tau: float | None = None) -> Path:
-    """Write ``history.csv``, ``loss.png`` and ``train.md`` of a target run into ``folder``;
-    ``loss.png`` plots the max attention logit when the history has it (QK-Clip's ``tau``).
-
-        >>> write_training_report("reports/quickstart/train-w256", plan, res, 256, "mutransfer train ...")
-        PosixPath('reports/quickstart/train-w256/train.md')
-    """
-    from mutransfer.validation._plots import plot_training
-    from mutransfer.validation._validate import markdown_table
-
-    import pandas as pd
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    res.history.to_csv(folder / "history.csv", index=False)
-    predicted = (plan.predicted_loss, *(plan.loss_interval or (None, None)))
-    plot_training(res.history, folder / "loss.png", predicted=predicted, tau=tau,
-                  title=f"target width {width}: lr {plan.lr:.3g}, batch {plan.batch_size}")
-    rows = pd.DataFrame(summary_rows(plan, res, width), columns=["", "value"])
-    text = ["# Target training", "", f"Regenerate: `{command}`", "", *markdown_table(rows), "",
-            "![loss](loss.png)", "",
-            "The plan predicts the loss at the proxies' training length and the reference batch; "
-            "when this run's steps or batch differ, the prediction is not the same quantity."]
-    path = folder / "train.md"
-    path.write_text("\n".join(text) + "\n")
-    return path

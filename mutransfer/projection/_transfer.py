@@ -1,8 +1,8 @@
 """Transfer: move the proxies' optimal learning rate (and a batch size) to the target width.
 
 scaling.md section 6 as four fits over a tidy frame of trials (one row per trial, from
-:func:`mutransfer.trials.trials_frame`), each with a bootstrap interval (trials resampled within
-each (width, batch) sweep; the math is in :mod:`mutransfer.laws`):
+:func:`mutransfer.tuning.trials_frame`), each with a bootstrap interval (trials resampled within
+each (width, batch) sweep; the math is in :mod:`mutransfer.projection._laws`):
 
 1. eta* per (width, batch): a quadratic in log2 lr around the best trial.
 2. drift: log2 eta* against log2 width (octaves per doubling); muP predicts 0.
@@ -31,7 +31,7 @@ same raw units, c B_noise (the raw batch where eta*(B) bends): in reports/gpt-cp
 differed 30x only because the law's 1212 is in effective examples B / c (1 / c = 19 at
 beta1 = 0.9); in raw units they are 64 and 40, inside the law's interval. c B_noise stands in
 for B_simple when the trials carry no noise statistics. B_simple approximates the true
-tr(H Sigma) / (G^T H G) only when H ~ I (see :mod:`mutransfer.teacher`), so the 4x mismatch
+tr(H Sigma) / (G^T H G) only when H ~ I (see :mod:`mutransfer.training.teacher`), so the 4x mismatch
 warning is kept as the cross-check.
 
     >>> plan = mutransfer.transfer([study64, study128], target_width=1024, target_batch="auto")
@@ -46,8 +46,8 @@ import numpy as np
 
 from mutransfer.projection import _laws as laws
 from mutransfer.projection._laws import N_BOOT, VAR_FLOOR, WINDOW, interval
-from mutransfer.core._scaling import WD_POLICIES, timescale_weight_decay
-from mutransfer.core._scaling import OPTIMIZERS, SCHEMES
+from mutransfer.core import WD_POLICIES, timescale_weight_decay
+from mutransfer.core import OPTIMIZERS, SCHEMES
 from mutransfer.core._checks import check_choice
 from mutransfer.projection._transfer_plan import TransferPlan, json_ready
 from mutransfer.tuning._trials import DEFAULT_BETA1, trials_frame

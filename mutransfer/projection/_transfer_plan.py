@@ -2,7 +2,7 @@
 
 A frozen dataclass of plain numbers (lr, batch size, their intervals, the fitted law and drift,
 warnings) that round-trips through JSON, prints as a readable table, and builds the target's
-optimizer or per-group lrs from a model. Fitting lives in :mod:`mutransfer.transfer`.
+optimizer or per-group lrs from a model. Fitting lives in :mod:`mutransfer.projection._transfer`.
 
     >>> plan = TransferPlan.from_json(Path("reports/quickstart/plan.json").read_text())
     >>> print(plan.summary()); opt = plan.optimizer(model, base=base_model)
@@ -111,7 +111,7 @@ class TransferPlan:
 
             >>> opt = plan.optimizer(model, base=base_model)
         """
-        from mutransfer.core._plan import Plan
+        from mutransfer.core import Plan
 
         if not isinstance(model, Plan) and not hasattr(model, "parameters"):
             raise TypeError(f"model must be an nn.Module (with base=) or a mutransfer Plan; got "
@@ -121,8 +121,8 @@ class TransferPlan:
         return p.optimizer(self.lr, **settings)
 
     def _plan_for(self, model, base, scheme, optimizer, copy_model: bool):
-        from mutransfer.core._plan import Plan
-        from mutransfer.core._parametrize import parametrize
+        from mutransfer.core import Plan
+        from mutransfer.core import parametrize
 
         scheme, optimizer = scheme or self.scheme or "mup", optimizer or self.optimizer_name or "adamw"
         if isinstance(model, Plan):

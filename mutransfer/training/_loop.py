@@ -271,7 +271,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
     bias-corrected EMA with decay ``noise_decay`` (:class:`NoiseMeter`;
     0.98 weighs about the last 100 steps; closer to 1 averages longer at a fixed point).
     ``progress`` draws a tqdm bar (steps, with the smoothed train loss and the last eval loss).
-    ``qk_clip`` (a :class:`mutransfer.qkclip.QKClip` on ``model``) is applied after each
+    ``qk_clip`` (a :class:`mutransfer.QKClip` on ``model``) is applied after each
     optimizer step and its max logit logged as the history column ``max_logit``.
 
         >>> res = train(model, opt, mutransfer.data.pycorpus(), steps=50, batch_size=16, seq_len=64)

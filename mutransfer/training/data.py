@@ -1,7 +1,7 @@
 """Built-in datasets that need no download: Python's own stdlib sources, any text file, and a
 synthetic teacher-network task.
 
-Every dataset implements one small protocol, which :func:`mutransfer.train.train` uses:
+Every dataset implements one small protocol, which :func:`mutransfer.train` uses:
 
     x, y = ds.batch(split, batch_size, seq_len, generator, device)   # split "train" | "val"
     loss = ds.loss(outputs, y)     # scalar: cross-entropy (bytes, classification) or MSE

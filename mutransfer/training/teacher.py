@@ -12,7 +12,7 @@ loss ``l = (x^T w - y)^2 / 2``. With ``e = w - w*`` everything of scaling.md sec
 
 so B_simple equals B_noise only when H ~ I. :class:`LinearTeacher` implements the data protocol
 of :mod:`mutransfer.data` (``batch`` draws fresh examples, ``loss`` is the batch mean of l), so
-:func:`mutransfer.train.train` can train a ``nn.Linear(dim, 1, bias=False)`` student on it.
+:func:`mutransfer.train` can train a ``nn.Linear(dim, 1, bias=False)`` student on it.
 Two vectorised trainers run a grid of lrs times repeats on common random batches in seconds:
 :func:`simulate` (linear students, SGD with heavy-ball momentum) and :func:`train_students`
 (muP two-layer linear students of a given width, Adam, a token budget's worth of steps).

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mutransfer.core._groups import DECAY_KINDS
-from mutransfer.core._scaling import WD_POLICIES
-from mutransfer.core._constants import CONSTANT_NAMES, Constants
-from mutransfer.core._scaling import MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES
+from mutransfer.optim import DECAY_KINDS
+from mutransfer.core import WD_POLICIES
+from mutransfer.core import CONSTANT_NAMES, Constants
+from mutransfer.core import MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES
 
 try:
     import tomllib

@@ -11,7 +11,7 @@ Three phases in one Optuna study, each a batch of enqueued trials (Optuna's own
    fit of loss against log2 lr has both sides of the optimum at fixed constants.
 
 Why staged rather than joint TPE over (lr, constants): the transfer fits eta* across lr at
-fixed constants (:func:`mutransfer.transfer._constants_group`), which joint sampling never
+fixed constants (:func:`mutransfer.projection._transfer._constants_group`), which joint sampling never
 provides; and the constants are width-independent, so their optimum hardly moves with lr
 within an octave of eta*.
 

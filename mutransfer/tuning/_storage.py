@@ -185,7 +185,7 @@ def run_worker(study, objective: Callable, total: int, *, grace_period: float,
     A worker starts a new trial only while ``done + running + waiting < total``; retries
     (WAITING) are always taken. When the rest is in flight on other workers it waits, so a
     trial of a dead worker is still failed and retried before the sweep ends. ``lock``
-    (:func:`mutransfer.locks.start_lock`) is held from that count until the new trial exists,
+    (:func:`mutransfer.tuning._locks.start_lock`) is held from that count until the new trial exists,
     so two workers never both start the last trial. Without a real lock the later of two such
     trials finds ``total`` live trials before its own and ends as FAIL ("surplus") untrained.
 

@@ -1,12 +1,12 @@
 """Tune the small proxy with Optuna: samplers, pruners, the study, workers, resume and rerun.
 
-Each trial (:mod:`mutransfer.objective`) builds the model at the proxy width, parametrizes it as
+Each trial (:mod:`mutransfer.tuning._objective`) builds the model at the proxy width, parametrizes it as
 configured, trains it and returns the final eval loss, reported at every eval for pruning. A
 diverged run is not an error: it is COMPLETE with the value ``DIVERGED_FACTOR * (largest finite
 loss it saw)`` (at least twice its loss at initialization, so worse than not training at all;
 finite, so the sampler learns to avoid the region) and its reason in ``user_attrs``. Storage
-and worker plumbing live in :mod:`mutransfer.storage`, the files a sweep leaves in
-:mod:`mutransfer.sweep_reports`.
+and worker plumbing live in :mod:`mutransfer.tuning._storage`, the files a sweep leaves in
+:mod:`mutransfer.tuning._sweep_reports`.
 
     >>> study = mutransfer.sweep("sweeps/quickstart.toml", trials=8)
     >>> study.best_params

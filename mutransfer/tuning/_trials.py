@@ -1,4 +1,4 @@
-"""Trials: the tidy frame of finished trials (one row per trial) that :mod:`mutransfer.transfer` fits.
+"""Trials: the tidy frame of finished trials (one row per trial) that :mod:`mutransfer.projection._transfer` fits.
 
 Reads Optuna studies as the sweeper writes them (value = final eval loss; width, batch_size,
 scheme, optimizer, noise statistics and the resolved config in ``user_attrs``) or DataFrames that
@@ -119,7 +119,7 @@ def _trial_row(t, study_name: str) -> dict:
 
 
 def _trial_constants(param_cfg: dict, params: dict) -> dict:
-    from mutransfer.core._constants import Constants
+    from mutransfer.core import Constants
 
     return Constants.of_parametrization(param_cfg, params).as_dict()
 
@@ -133,7 +133,7 @@ def constants_key(values: dict | None) -> str:
     """
     import json
 
-    from mutransfer.core._constants import Constants
+    from mutransfer.core import Constants
 
     return json.dumps(Constants.coerce(values or {}).changed(), sort_keys=True)
 

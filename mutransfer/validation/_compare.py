@@ -20,13 +20,12 @@ otherwise. The goal (issue 10): ``transfer-constants`` at least level with ``sp-
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.tuning import ExperimentConfig, load_config
 
 ARMS = ("sp-direct", "transfer-lr", "transfer-constants")
 
@@ -69,9 +68,9 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: st
         >>> table = compare("sweeps/quickstart.toml", seeds=2)
         >>> table.set_index("arm").loc["transfer-constants", "loss"]
     """
-    from mutransfer.tuning._sweep import default_study_name, sweep
-    from mutransfer.projection._target import train_target
-    from mutransfer.projection._transfer import transfer
+    from mutransfer.tuning import default_study_name, sweep
+    from mutransfer.projection import train_target
+    from mutransfer.projection import transfer
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     own = cfg.parametrization.scheme

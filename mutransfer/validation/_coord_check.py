@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mutransfer.core._parametrize import parametrize
-from mutransfer.core._roles import Role
+from mutransfer.core import parametrize
+from mutransfer.core import Role
 
 RECORD_COLUMNS = ("scheme", "optimizer", "width", "seed", "step", "module", "role", "kind", "rms")
 ACTIVATION = "activation"  # the role of a module that owns no parameters

@@ -6,7 +6,7 @@ at the config's (tuned) values. If the table's exponent for the role is right, t
 ``c*`` does not move with width; if the data want exponent ``e_table + s``, then
 ``log2 c*(w) = a + s log2 w``. So the measured exponent is ``e_table + s``, with ``s`` the
 slope of the per-width optima fitted exactly as the lr drift is
-(:func:`mutransfer.landscape.drift`: quadratic optimum per width, bootstrap interval).
+(:func:`mutransfer.projection.drift`: quadratic optimum per width, bootstrap interval).
 
     >>> df = role_runs(cfg, widths=[32, 64, 128], roles=["hidden"], log2_mults=[-2, -1, 0, 1, 2])
     >>> exponent_table(df, optimizer="adamw")
@@ -17,11 +17,10 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
-from mutransfer.core._roles import Role
+from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.core import Role
 
 KINDS = ("lr", "init")
 ROLES = ("input", "hidden", "output", "vector")
@@ -54,7 +53,7 @@ def role_runs(config: ExperimentConfig | str | Path, *, widths: Sequence[int], r
     """Train every (role, width, log2 c, seed) point not yet in ``cache`` (a CSV appended to
     after each run, so an interrupted sweep resumes); return the rows the grid asks for.
 
-    Each run is :func:`mutransfer.objective.run_trial` with ``<kind>_<role> = c x`` the
+    Each run is :func:`mutransfer.tuning.run_trial` with ``<kind>_<role> = c x`` the
     config's value of that constant and ``lr = [train] lr``. A diverged run has loss NaN.
 
         >>> df = role_runs("sweeps/gpt-cpu.toml", widths=[32, 64, 128], roles=["output"], log2_mults=[-2, 0, 2])
@@ -62,7 +61,7 @@ def role_runs(config: ExperimentConfig | str | Path, *, widths: Sequence[int], r
     from tqdm.auto import tqdm
 
     from mutransfer.tuning._config import config_constants
-    from mutransfer.tuning._objective import run_trial
+    from mutransfer.tuning import run_trial
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     _check(kind, roles, widths, log2_mults, seeds)
@@ -112,7 +111,7 @@ def exponent_table(df: pd.DataFrame, *, optimizer: str, readout_exponent: float 
 
         >>> exponent_table(df, optimizer="adamw")[["role", "table", "measured", "agrees"]]
     """
-    from mutransfer.projection._landscape import drift, eta_stars
+    from mutransfer.projection import drift, eta_stars
 
     rows = []
     for (kind, role), g in df.groupby(["kind", "role"], sort=False):
@@ -128,7 +127,7 @@ def exponent_table(df: pd.DataFrame, *, optimizer: str, readout_exponent: float 
 
 
 def _as_landscape(g: pd.DataFrame) -> pd.DataFrame:
-    """The runs in the columns :mod:`mutransfer.landscape` fits (log2 c in the log2_lr slot)."""
+    """The runs in the columns :mod:`mutransfer.projection._landscape` fits (log2 c in the log2_lr slot)."""
     return pd.DataFrame({"scheme": g["role"], "optimizer": g["kind"], "width": g["width"].astype(int),
                          "log2_lr": g["log2_mult"].astype(float), "seed": g["seed"].astype(int),
                          "loss": g["loss"].astype(float), "diverged": g["diverged"].astype(bool)})

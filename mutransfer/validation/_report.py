@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.tuning import ExperimentConfig, load_config
 from mutransfer.validation._validate import markdown_table, shell_path
 
 BEST_ROWS = 8  # rows of each sweep's best-trials table
@@ -173,7 +173,7 @@ def transfer_section(folder: Path, arg: str, out: str) -> list[str]:
     paths = sorted(folder.glob("plan*.json"), key=lambda p: (p.name != "plan.json", p.name))
     if not paths or paths[0].name != "plan.json":
         return lines + _not_run(command)
-    from mutransfer.projection._transfer_plan import TransferPlan
+    from mutransfer.projection import TransferPlan
 
     for path in paths:
         plan = TransferPlan.from_json(path.read_text())

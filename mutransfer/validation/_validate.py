@@ -26,8 +26,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
-from mutransfer.core._scaling import OPTIMIZERS, SCHEMES
+from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.core import OPTIMIZERS, SCHEMES
 from mutransfer.tuning._storage import default_storage, fail_stale, open_storage
 
 AXES = ("scheme", "optimizer", "width", "log2_lr", "seed")  # one trial per point of their product
@@ -43,7 +43,7 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
              reports_dir: str | Path = "reports", show_progress: bool = True) -> pd.DataFrame:
     """Train every (scheme, optimizer, width, lr, seed) point not yet done; write the report.
 
-    Each point is :func:`mutransfer.objective.run_trial` with the config's scheme and optimizer
+    Each point is :func:`mutransfer.tuning.run_trial` with the config's scheme and optimizer
     replaced and ``lr = 2**log2_lr``. A diverged run is kept with ``loss = NaN``,
     ``diverged = True`` and its reason. ``seeds`` is a count (seeds 0..n-1) or the seeds.
 
@@ -282,7 +282,7 @@ def _run_grid(study, cfg: ExperimentConfig, grid: list[dict], device: str, show:
 def make_objective(cfg: ExperimentConfig, device: str):
     """The Optuna objective of one grid point: trains it and returns the sweeper's value
     (final eval loss; a large finite value when diverged)."""
-    from mutransfer.tuning._objective import run_trial, trial_value
+    from mutransfer.tuning import run_trial, trial_value
 
     def objective(trial) -> float:
         # Fixed ranges, not the grid's values: a study's distributions may not change when a

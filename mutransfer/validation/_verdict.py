@@ -19,7 +19,7 @@ import pandas as pd
 
 from mutransfer.validation._coord_check import RECORD_COLUMNS
 from mutransfer.core._checks import require_columns
-from mutransfer.core._roles import Role
+from mutransfer.core import Role
 
 FIT_KEYS = ["scheme", "optimizer", "module", "role", "step", "kind"]
 SLOPE_COLUMNS = FIT_KEYS + ["slope", "r2", "stderr", "n_widths", "rms_min", "rms_max"]
