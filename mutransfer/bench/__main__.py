@@ -1,0 +1,5 @@
+import sys
+
+from mutransfer.bench import main
+
+sys.exit(main())
