@@ -56,6 +56,36 @@ def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
     assert list(again["trials"]) == [4, 4, 10] and again["loss"].tolist() == table["loss"].tolist()
 
 
+def test_reuse_tunes_two_arms_from_runs_the_path_already_made(tmp_path):
+    """--reuse: transfer-lr is the staged sweep's lr phase, sp-direct is validate's SP landscape at
+    the target width; no new study is created for either."""
+    import math
+
+    import optuna
+
+    from mutransfer.validation import validate
+
+    url = f"sqlite:///{tmp_path}/c.db"
+    cfg = load_config(MLP, {**STAGED, "sweep.storage": url})
+    with pytest.raises(ValueError, match=r"lacks SP at width 64 .*mutransfer validate CONFIG --widths 16,64 --schemes sp"):
+        compare(cfg, seeds=1, device="cpu", reports_dir=tmp_path, show=False, reuse=True)
+    validate(cfg, widths=[16, 64], schemes=["sp"], optimizers=["adamw"],
+             log2_lrs=[math.log2(lr) for lr in GRID], seeds=1, device="cpu", reports_dir=tmp_path,
+             show_progress=False)
+    table = compare(cfg, seeds=1, device="cpu", reports_dir=tmp_path, show=False, reuse=True)
+    assert list(table["trials"]) == [4, 4, 10]
+    assert list(table["tuned_from"]) == ["validate's SP landscape", "mlp-synthetic-w16, lr phase",
+                                         "mlp-synthetic-w16"]
+    names = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    assert names == {"mlp-synthetic-w16", "mlp-synthetic-validate"}
+    study = optuna.load_study(study_name="mlp-synthetic-w16", storage=url)
+    phase = sorted(t.params["lr"] for t in study.trials if t.user_attrs["stage"] == "lr")
+    assert phase == GRID
+    from mutransfer.validation._compare import n_params
+    assert table["compute_ratio"].tolist() == pytest.approx(
+        [1.0, n_params(cfg, 16) / n_params(cfg, 64), 10 * n_params(cfg, 16) / (4 * n_params(cfg, 64))])
+
+
 def test_compare_command_help_and_bad_seeds(tmp_path, capsys):
     from mutransfer.cli import compare as compare_cmd
 

@@ -37,7 +37,7 @@ def test_smoke_quickstart_runs_end_to_end_and_writes_the_report(tmp_path, monkey
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(images) >= 4 and all((folder / link).is_file() for link in images)
     assert "mutransfer validate out/quickstart-smoke/config.toml --widths 16,32,64" in text
-    assert "mutransfer compare out/quickstart-smoke/config.toml --seeds 1 --reports out" in text
+    assert "mutransfer compare out/quickstart-smoke/config.toml --seeds 1 --reuse --reports out" in text
 
 
 def test_the_embedded_experiment_is_the_shipped_one():

@@ -22,6 +22,9 @@ def register(subparsers) -> None:
                    help="the transfer arms' scheme (default: CONFIG's)")
     p.add_argument("--workers", type=int, default=1, help="sweep worker processes")
     p.add_argument("--check", action="store_true", help="exit 1 when the goal is missed")
+    p.add_argument("--reuse", action="store_true",
+                   help="tune transfer-lr from the staged sweep's lr phase and sp-direct from "
+                        "`mutransfer validate`'s SP landscape at the target, instead of new sweeps")
     add_device(p)
     add_reports(p)
     p.set_defaults(func=run)
@@ -34,9 +37,10 @@ def run(args) -> int:
 
     cfg = load_config(args.config)
     table = compare(cfg, seeds=args.seeds, scheme=args.scheme, workers=args.workers,
-                    device=args.device, reports_dir=args.reports)
+                    device=args.device, reports_dir=args.reports, reuse=args.reuse)
     command = " ".join(["mutransfer compare", shell_path(args.config), f"--seeds {args.seeds}",
                         *([f"--scheme {args.scheme}"] if args.scheme else []),
+                        *(["--reuse"] if args.reuse else []),
                         *([f"--reports {args.reports}"] if Path(args.reports) != Path("reports") else [])])
     stem = "compare" if args.scheme in (None, cfg.parametrization.scheme) else f"compare-{args.scheme}"
     path = write_compare(table, Path(args.reports) / cfg.name, command, stem=stem)

@@ -1,10 +1,11 @@
 """``mutransfer quickstart``: the whole path on a small GPT, then the report.
 
-1. coordinate check at 4 widths (SP | muP); 2. Optuna sweep of the proxy (the staged recipe:
-lr, then muP's free constants, then lr); 3. transfer to the target width (4x the proxy);
-4. the target trained with the plan; 5. lr landscapes at 3 widths (SP vs muP); 6. SP tuned at
-the target against the transfer (``mutransfer compare``); 7. the report,
-``reports/quickstart/index.md``. Every step resumes what is stored, so a rerun only redoes the
+1. coordinate check at 4 widths (SP | muP | the default); 2. Optuna sweep of the proxy (the
+staged recipe: lr, then muP's free constants, then lr); 3. transfer to the target width (4x the
+proxy); 4. the target trained with the plan; 5. lr landscapes at 3 widths over the sweep's lr
+grid (SP vs the default); 6. SP tuned at the target against the transfer (``mutransfer compare
+--reuse``: SP's landscape at the target is its sp-direct arm and the sweep's lr phase its
+transfer-lr arm, so no run is repeated); 7. the report, ``reports/quickstart/index.md``. Every step resumes what is stored, so a rerun only redoes the
 coordinate check. ``--smoke`` (or ``MUTRANSFER_SMOKE=1``) shrinks every step to seconds.
 
 The experiment is ``sweeps/quickstart.toml`` in a source checkout; an installed package (where
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -74,9 +76,9 @@ SMOKE = {"name": "quickstart-smoke", "model.width": 64, "model.base_width": 16,
          "sweep.width": 16, "sweep.trials": 10, "sweep.pruner": "none",
          "sweep.space": {"lr": [2.0 ** -8, 2.0 ** -6, 2.0 ** -4, 2.0 ** -2],
                          "output_mult": {"low": 0.5, "high": 2.0, "log": True}}}
-# Per size: coordinate-check widths/seeds/steps, validation log2 lrs and seeds.
-SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "lrs": "-12:-4:1", "seeds": 1, "compare_seeds": 2},
-         "smoke": {"coord_seeds": 1, "coord_steps": 2, "lrs": "-8:-2:2", "seeds": 1, "compare_seeds": 1}}
+# Per size: coordinate-check seeds and steps, validation and compare seeds.
+SIZES = {"full": {"coord_seeds": 3, "coord_steps": 5, "seeds": 1, "compare_seeds": 2},
+         "smoke": {"coord_seeds": 1, "coord_steps": 2, "seeds": 1, "compare_seeds": 1}}
 
 
 def register(subparsers) -> None:
@@ -138,7 +140,6 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
     from mutransfer.tuning import sweep
     from mutransfer.projection import transfer
     from mutransfer.validation import validate
-    from mutransfer.cli.validate import log2_grid
 
     cfg = quickstart_config(smoke)
     size = SIZES["smoke" if smoke else "full"]
@@ -162,9 +163,12 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
     _step(4, f"train the target (width {target}) with the plan", start)
     _train_target(config, folder, target, device)
     widths = sorted({proxy, 2 * proxy, target})
-    _step(5, f"lr landscapes at widths {widths}, SP vs muP vs {p.scheme}", start)
-    validate(config, widths=widths, schemes=list(dict.fromkeys(["sp", "mup", p.scheme])), optimizers=[p.optimizer],
-             log2_lrs=log2_grid(size["lrs"]), seeds=size["seeds"], device=device, reports_dir=out)
+    schemes = list(dict.fromkeys(["sp", p.scheme]))
+    _step(5, f"lr landscapes at widths {widths}, {' vs '.join(schemes)}", start)
+    # the sweep's lr grid: SP's curve at the target is then the compare step's sp-direct arm
+    log2_lrs = [math.log2(lr) for lr in cfg.sweep.space["lr"]]
+    validate(config, widths=widths, schemes=schemes, optimizers=[p.optimizer], log2_lrs=log2_lrs,
+             seeds=size["seeds"], device=device, reports_dir=out)
     _step(6, f"SP tuned at width {target} against the transfer (lr; lr and constants)", start)
     _compare(config, out, size["compare_seeds"], device)
     _step(7, "report", start)
@@ -182,7 +186,7 @@ def _compare(config: Path, out: str | Path, seeds: int, device: str) -> None:
     parser = argparse.ArgumentParser(prog="mutransfer")
     compare.register(parser.add_subparsers())
     compare.run(parser.parse_args(["compare", str(config), "--seeds", str(seeds), "--device", device,
-                                   "--reports", str(out)]))
+                                   "--reports", str(out), "--reuse"]))
 
 
 def _train_target(config: Path, folder: Path, width: int, device: str) -> None:

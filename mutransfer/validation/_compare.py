@@ -20,6 +20,7 @@ otherwise. The goal (issue 10): ``transfer-constants`` at least level with ``sp-
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
 
 def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: str | None = None,
             workers: int = 1, device: str = "auto", reports_dir: str | Path = "reports",
-            show: bool = True) -> pd.DataFrame:
+            show: bool = True, reuse: bool = False) -> pd.DataFrame:
     """Run (or resume) the three arms and return one row per arm: target loss (mean over
     ``seeds``, with each seed's), tuning seconds and their ratio to ``sp-direct``.
 
@@ -64,13 +65,15 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: st
     same with wall seconds); the studies are
     ``<name>-compare-<scheme>-<arm>-w<W>`` in the config's storage (``transfer-constants`` at
     the config's own scheme: its sweep study ``<name>-w<W>``), so a rerun resumes.
+    ``reuse=True`` tunes two arms from runs the path has already made instead of new sweeps:
+    ``transfer-lr`` from the staged sweep's first phase (the lr grid at the config's constants,
+    the same experiment) and ``sp-direct`` from ``mutransfer validate``'s SP landscape at the
+    target width over the config's lr grid (an error names the command that completes it).
 
         >>> table = compare("sweeps/quickstart.toml", seeds=2)
         >>> table.set_index("arm").loc["transfer-constants", "loss"]
     """
-    from mutransfer.tuning import default_study_name, sweep
-    from mutransfer.projection import train_target
-    from mutransfer.projection import transfer
+    from mutransfer.projection import train_target, transfer
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     own = cfg.parametrization.scheme
@@ -78,32 +81,100 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: st
         cfg = cfg.override({"parametrization.scheme": scheme})
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int, e.g. --seeds 2; got {seeds!r}")
+    runs = dict(workers=workers, device=device, show=show, reports_dir=reports_dir)
     rows = []
     for arm in ARMS:
         acfg = arm_config(cfg, arm)
-        # the staged arm at the config's scheme is its own sweep: `mutransfer sweep CONFIG` shares it
-        own_sweep = arm == "transfer-constants" and cfg.parametrization.scheme == own
-        name = (default_study_name(cfg) if own_sweep else
-                f"{cfg.name}-compare-{acfg.parametrization.scheme}-{arm}-w{acfg.sweep.width}")
-        study = sweep(acfg, study_name=name, workers=workers, device=device, show_progress=show,
-                      reports_dir=reports_dir)
-        done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-        tuning_s = float(sum(t.user_attrs.get("seconds", 0.0) for t in done))
-        tuning_flops = 6.0 * n_params(acfg, acfg.sweep.width) * sum(t.user_attrs.get("tokens", 0) for t in done)
-        plan = transfer(study, target_width=cfg.model.width)
+        trials, source = _arm_trials(cfg, acfg, arm, own, reuse, **runs)
+        plan = transfer(trials, target_width=cfg.model.width)
         losses = [train_target(acfg, plan, seed=s, device=device, progress=False).final_loss
                   for s in range(seeds)]
+        n_trials = len(trials) if isinstance(trials, pd.DataFrame) else len(trials.trials)
         rows.append({"arm": arm, "scheme": acfg.parametrization.scheme, "tuned_at": acfg.sweep.width,
-                     "target": cfg.model.width, "trials": len(study.trials), "lr": plan.lr,
+                     "target": cfg.model.width, "trials": n_trials, "tuned_from": source, "lr": plan.lr,
                      "constants": plan.constants, "loss": float(np.mean(losses)),
                      "loss_min": float(np.min(losses)), "loss_max": float(np.max(losses)),
-                     "seed_losses": [float(v) for v in losses], "tuning_s": tuning_s,
-                     "tuning_flops": tuning_flops})
+                     "seed_losses": [float(v) for v in losses],
+                     **_tuning_cost(trials, acfg)})
     table = pd.DataFrame(rows)
     reference = table.loc[table["arm"] == "sp-direct"].iloc[0]
     table["compute_ratio"] = table["tuning_flops"] / reference["tuning_flops"]
     table["seconds_ratio"] = table["tuning_s"] / reference["tuning_s"]
     return table
+
+
+def _arm_trials(cfg: ExperimentConfig, acfg: ExperimentConfig, arm: str, own: str, reuse: bool, *,
+                workers, device, show, reports_dir):
+    """(the arm's tuning trials, where they come from): an Optuna study (swept or resumed here),
+    or with ``reuse`` the runs the path already made (a study of the staged sweep's lr phase, or
+    a frame of validate's SP landscape at the target)."""
+    from mutransfer.tuning import default_study_name, sweep
+
+    at_own = cfg.parametrization.scheme == own
+    if reuse and arm == "sp-direct":
+        return _validate_landscape(acfg, cfg.sweep.width, reports_dir), "validate's SP landscape"
+    if reuse and arm == "transfer-lr" and at_own:
+        staged = sweep(arm_config(cfg, "transfer-constants"), study_name=default_study_name(cfg),
+                       workers=workers, device=device, show_progress=show, reports_dir=reports_dir)
+        return _stage_study(staged, "lr"), f"{staged.study_name}, lr phase"
+    # the staged arm at the config's scheme is its own sweep: `mutransfer sweep CONFIG` shares it
+    name = (default_study_name(cfg) if arm == "transfer-constants" and at_own else
+            f"{cfg.name}-compare-{acfg.parametrization.scheme}-{arm}-w{acfg.sweep.width}")
+    return sweep(acfg, study_name=name, workers=workers, device=device, show_progress=show,
+                 reports_dir=reports_dir), name
+
+
+def _stage_study(study, stage: str):
+    """An in-memory copy of ``study`` holding the finished trials of one staged-recipe phase."""
+    import optuna
+
+    copy = optuna.create_study(study_name=f"{study.study_name}:{stage}", direction="minimize")
+    copy.add_trials([t for t in study.get_trials(deepcopy=False)
+                     if t.user_attrs.get("stage") == stage and t.state.is_finished()])
+    if not copy.trials:
+        raise ValueError(f"study {study.study_name!r} has no finished trial of the staged recipe's "
+                         f"{stage!r} phase; run `mutransfer sweep` on a config with recipe = \"staged\"")
+    return copy
+
+
+def _validate_landscape(acfg: ExperimentConfig, proxy: int, reports_dir) -> pd.DataFrame:
+    """sp-direct's trials from the config's validate study: SP at the target width at every lr
+    of the grid (all seeds run there), as a trials frame for :func:`mutransfer.transfer`."""
+    from mutransfer.tuning import default_storage
+    from mutransfer.validation._validate import open_study
+
+    grid, width = acfg.sweep.space["lr"], acfg.sweep.width
+    study = open_study(acfg, acfg.sweep.storage or default_storage(acfg, reports_dir),
+                       f"{acfg.name}-validate")
+    want = {round(math.log2(lr), 6) for lr in grid}
+    rows = [{"width": width, "lr": 2.0 ** t.params["log2_lr"], "batch_size": acfg.train.batch_size,
+             "loss": t.value, "diverged": bool(t.user_attrs.get("diverged")), "scheme": "sp",
+             "optimizer": acfg.parametrization.optimizer, "tokens": t.user_attrs.get("tokens"),
+             "seconds": t.user_attrs.get("seconds", 0.0)}
+            for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+            and (t.params.get("scheme"), t.params.get("optimizer"), t.params.get("width")) ==
+            ("sp", acfg.parametrization.optimizer, width) and round(t.params["log2_lr"], 6) in want]
+    missing = sorted(want - {round(math.log2(r["lr"]), 6) for r in rows})
+    if missing:
+        lrs = ",".join(f"{v:g}" for v in sorted(want))
+        raise ValueError(f"compare reuse: the validate study {acfg.name}-validate lacks SP at width "
+                         f"{width} for log2 lr {', '.join(f'{v:g}' for v in missing)}; run `mutransfer "
+                         f"validate CONFIG --widths {proxy},{width} --schemes sp --optimizers "
+                         f"{acfg.parametrization.optimizer} --lrs={lrs} --seeds 1` first, or compare "
+                         f"without reuse")
+    return pd.DataFrame(rows)
+
+
+def _tuning_cost(trials, acfg: ExperimentConfig) -> dict[str, float]:
+    """Wall seconds and FLOPs (6 x parameters x tokens) of an arm's finished tuning trials."""
+    if isinstance(trials, pd.DataFrame):
+        seconds, tokens = trials["seconds"].sum(), trials["tokens"].sum()
+    else:
+        done = [t for t in trials.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        seconds = sum(t.user_attrs.get("seconds", 0.0) for t in done)
+        tokens = sum(t.user_attrs.get("tokens", 0) for t in done)
+    return {"tuning_s": float(seconds),
+            "tuning_flops": 6.0 * n_params(acfg, acfg.sweep.width) * float(tokens)}
 
 
 def n_params(cfg: ExperimentConfig, width: int) -> int:
@@ -174,7 +245,7 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
     plot_compare(table, folder / f"{stem}.png")
     shown = pd.DataFrame({
         "arm": table["arm"], "scheme": table["scheme"], "tuned at width": table["tuned_at"],
-        "trials": table["trials"],
+        "trials": table["trials"], "tuning runs": table["tuned_from"],
         "lr": table["lr"].map("{:.4g}".format),
         "constants": table["constants"].map(lambda c: ", ".join(f"{k}={v:.3g}" for k, v in c.items()) or "-"),
         "target loss (mean)": table["loss"].map("{:.4f}".format),
@@ -185,9 +256,10 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
     text = [*markdown_table(shown), "", verdict(table), "", f"![compare]({stem}.png)", "",
             "Tuning compute is 6 x parameters x training tokens summed over each arm's tuning "
             "trials (the wall seconds beside it depend on what else the machine ran); the target's "
-            "training runs are not counted. `sp-direct` sweeps the "
-            "config's lr grid at the target width; `transfer-lr` sweeps it at the proxy with the "
-            "config's constants; `transfer-constants` runs the staged recipe at the proxy."]
+            "training runs are not counted. `sp-direct` tunes the config's lr grid at the target "
+            "width; `transfer-lr` tunes it at the proxy with the config's constants; "
+            "`transfer-constants` runs the staged recipe at the proxy. `tuning runs` names where "
+            "each arm's runs are stored (with --reuse, runs the path had already made)."]
     return write_markdown(folder / f"{stem}.md", "Transfer against direct tuning at the target",
                           command, text)
 
