@@ -17,7 +17,7 @@ within an octave of eta*.
 
     >>> cfg = load_config("sweeps/quickstart.toml")   # [sweep] recipe = "staged"
     >>> phase_totals(cfg)
-    [7, 19, 26]
+    [8, 20, 28]
 """
 from __future__ import annotations
 
