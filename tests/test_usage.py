@@ -74,29 +74,14 @@ class Bare(nn.Module):
 
 
 def test_traced_roles_fix_what_shape_rules_get_wrong():
-    shape = infer_roles(Bare(64), Bare(16))  # no example: torch's (out, in) layout is assumed
-    assert (shape["pos"].role, shape["W_U"].role) == ("output", "input")
+    with pytest.warns(RoleWarning, match="allow_shape_roles=True"):
+        shape = infer_roles(Untraceable(64), Untraceable(16), allow_shape_roles=True)
+    assert (shape["pos"].role, shape["W_U"].role) == ("output", "input")  # torch's (out, in) layout
     assert shape["pos"].source == shape["W_U"].source == "shape"
     traced = infer_roles(Bare(64), Bare(16), example=torch.zeros(1, 8, dtype=torch.long))
     assert (traced["pos"].role, traced["W_U"].role) == ("input", "output")
     assert (traced["W_U"].fan_in, traced["W_U"].fan_out) == (64, 16)
     assert traced["pos"].source == "usage" and traced["emb.weight"].source == "module"
-
-
-class NoExample(Bare):
-    example_input = None
-
-
-def test_without_an_example_the_plan_lists_roles_from_shape_alone():
-    plan = parametrize(NoExample(64), NoExample(16))
-    assert plan.shape_only == ["pos", "W_U"]
-    assert "roles from shape alone (pass example= to trace their use): ['pos', 'W_U']" in str(plan)
-    assert parametrize(Bare, width=64, base_width=16).shape_only == []  # example_input() is used
-
-
-def test_an_override_is_recorded_as_the_source():
-    plan = parametrize(Bare, width=64, base_width=16, overrides={"pos": "vector"})
-    assert plan.params["pos"].source == "override" and plan.params["W_U"].source == "usage"
 
 
 class Untraceable(Bare):
@@ -106,11 +91,30 @@ class Untraceable(Bare):
         raise RuntimeError("needs a nonzero token")
 
 
-def test_an_untraceable_model_falls_back_to_shapes_with_a_warning_naming_the_reason():
+def test_an_untraceable_model_warns_with_the_reason_then_refuses_the_shape_guesses():
     with pytest.warns(RoleWarning, match=r"could not trace .*RuntimeError: needs a nonzero token.*"
                                          r"Pass example="):
-        plan = parametrize(Untraceable, width=64, base_width=16)
+        with pytest.raises(ValueError, match=r"cannot tell the role of 2 parameter\(s\).*pos \(8, 64\)"):
+            parametrize(Untraceable, width=64, base_width=16)
+    with pytest.warns(RoleWarning):
+        plan = parametrize(Untraceable, width=64, base_width=16, allow_shape_roles=True)
     assert plan.shape_only == ["pos", "W_U"]
+
+
+class NoExample(Bare):
+    example_input = None
+
+
+def test_without_an_example_the_roles_are_traced_on_an_input_built_from_the_model():
+    plan = parametrize(NoExample(64), NoExample(16))
+    assert plan.shape_only == [] and (plan.params["pos"].role, plan.params["W_U"].role) == ("input", "output")
+    assert plan.traced_on == "built: token ids (2, 8) in [0, 16) for the first nn.Embedding 'emb'"
+    assert parametrize(Bare, width=64, base_width=16).traced_on == "the model's example_input()"
+
+
+def test_an_override_is_recorded_as_the_source():
+    plan = parametrize(Bare, width=64, base_width=16, overrides={"pos": "vector"})
+    assert plan.params["pos"].source == "override" and plan.params["W_U"].source == "usage"
 
 
 def test_zoo_models_bring_their_example_input():

@@ -13,9 +13,8 @@ from torch import nn
 
 from mutransfer.core._checks import check_choice
 from mutransfer.core._constants import Constants
-from mutransfer.core._examples import default_example
 from mutransfer.core._plan import ParamPlan, Plan, _rescale_, _rms, _set_readout_hooks
-from mutransfer.core._roles import ParamInfo, Role, infer_roles
+from mutransfer.core._roles import ParamInfo, Role, find_example, infer_roles
 from mutransfer.core._scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, multipliers,
                                       spectral_sigma)
 
@@ -201,6 +200,7 @@ def parametrize(
     delta_width: int | None = None,
     device: str | torch.device | None = None,
     example=None,
+    allow_shape_roles: bool = False,
 ) -> Plan:
     """Wrap ``model`` for muP: infer roles against ``base``, rewrite the init, return the Plan.
 
@@ -217,10 +217,13 @@ def parametrize(
     (:class:`mutransfer.Constants` or a dict of its names) are the width-independent constants of
     scaling.md section 8: ``init std = c_init[role] * std``, ``lr_mult = c_lr[role] * lr_mult``,
     the readout init ``x m ** readout_exponent`` under ``mup``, ``output_mult`` on the logits
-    (``output_mult=`` is the same constant) and ``attention_mult`` passed to the factory. ``example`` (a tensor, a tuple of
-    args or a dict of kwargs for one forward) lets roles come from how each parameter is used
-    (see :func:`mutransfer.infer_roles`); by default the base's ``example_input()`` (zoo
-    models) or :func:`mutransfer.hf.example_input` (transformers models) is used.
+    (``output_mult=`` is the same constant) and ``attention_mult`` passed to the factory.
+    ``example`` (a tensor, a tuple of args or a dict of kwargs for one forward) lets roles come
+    from how each parameter is used (:func:`mutransfer.infer_roles`); without it the base's own
+    (``example_input()``, or a transformers model's from its config) is used, or one built from
+    the model's first Embedding, Linear or conv (``plan.traced_on`` says which). A role that
+    still rests on shape alone and reads two ways (table or readout) is a ValueError naming the
+    parameter and the fix, unless ``allow_shape_roles=True`` (a RoleWarning instead).
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
         >>> opt = plan.optimizer(lr=1e-3)
@@ -238,9 +241,9 @@ def parametrize(
                         "the base width; torch.device('meta') costs no memory)")
     else:
         _attention_kwargs(None, {}, c)
-    if example is None:
-        example = default_example(base)
-    infos = infer_roles(model, base, delta, overrides, example=example)
+    example, traced_on = find_example(model, base, example)
+    infos = infer_roles(model, base, delta, overrides, example=example,
+                        allow_shape_roles=allow_shape_roles)
     model_is_meta = any(p.is_meta for p in model.parameters())
     measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
     base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
@@ -248,7 +251,7 @@ def parametrize(
     rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c, tied_sigma)
             for n, i in infos.items()}
     plan = Plan(rows, scheme, optimizer, muon_scale, readout, c,
-                _readout_scales(infos, scheme, readout, c))
+                _readout_scales(infos, scheme, readout, c), traced_on=traced_on)
     if scheme != "sp":
         _rewrite_init_(model, plan, base)
     else:  # sp leaves the init alone; the table reports what the model has

@@ -81,6 +81,7 @@ class Plan:
     readout: str = "init"
     constants: Constants = field(default_factory=Constants)
     readout_scales: dict[str, float] = field(default_factory=dict)
+    traced_on: str | None = None  # the example input roles were traced on, and where it came from
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -119,9 +120,10 @@ class Plan:
         with _pandas_display():
             body = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
         hooks = "".join(f"\nreadout multiplier on {m!r}: x{s:.4g}" for m, s in self.readout_scales.items())
+        traced = f"\nroles traced on: {self.traced_on}" if self.traced_on else ""
         shape = (f"\nroles from shape alone (pass example= to trace their use): {self.shape_only}"
                  if self.shape_only else "")
-        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}{shape}"
+        return f"{head}\n{len(df)} parameters ({counts})\n{body}{hooks}{traced}{shape}"
 
     def optimizer(self, lr: float, *, model: nn.Module | None = None, **kwargs) -> torch.optim.Optimizer:
         """A torch optimizer whose param groups carry this plan's multipliers; see

@@ -202,21 +202,114 @@ def _with_usage(by_name: dict, traced: dict) -> dict:
     return out
 
 
+def _subject(model: nn.Module, base: nn.Module) -> nn.Module:
+    """The module to run forward: the base (small and real), else the model if real, else the base."""
+    real = [m for m in (base, model) if not any(p.is_meta for p in m.parameters())]
+    return real[0] if real else base
+
+
 def _trace(model: nn.Module, base: nn.Module, example) -> dict:
     """Traced uses on the base (small and real) or else the model; {} with a RoleWarning when
     the forward cannot run on ``example``."""
     from mutransfer.core._usage import TraceError, trace_usage
 
-    real = [m for m in (base, model) if not any(p.is_meta for p in m.parameters())]
-    subject = real[0] if real else base
     try:
-        return trace_usage(subject, example)
+        return trace_usage(_subject(model, base), example)
     except TraceError as err:
         warnings.warn(
             f"could not trace how parameters are used ({err}); their roles come from shape rules "
             f"alone (the plan lists them). Pass example= an input the model's forward accepts, "
             f"or overrides= for the listed names.", RoleWarning, stacklevel=3)
         return {}
+
+
+def _fixed_sizes(model_uses: dict, base_uses: dict) -> list[int]:
+    """The sizes that do not grow with width in the bare parameters' shapes (a positional
+    table's rows, a vocabulary, a patch count): the lengths an example input may need."""
+    sizes = set()
+    for name, (p, uses) in model_uses.items():
+        if uses[0].source == "shape" and p.ndim >= 2:
+            q = base_uses[name][0]
+            sizes.update(a for a, b in zip(p.shape, q.shape) if a == b and a > 1)
+    return sorted(sizes)
+
+
+def find_example(model: nn.Module, base: nn.Module, example=None) -> tuple[object, str | None]:
+    """(an input for one forward, where it came from) to trace roles on.
+
+    In order: ``example`` itself; the model's own (``example_input()``, or a transformers
+    model's, built from its config: :func:`~mutransfer.core.default_example`); and, only when
+    some parameter would otherwise take its role from shape alone, an input built from the
+    model's first input modules (:func:`~mutransfer.core._examples.candidate_examples`), the
+    first one its forward accepts. ``(None, None)`` when no input is needed (every parameter
+    belongs to a module type that gives its role); ``(None, why)`` when every built input failed.
+
+        >>> find_example(Net(256), Net(64))[1]
+        "built: token ids (2, 8) in [0, 256) for the first nn.Embedding 'tok'"
+    """
+    from mutransfer.core._examples import candidate_examples, default_example
+    from mutransfer.core._usage import TraceError, trace_usage
+
+    mu, bu = _by_name(model), _by_name(base)
+    if not any(uses[0].source == "shape" for _, uses in mu.values()):
+        return None, None  # module types give every role: nothing to trace
+    if example is not None:
+        return example, "given (example=)"
+    own = default_example(base)
+    if own is not None:
+        own_method = callable(getattr(base, "example_input", None))
+        return own, "the model's example_input()" if own_method else "built from the transformers config"
+    subject, failures = _subject(model, base), []
+    for candidate, how in candidate_examples(subject, _fixed_sizes(mu, bu)):
+        try:
+            trace_usage(subject, candidate)
+        except TraceError as err:
+            failures.append(f"{how}: {err}")
+            continue
+        return candidate, f"built: {how}"
+    if not failures:
+        return None, "no input could be built: the model has no nn.Embedding, nn.Linear or conv"
+    return None, (f"no built input ran the forward ({len(failures)} tried; the last, "
+                  f"{failures[-1]})")
+
+
+def _growing_dims(name: str, mu: dict, bu: dict, du: dict | None) -> list[int]:
+    p, q = mu[name][0], bu[name][0]
+    r = du[name][0] if du is not None else q
+    return [k for k, (a, b, c) in enumerate(zip(p.shape, q.shape, r.shape)) if a != b or c != b]
+
+
+def _ambiguous(infos: dict[str, ParamInfo]) -> list[ParamInfo]:
+    """Roles from shape alone that read two ways: a tensor of >= 2 dims where only one side grows
+    with width is a table (input) in one model and a readout (output) in another."""
+    return [i for i in infos.values() if i.source == "shape" and len(i.shape) - i.expert_dims >= 2
+            and i.role in (Role.INPUT, Role.OUTPUT)]
+
+
+def _refuse_shape_guesses(infos: dict, mu: dict, bu: dict, du: dict | None, why: str | None,
+                          allow: bool) -> None:
+    """A ValueError naming every ambiguous shape-only role, its two readings and the fix; with
+    ``allow``, a RoleWarning naming them instead."""
+    found = _ambiguous(infos)
+    if not found:
+        return
+    names = [i.name for i in found]
+    if allow:
+        warnings.warn(f"roles of {names} come from their shape alone (allow_shape_roles=True): "
+                      f"{', '.join(f'{i.name} -> {i.role.value}' for i in found)}; pass example= "
+                      f"to trace their use", RoleWarning, stacklevel=3)
+        return
+    readings = "; ".join(
+        f"{i.name} {tuple(i.shape)}, only dim {','.join(map(str, _growing_dims(i.name, mu, bu, du)))} "
+        f"growing with width, reads as an input (a table looked up or added to activations, or "
+        f"a first layer) or as an output (a readout to a fixed size); its shape alone says "
+        f"{i.role.value}" for i in found)
+    raise ValueError(
+        f"cannot tell the role of {len(found)} parameter(s) from shape alone: {readings}. "
+        f"{('Tracing: ' + why + '. ') if why else ''}Pass example= (an input for one forward, "
+        f"e.g. example=torch.zeros(2, 16, dtype=torch.long)) so their use is traced, or "
+        f"overrides={{{names[0]!r}: 'input'}} (or 'output') for each; allow_shape_roles=True "
+        f"keeps the shape reading with a RoleWarning")
 
 
 def _check_same_architecture(model: dict, other: dict, label: str) -> None:
@@ -317,7 +410,8 @@ def _apply_overrides(infos: dict[str, ParamInfo], overrides: dict[str, str] | No
 
 
 def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = None,
-                overrides: dict[str, str] | None = None, *, example=None) -> dict[str, ParamInfo]:
+                overrides: dict[str, str] | None = None, *, example=None,
+                allow_shape_roles: bool = False) -> dict[str, ParamInfo]:
     """Assign every parameter of ``model`` a role by comparing its fans with ``base`` (and ``delta``).
 
     A dim scales when it differs between model and base, or between delta and base; the role
@@ -329,9 +423,12 @@ def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = Non
     gets them from how the forward uses it on ``example`` (usage.py, ``source="usage"``): the
     contracted dims are fan_in, the dims that reach the output fan_out, the dims an expert index
     picks are per-expert slices; a table looked up or added to activations is an input (never
-    Muon); gains and per-channel tensors (``A_log``, depthwise convs) are vectors. With no
-    example, or a forward that fails on it (a RoleWarning names why), torch's (out, in, ...)
-    layout is assumed (``source="shape"``).
+    Muon); gains and per-channel tensors (``A_log``, depthwise convs) are vectors. Without
+    ``example`` the model's own is used, or one built from its first input module
+    (:func:`find_example`). What no trace reaches takes torch's (out, in, ...) layout
+    (``source="shape"``), except where that reads two ways (a tensor of >= 2 dims with one side
+    growing: a table or a readout): those raise a ValueError naming them and the fix, unless
+    ``allow_shape_roles`` (then a RoleWarning names them).
 
         >>> from torch import nn
         >>> infer_roles(nn.Linear(256, 256), nn.Linear(64, 64))["weight"].role
@@ -345,8 +442,11 @@ def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = Non
     du = _by_name(delta) if delta is not None else None
     if du is not None:
         _check_same_architecture(mu, du, "delta")
-    if example is not None and any(uses[0].source == "shape" for _, uses in mu.values()):
-        traced = _trace(model, base, example)
+    why = None
+    if any(uses[0].source == "shape" for _, uses in mu.values()):
+        if example is None:
+            example, why = find_example(model, base)
+        traced = _trace(model, base, example) if example is not None else {}
         mu, bu = _with_usage(mu, traced), _with_usage(bu, traced)
         du = _with_usage(du, traced) if du is not None else None
     infos = {
@@ -359,4 +459,6 @@ def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = Non
             f"Pass delta= (the same model at another width), or use the factory form "
             f"parametrize(make_model, width=W, base_width=B), which builds one."
         )
-    return _apply_overrides(infos, overrides, mu, bu)
+    infos = _apply_overrides(infos, overrides, mu, bu)
+    _refuse_shape_guesses(infos, mu, bu, du, why, allow_shape_roles)
+    return infos

@@ -276,7 +276,11 @@ def _einsum_use(args, t, v: _View) -> Use:
 
 def _classify(name, args, kwargs, t, v: _View) -> Use:
     if name in _MATMULS:
-        return _matmul_use(name, args, kwargs, t, v)
+        use = _matmul_use(name, args, kwargs, t, v)
+        if v.indexed and use.kind == "matmul" and not use.out_dims:
+            # rows picked by token ids, then multiplied (W_E[ids] @ W): the pick is a lookup
+            return Use("lookup", tuple(sorted(v.picked)), _known(v.dims), op=name)
+        return use
     if name == "embedding":
         if t is (args[1] if len(args) > 1 else kwargs.get("weight")):
             return Use("lookup", _known(v.dims[:1]), _known(v.dims[1:]), op=name)
