@@ -169,8 +169,9 @@ def test_validate_writes_csv_figure_and_tables_and_resumes(tiny, tmp_path):
     reports = tmp_path / "reports"
     df = run_tiny(tiny, reports)
     assert len(df) == 2 * 2 * len(LRS) * 2
-    assert list(df.columns) == ["scheme", "optimizer", "width", "log2_lr", "lr", "seed", "loss",
-                                "diverged", "reason", "seconds"]
+    assert list(df.columns) == ["scheme", "optimizer", "width", "depth", "depth_alpha", "log2_lr", "lr",
+                                "seed", "loss", "diverged", "reason", "seconds"]
+    assert df["depth"].isna().all() and df["depth_alpha"].isna().all()  # no [model] depth
     assert np.allclose(df["lr"], 2.0 ** df["log2_lr"])
     assert (df["diverged"] | np.isfinite(df["loss"])).all()
     out = reports / "tiny"

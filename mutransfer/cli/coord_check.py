@@ -5,7 +5,7 @@ import shlex
 import time
 from pathlib import Path
 
-from mutransfer.cli.validate import int_list, str_list
+from mutransfer.cli.validate import float_list, int_list, str_list
 
 from mutransfer.cli._common import add_command
 
@@ -44,6 +44,11 @@ def register(subparsers) -> None:
     p.add_argument("--tol", type=float, default=0.15, help="largest |slope| that passes")
     p.add_argument("--out", help="output folder (default: reports/<config name or coord-check>)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a non-SP scheme fails")
+    p.add_argument("--depths", type=int_list,
+                   help="check across depth instead (blocks, comma list) at the first --widths width: "
+                        "the residual stream and the branches, into depth-coord.{csv,png,md}")
+    p.add_argument("--depth-alphas", type=float_list, default=[0.0, 1.0],
+                   help="with --depths: branch multipliers m_L^-alpha to compare")
     p.set_defaults(func=run)
 
 
@@ -98,7 +103,7 @@ def records(args, cfg):
 
 
 def _markdown(verdict, command: str, settings: str, seconds: float) -> str:
-    from mutransfer.validation._validate import markdown_table
+    from mutransfer.validation._markdown import markdown_table
 
     worst = verdict.worst.drop(columns=["optimizer", "rms_min", "rms_max"]).round(3)
     return "\n".join([
@@ -112,6 +117,8 @@ def run(args) -> int:
     from mutransfer.validation import coord_verdict
     from mutransfer.validation import plot_coord_check
 
+    if args.depths:
+        return run_depth(args)
     if len(args.widths) < 2 or args.steps < 1 or args.seeds < 1:
         raise ValueError(f"need >= 2 widths, steps >= 1 and seeds >= 1; got widths={args.widths}, "
                          f"steps={args.steps}, seeds={args.seeds}")
@@ -144,3 +151,66 @@ def _argv(args) -> list[str]:
     argv += ["--widths", ",".join(map(str, args.widths)), "--schemes", ",".join(args.schemes),
              "--steps", str(args.steps), "--seeds", str(args.seeds), "--tol", str(args.tol)]
     return argv + (["--strict"] if args.strict else [])
+
+
+def run_depth(args) -> int:
+    """``--depths``: the depth coordinate check at the first width, per ``--depth-alphas``."""
+    import functools
+
+    from mutransfer.models.zoo import load_factory
+    from mutransfer.tuning._objective import config_factory, make_dataset
+    from mutransfer.validation._depth import depth_coord_check, depth_verdict
+    from mutransfer.validation._plots import plot_depth_coord
+
+    cfg = _config(args)
+    if len(args.depths) < 2 or args.steps < 1 or args.seeds < 1:
+        raise ValueError(f"need >= 2 depths, steps >= 1 and seeds >= 1; got depths={args.depths}")
+    out = Path(args.out or Path("reports") / cfg.name)
+    optimizer = args.optimizer or cfg.parametrization.optimizer
+    lr = args.lr if args.lr is not None else DEFAULT_LR[optimizer]
+    opt_kwargs = {"adam_lr": args.adam_lr or DEFAULT_ADAM_LR} if optimizer == "muon" else {}
+    data = make_dataset(cfg.data)
+    kwargs = {k: v for k, v in cfg.model.kwargs.items() if k != "depth"}
+    factory = config_factory(cfg.override({"model.kwargs": kwargs}), load_factory(cfg.model.factory))
+    scheme = args.schemes[-1] if args.schemes != ["sp", "mup"] else cfg.parametrization.scheme
+    start = time.perf_counter()
+    df = depth_coord_check(functools.partial(factory, width=args.widths[0]), args.depths,
+                           _batches(cfg, data, args.steps), lr=lr, depth_alphas=args.depth_alphas,
+                           base_depth=cfg.model.base_depth or min(args.depths), scheme=scheme,
+                           optimizer=optimizer, steps=args.steps, seeds=range(args.seeds),
+                           loss_fn=data.loss, optimizer_kwargs=opt_kwargs)
+    verdict = depth_verdict(df, args.tol)
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "depth-coord.csv", index=False)
+    plot_depth_coord(df, verdict, out / "depth-coord.png")
+    command = f"mutransfer coord-check {shlex.join(_argv(args) + _depth_argv(args))}"
+    (out / "depth-coord.md").write_text(_depth_markdown(verdict, cfg, args, scheme, optimizer, lr, command, seconds))
+    print(verdict.explanation())
+    print(f"\nwrote {out}/depth-coord.csv, depth-coord.png, depth-coord.md ({seconds:.1f} s)")
+    return 1 if args.strict and not all(ok for a, ok in verdict.alphas.items() if a > 0) else 0
+
+
+def _depth_argv(args) -> list[str]:
+    return ["--depths", ",".join(map(str, args.depths)),
+            "--depth-alphas", ",".join(f"{a:g}" for a in args.depth_alphas)]
+
+
+def _depth_markdown(verdict, cfg, args, scheme, optimizer, lr, command: str, seconds: float) -> str:
+    from mutransfer.validation._markdown import markdown_table
+
+    judged = verdict.slopes[verdict.slopes["judged"]]
+    table = judged.pivot_table(index=["module", "kind", "step"], columns="depth_alpha", values="slope")
+    table.columns = [f"slope, alpha {a:g}" for a in table.columns]
+    table = table.round(3).reset_index()
+    result = ", ".join(f"alpha {a:g} {'PASS' if ok else 'FAIL'}" for a, ok in sorted(verdict.alphas.items()))
+    return "\n".join([
+        f"# Depth coordinate check: {result}", "",
+        f"Model `{cfg.model.factory}` {dict(cfg.model.kwargs)} at width {args.widths[0]}, depths "
+        f"{args.depths} against a base of {cfg.model.base_depth or min(args.depths)} blocks, {scheme} + "
+        f"{optimizer} at lr {lr:g}, {args.seeds} seeds, {args.steps} steps. Judged: the residual "
+        f"stream (the last block's output) and its change since step 0, and each block's branch F "
+        f"(its last map's output before the multiplier m_L^-alpha) change, as log-log slopes against "
+        f"depth; |slope| <= {args.tol:g} passes.", "",
+        *markdown_table(table), "", verdict.explanation(), "", "![depth coordinate check](depth-coord.png)",
+        "", f"Regenerate ({seconds:.0f} s):", "", "```", command, "```", ""])

@@ -17,6 +17,7 @@ def register(subparsers) -> None:
         config=True)
     p.add_argument("--plan", help="plan file from `mutransfer transfer` (default: reports/<name>/plan.json)")
     p.add_argument("--width", type=int, help="width to train (default: the plan's target width)")
+    p.add_argument("--depth", type=int, help="blocks to train (default: the plan's target depth)")
     p.add_argument("--steps", type=int, help="training steps (default: the plan's steps if it "
                                              "was given --tokens, else [train] steps)")
     add_device(p)
@@ -36,10 +37,12 @@ def run(args) -> int:
     plan_path = Path(args.plan or Path(args.reports) / cfg.name / "plan.json")
     plan = load_plan(plan_path)
     width = args.width or plan.target_width
-    res = train_target(cfg, plan, width=width, steps=args.steps, device=args.device, seed=args.seed)
+    res = train_target(cfg, plan, width=width, depth=args.depth, steps=args.steps, device=args.device,
+                       seed=args.seed)
     out = Path(args.out or Path(args.reports) / cfg.name / f"train-w{width}")
     command = " ".join(["mutransfer train", shell_path(args.config), "--plan", shell_path(plan_path),
-                        f"--width {width}", *([f"--steps {args.steps}"] if args.steps else []),
+                        f"--width {width}", *([f"--depth {args.depth}"] if args.depth else []),
+                        *([f"--steps {args.steps}"] if args.steps else []),
                         *([f"--seed {args.seed}"] if args.seed else []), "--out", shell_path(out)])
     path = write_training_report(out, plan, res, width, command, tau=cfg.train.qk_clip)
     for what, value in summary_rows(plan, res, width):

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--studies", help="comma-separated study names (default: every <name>-w<W> and "
                                      "<name>-w<W>-s<S> study)")
     p.add_argument("--target-width", type=int, help="width to plan for (default: [model] width)")
+    p.add_argument("--target-depth", type=int,
+                   help="blocks to plan for (default: [model] depth; needs proxies swept with it)")
     p.add_argument("--target-batch", help="an int, or 'auto' (the compute-optimal batch when the "
                                           "proxies ran a token budget, else B_noise at the target's "
                                           "loss); default: the best proxy trial's batch size")
@@ -48,7 +50,7 @@ def run(args) -> int:
     url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
     studies = load_studies(cfg, url, args.studies)
     plan = transfer(studies, args.target_width or cfg.model.width,
-                    target_batch=_batch_arg(args.target_batch), tokens=args.tokens,
+                    target_depth=args.target_depth or cfg.model.depth, target_batch=_batch_arg(args.target_batch), tokens=args.tokens,
                     scheme=cfg.parametrization.scheme, optimizer=cfg.parametrization.optimizer,
                     max_batch=args.max_batch, correct_drift=args.correct_drift, seed=args.seed,
                     wd_policy=args.wd_policy)
@@ -69,6 +71,7 @@ def regenerate_command(args, studies: list[str], out: Path) -> str:
     from mutransfer.validation._validate import shell_path
 
     flags = [("--studies", ",".join(studies)), ("--target-width", args.target_width),
+             ("--target-depth", args.target_depth),
              ("--target-batch", args.target_batch), ("--max-batch", args.max_batch),
              ("--tokens", args.tokens), ("--wd-policy", args.wd_policy), ("--seed", args.seed or None)]
     parts = ["mutransfer transfer", shell_path(args.config)]

@@ -24,6 +24,12 @@ def register(subparsers) -> None:
     p.add_argument("--lrs", type=log2_grid, default=log2_grid("-14:-4:0.5"),
                    help="log2 lrs: START:STOP:STEP (STOP included) or a comma list, e.g. -12,-10,-8")
     p.add_argument("--seeds", type=int, default=2, help="seeds per point (0..N-1)")
+    p.add_argument("--depths", type=int_list,
+                   help="comma list of depths (blocks): landscapes across depth at each width, "
+                        "into reports/<name>/depth.{csv,png,md} (needs [model] depth and base_depth)")
+    p.add_argument("--depth-alphas", type=float_list,
+                   help="with --depths: comma list of branch multipliers m_L^-alpha, e.g. 0,0.5,1 "
+                        "(default: [parametrization] depth_alpha)")
     p.add_argument("--steps", type=int, help="training steps per run (default: [train] steps)")
     p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite file reports/<name>/study.db)")
     p.add_argument("--study", help="study name (default: <name>-validate)")
@@ -43,6 +49,13 @@ def int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints like 64,128,256, got {text!r}") from None
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0,0.5,1, got {text!r}") from None
 
 
 def str_list(text: str) -> list[str]:
@@ -66,11 +79,16 @@ def log2_grid(text: str) -> list[float]:
 
 def run(args) -> int:
     from mutransfer.projection._landscape import MUP_SCHEMES
+    from mutransfer.validation._depth import depth_markdown
     from mutransfer.validation._validate import landscape_markdown, validate
 
     df = validate(args.config, widths=args.widths, schemes=args.schemes, optimizers=args.optimizers,
                   log2_lrs=args.lrs, seeds=args.seeds, steps=args.steps, storage=args.storage,
-                  study_name=args.study, device=args.device, reports_dir=args.reports)
+                  study_name=args.study, device=args.device, reports_dir=args.reports,
+                  depths=args.depths, depth_alphas=args.depth_alphas)
+    if args.depths:
+        print(depth_markdown(df))
+        return 0
     print(landscape_markdown(df, max_drift=args.max_drift))
     if not args.check:
         return 0

@@ -4,6 +4,7 @@ rewritten in place (scaling.md sections 1-3 and 8).
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from dataclasses import replace
 from typing import Callable
@@ -15,7 +16,9 @@ from mutransfer.core._checks import check_choice
 from mutransfer.core._constants import Constants
 from mutransfer.core._plan import ParamPlan, Plan, _rescale_, _rms, _set_readout_hooks
 from mutransfer.core._roles import ParamInfo, Role, find_example, infer_roles
-from mutransfer.core._scaling import (MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES, multipliers,
+from mutransfer.core._depth import Depth, branch_ends, match_depth, set_residual_hooks
+from mutransfer.core._scaling import (DEFAULT_DEPTH_ALPHA, MUON_SCALES, OPTIMIZERS, READOUTS,
+                                      SCHEMES, DepthMultipliers, depth_multipliers, multipliers,
                                       spectral_sigma)
 
 def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
@@ -81,7 +84,10 @@ def _tied_sigma(infos: dict[str, ParamInfo]) -> float | None:
 
 
 def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, readout,
-              c: Constants, tied_sigma: float | None = None) -> ParamPlan:
+              c: Constants, tied_sigma: float | None = None,
+              depth: DepthMultipliers | None = None) -> ParamPlan:
+    """One parameter's row: the width rules of its role, the constants, and for a parameter
+    inside the residual blocks the depth rules (``depth``, scaling.md section 9)."""
     mult = multipliers(info.role, info.width_mult, scheme=scheme, optimizer=optimizer,
                        fan_in=info.fan_in, fan_out=info.fan_out, ndim=len(info.shape),
                        is_embedding=info.is_embedding or not info.is_matrix, muon_scale=muon_scale,
@@ -95,11 +101,30 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
         init_mult = info.width_mult ** c.readout_exponent
     init_mult *= c.init(info.role)
     lr_mult *= c.lr(info.role)
+    depth_mult = 1.0
+    if depth is not None and scheme != "sp":
+        depth_mult = depth.lr
+        lr_mult *= depth.lr
+        eps_mult *= depth.eps
     std = _target_std(info, init_mult, base_rms, scheme, readout, c, tied_sigma)
     return ParamPlan(info.name, info.shape, info.role.value, info.fan_in, info.fan_out,
                      info.width_mult, std, init_mult, lr_mult, 1.0 / lr_mult, eps_mult,
                      mult.optimizer, mult.muon_alpha, info.kind, info.tied, info.source,
-                     info.expert_dims)
+                     info.expert_dims, depth_mult)
+
+
+def _update_rule(info: ParamInfo, optimizer: str) -> str:
+    """The update rule a parameter gets under ``optimizer`` (Muon's non-matrices: AdamW)."""
+    return multipliers(info.role, 1.0, optimizer=optimizer, fan_in=info.fan_in,
+                       fan_out=info.fan_out, ndim=len(info.shape),
+                       is_embedding=info.is_embedding or not info.is_matrix).optimizer
+
+
+def _in_blocks(name: str, depth: Depth | None, alpha: float, update: str) -> DepthMultipliers | None:
+    """The depth rules of a parameter inside the grown block lists; None outside them."""
+    if depth is None or depth.block_of(name) is None:
+        return None
+    return depth_multipliers(depth.ratio, alpha, update)
 
 
 def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, c: Constants) -> dict[str, float]:
@@ -155,31 +180,79 @@ def _attention_kwargs(factory: Callable, params, c: Constants) -> dict:
     return {"attention_mult": c.attention_mult}
 
 
-def _from_factory(factory: Callable, width, base_width, delta_width, device, c: Constants):
+def _accepts(params, name: str) -> bool:
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _from_factory(factory: Callable, width, base_width, delta_width, depth, base_depth, device,
+                  c: Constants):
+    """(model, base, delta) from ``factory``: the model at (width, depth), a real seeded base at
+    (base_width, base_depth) and a meta delta at (delta_width, base_depth)."""
+    name = getattr(factory, "__name__", factory)
     if width is None or base_width is None:
         raise ValueError("the factory form needs width= and base_width=, "
                          "e.g. parametrize(make_model, width=1024, base_width=64)")
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        params = {"width": None}
-    if "width" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise TypeError(f"factory {getattr(factory, '__name__', factory)!r} does not accept the "
-                        f"keyword 'width'; make it def make_model(width, ...) -> nn.Module")
-    extra = _attention_kwargs(factory, params, c)
-    if extra:
-        import functools
-
-        factory = functools.partial(factory, **extra)
+        params = {"width": None, "depth": None}
+    if not _accepts(params, "width"):
+        raise TypeError(f"factory {name!r} does not accept the keyword 'width'; make it "
+                        f"def make_model(width, ...) -> nn.Module")
+    if base_depth is not None and depth is None:
+        raise ValueError(f"base_depth={base_depth} needs depth= too (the model's depth)")
+    if depth is not None and not _accepts(params, "depth"):
+        raise TypeError(f"depth={depth} needs a factory that accepts the keyword 'depth'; "
+                        f"{name!r} does not: make it def make_model(width, depth, ...)")
+    factory = functools.partial(factory, **_attention_kwargs(factory, params, c))
+    at = (lambda d: {"depth": d}) if depth is not None else (lambda d: {})
     with torch.device(device or "cpu"):
-        model = factory(width=width)
+        model = factory(width=width, **at(depth))
     with torch.random.fork_rng(devices=[]):
         # small and real: its init std is measured; seeded so that repeated calls agree exactly
         torch.manual_seed(0)
-        base = factory(width=base_width)
+        base = factory(width=base_width, **at(base_depth or depth))
     with torch.device("meta"):
-        delta = factory(width=delta_width or 2 * base_width)
+        delta = factory(width=delta_width or 2 * base_width, **at(base_depth or depth))
     return model, base, delta
+
+
+def _models(model, base, delta, c: Constants, *, width, base_width, delta_width, depth,
+            base_depth, device):
+    """(model, base, delta) from the two forms: instances, or a factory and sizes."""
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise TypeError(f"model must be an nn.Module or a factory width -> nn.Module; got {model!r}")
+        if base is not None:
+            raise TypeError("with a factory, give width= and base_width= instead of a base model")
+        model, base, default_delta = _from_factory(model, width, base_width, delta_width, depth,
+                                                   base_depth, device, c)
+        return model, base, delta if delta is not None else default_delta
+    if base is None:
+        raise TypeError("parametrize(model, base) needs the base model (the same architecture at "
+                        "the base width; torch.device('meta') costs no memory)")
+    if depth is not None or base_depth is not None:
+        raise TypeError("depth= and base_depth= belong to the factory form; with instances, build "
+                        "the base with fewer blocks (its depth is read from the block lists)")
+    _attention_kwargs(None, {}, c)
+    return model, base, delta
+
+
+def _residual_scales(model: nn.Module, base: nn.Module, depth: Depth, branch: float,
+                     example, traced_on: str | None) -> dict[str, float]:
+    """Module name -> ``m_L ** -alpha`` for every residual branch's last map of the model, traced
+    on the base (else the model) with ``example``."""
+    if example is None:
+        raise ValueError(f"depth transfer scales each block's residual branch, found by one forward "
+                         f"pass, and no example input could be built ({traced_on}); pass example= "
+                         f"(an input the model's forward accepts)")
+    real = [m for m in (base, model) if not any(p.is_meta for p in m.parameters())]
+    subject = real[0] if real else base
+    ends = branch_ends(subject, depth, example)
+    names = [e for block in ends.values() for e in block]
+    if subject is base:
+        names = [n for e in names for n in depth.model_names(e)]
+    return {n: branch for n in sorted(names)}
 
 
 def parametrize(
@@ -198,6 +271,9 @@ def parametrize(
     width: int | None = None,
     base_width: int | None = None,
     delta_width: int | None = None,
+    depth: int | None = None,
+    base_depth: int | None = None,
+    depth_alpha: float | None = None,
     device: str | torch.device | None = None,
     example=None,
     allow_shape_roles: bool = False,
@@ -229,44 +305,45 @@ def parametrize(
         >>> opt = plan.optimizer(lr=1e-3)
     """
     c = _settings(scheme, optimizer, muon_scale, readout, output_mult, constants)
-    if not isinstance(model, nn.Module):
-        if not callable(model):
-            raise TypeError(f"model must be an nn.Module or a factory width -> nn.Module; got {model!r}")
-        if base is not None:
-            raise TypeError("with a factory, give width= and base_width= instead of a base model")
-        model, base, default_delta = _from_factory(model, width, base_width, delta_width, device, c)
-        delta = delta if delta is not None else default_delta
-    elif base is None:
-        raise TypeError("parametrize(model, base) needs the base model (the same architecture at "
-                        "the base width; torch.device('meta') costs no memory)")
-    else:
-        _attention_kwargs(None, {}, c)
-    example, traced_on = find_example(model, base, example)
+    alpha = DEFAULT_DEPTH_ALPHA if depth_alpha is None else depth_alpha
+    model, base, delta = _models(model, base, delta, c, width=width, base_width=base_width,
+                                 delta_width=delta_width, depth=depth, base_depth=base_depth,
+                                 device=device)
+    grown = match_depth(model, base)
+    blocks = depth_multipliers(grown.ratio if grown else 1.0, alpha, optimizer)  # checks alpha
+    scaled = grown is not None and scheme != "sp" and blocks.branch != 1.0
+    example, traced_on = find_example(model, base, example, need=scaled)
     infos = infer_roles(model, base, delta, overrides, example=example,
                         allow_shape_roles=allow_shape_roles)
     model_is_meta = any(p.is_meta for p in model.parameters())
     measure = scheme != "sp" and not (model_is_meta and any(p.is_meta for p in base.parameters()))
-    base_rms = _base_rms(base, seed) if measure else {n: float("nan") for n in infos}
+    base_rms = _base_rms(base, seed) if measure else {}
     tied_sigma = _tied_sigma(infos)
-    rows = {n: _plan_row(i, base_rms[n], scheme, optimizer, muon_scale, readout, c, tied_sigma)
+    rows = {n: _plan_row(i, base_rms.get(grown.base_name(n) if grown else n, float("nan")), scheme,
+                         optimizer, muon_scale, readout, c, tied_sigma,
+                         _in_blocks(n, grown, alpha, _update_rule(i, optimizer)))
             for n, i in infos.items()}
+    residual = _residual_scales(model, base, grown, blocks.branch, example, traced_on) if scaled else {}
     plan = Plan(rows, scheme, optimizer, muon_scale, readout, c,
-                _readout_scales(infos, scheme, readout, c), traced_on=traced_on)
+                _readout_scales(infos, scheme, readout, c), traced_on=traced_on,
+                depth=grown.depth if grown else None, base_depth=grown.base_depth if grown else None,
+                depth_alpha=float(alpha), residual_scales=residual)
     if scheme != "sp":
-        _rewrite_init_(model, plan, base)
+        _rewrite_init_(model, plan, base, grown)
     else:  # sp leaves the init alone; the table reports what the model has
         named = dict(model.named_parameters())
         plan.params = {n: replace(p, init_std=float("nan") if named[n].is_meta else _rms(named[n]))
                        for n, p in plan.params.items()}
     _set_readout_hooks(model, plan.readout_scales)
+    set_residual_hooks(model, plan.residual_scales)
     plan.model = model
     return plan
 
 
-def _rewrite_init_(model: nn.Module, plan: Plan, base: nn.Module) -> None:
+def _rewrite_init_(model: nn.Module, plan: Plan, base: nn.Module, depth: Depth | None) -> None:
     named, base_named = dict(model.named_parameters()), dict(base.named_parameters())
     for name, pp in plan.params.items():
-        same_shape = tuple(base_named[name].shape) == pp.shape
+        same_shape = tuple(base_named[depth.base_name(name) if depth else name].shape) == pp.shape
         if same_shape and pp.init_mult == 1.0 and plan.scheme == "mup" and pp.init_std != 0.0:
             continue  # at the base shape mup is the user's own init, bit for bit
         _rescale_(named[name], pp.init_std, name)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mutransfer.core._constants import Constants
+from mutransfer.core._depth import set_residual_hooks
 from mutransfer.core._groups import build_optimizer
 from mutransfer.core._roles import Role
 
@@ -23,7 +24,7 @@ from mutransfer.core._roles import Role
 # parametrizing twice give bit-identical tensors to parametrizing once.
 _RESCALE_TOL = 1e-6
 COLUMNS = ("name", "shape", "role", "fan_in", "fan_out", "width_mult", "init_std", "init_mult",
-           "lr_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha", "source")
+           "lr_mult", "depth_mult", "wd_mult", "eps_mult", "optimizer", "muon_alpha", "source")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ParamPlan:
     tied: bool = False
     source: str = "module"  # what set the role: module (type), usage (traced), shape, override
     expert_dims: int = 0  # leading expert dims: fans and Muon are per expert matrix
+    depth_mult: float = 1.0  # the depth rule's share of lr_mult (1 outside the residual blocks)
 
 
 class ReadoutScale:
@@ -82,6 +84,10 @@ class Plan:
     constants: Constants = field(default_factory=Constants)
     readout_scales: dict[str, float] = field(default_factory=dict)
     traced_on: str | None = None  # the example input roles were traced on, and where it came from
+    depth: int | None = None  # blocks per grown block list in the model (L); None: the base's depth
+    base_depth: int | None = None  # ... and in the base (L0)
+    depth_alpha: float = 0.0  # branch multiplier m_L^-alpha (scaling.md section 9)
+    residual_scales: dict[str, float] = field(default_factory=dict)  # branch's last map -> m_L^-alpha
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -91,6 +97,11 @@ class Plan:
     @property
     def output_mult(self) -> float:
         return self.constants.output_mult
+
+    @property
+    def depth_ratio(self) -> float:
+        """m_L = L / L0 (1 when the model has its base's depth)."""
+        return self.depth / self.base_depth if self.depth and self.base_depth else 1.0
 
     @property
     def shape_only(self) -> list[str]:
@@ -113,6 +124,9 @@ class Plan:
         df["shape"] = df["shape"].map(lambda s: "x".join(map(str, s)))
         head = (f"mutransfer Plan: scheme={self.scheme} optimizer={self.optimizer_name} "
                 f"muon_scale={self.muon_scale} readout={self.readout} output_mult={self.output_mult:g}")
+        if self.depth is not None:
+            head += (f"\ndepth: {self.depth} blocks on a base of {self.base_depth} (m_L = "
+                     f"{self.depth_ratio:g}), depth_alpha={self.depth_alpha:g}")
         changed = {k: v for k, v in self.constants.changed().items() if k != "output_mult"}
         if changed:
             head += "\nconstants: " + ", ".join(f"{k}={v:g}" for k, v in changed.items())
@@ -120,6 +134,8 @@ class Plan:
         with _pandas_display():
             body = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
         hooks = "".join(f"\nreadout multiplier on {m!r}: x{s:.4g}" for m, s in self.readout_scales.items())
+        hooks += "".join(f"\nresidual branch multiplier on {m!r}: x{s:.4g}"
+                         for m, s in self.residual_scales.items())
         traced = f"\nroles traced on: {self.traced_on}" if self.traced_on else ""
         shape = (f"\nroles from shape alone (pass example= to trace their use): {self.shape_only}"
                  if self.shape_only else "")
@@ -134,8 +150,8 @@ class Plan:
         return build_optimizer(self, target, lr, **kwargs)
 
     def apply_(self, model: nn.Module) -> nn.Module:
-        """Rewrite ``model``'s init to this plan's target stds and register its readout hooks;
-        for a plan loaded from JSON. Returns the model."""
+        """Rewrite ``model``'s init to this plan's target stds and register its readout and
+        residual-branch hooks; for a plan loaded from JSON. Returns the model."""
         named = dict(model.named_parameters())
         missing = sorted(set(self.params) - set(named))
         if missing:
@@ -144,6 +160,7 @@ class Plan:
         for name, pp in self.params.items():
             _rescale_(named[name], pp.init_std, name)
         _set_readout_hooks(model, self.readout_scales)
+        set_residual_hooks(model, self.residual_scales)
         self.model = model
         return model
 

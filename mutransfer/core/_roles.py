@@ -234,7 +234,8 @@ def _fixed_sizes(model_uses: dict, base_uses: dict) -> list[int]:
     return sorted(sizes)
 
 
-def find_example(model: nn.Module, base: nn.Module, example=None) -> tuple[object, str | None]:
+def find_example(model: nn.Module, base: nn.Module, example=None, *,
+                 need: bool = False) -> tuple[object, str | None]:
     """(an input for one forward, where it came from) to trace roles on.
 
     In order: ``example`` itself; the model's own (``example_input()``, or a transformers
@@ -242,7 +243,8 @@ def find_example(model: nn.Module, base: nn.Module, example=None) -> tuple[objec
     some parameter would otherwise take its role from shape alone, an input built from the
     model's first input modules (:func:`~mutransfer.core._examples.candidate_examples`), the
     first one its forward accepts. ``(None, None)`` when no input is needed (every parameter
-    belongs to a module type that gives its role); ``(None, why)`` when every built input failed.
+    belongs to a module type that gives its role, and not ``need``); ``(None, why)`` when every
+    built input failed.
 
         >>> find_example(Net(256), Net(64))[1]
         "built: token ids (2, 8) in [0, 256) for the first nn.Embedding 'tok'"
@@ -250,8 +252,8 @@ def find_example(model: nn.Module, base: nn.Module, example=None) -> tuple[objec
     from mutransfer.core._examples import candidate_examples, default_example
     from mutransfer.core._usage import TraceError, trace_usage
 
-    mu, bu = _by_name(model), _by_name(base)
-    if not any(uses[0].source == "shape" for _, uses in mu.values()):
+    mu, bu, _ = _aligned_uses(model, base, "base")
+    if not need and not any(uses[0].source == "shape" for _, uses in mu.values()):
         return None, None  # module types give every role: nothing to trace
     if example is not None:
         return example, "given (example=)"
@@ -310,6 +312,50 @@ def _refuse_shape_guesses(infos: dict, mu: dict, bu: dict, du: dict | None, why:
         f"e.g. example=torch.zeros(2, 16, dtype=torch.long)) so their use is traced, or "
         f"overrides={{{names[0]!r}: 'input'}} (or 'output') for each; allow_shape_roles=True "
         f"keeps the shape reading with a RoleWarning")
+
+
+def _depth_view(mu: dict, ou: dict, depth, label: str) -> dict:
+    """``ou`` (the base's or delta's uses, fewer blocks) keyed by the model's names: the model's
+    block i reads the other's block i mod L0."""
+    missing = [n for n in mu if depth.base_name(n) not in ou]
+    unused = sorted(set(ou) - {depth.base_name(n) for n in mu})
+    if missing or unused:
+        first = missing[0] if missing else unused[0]
+        raise ValueError(
+            f"the {label}'s blocks do not match the model's: the model's block i is the {label}'s "
+            f"block i mod {depth.base_depth}, but {first!r} "
+            f"{'has no counterpart ' + repr(depth.base_name(first)) if missing else 'is unused'} "
+            f"(missing in the {label}: {missing[:4]}, only in the {label}: {unused[:4]}). Build the "
+            f"{label} from the same blocks, repeated fewer times")
+    return {n: ou[depth.base_name(n)] for n in mu}
+
+
+def _aligned_uses(model: nn.Module, other: nn.Module, label: str):
+    """(model's uses, the other's uses under the model's names, its Depth or None), checked to
+    be the same architecture (at another width and, for the base and delta, fewer blocks)."""
+    from mutransfer.core._depth import match_depth
+
+    mu, ou = _by_name(model), _by_name(other)
+    depth = match_depth(model, other)
+    if depth is not None:
+        ou = _depth_view(mu, ou, depth, label)
+    try:
+        _check_same_architecture(mu, ou, label)
+    except ValueError as err:
+        if depth is None:
+            raise
+        raise ValueError(f"{err} Blocks are matched by name with the index taken out (the model's "
+                         f"block i against the {label}'s block i mod {depth.base_depth}), so these "
+                         f"blocks differ in type: build the {label} from the model's first "
+                         f"{depth.base_depth} blocks") from None
+    return mu, ou, depth
+
+
+def _traced_by_model_names(traced: dict, depth, subject_is_model: bool, names) -> dict:
+    """Traced uses keyed by the model's names (a trace of the base names its blocks < L0)."""
+    if depth is None or subject_is_model:
+        return traced
+    return {n: traced[depth.base_name(n)] for n in names if depth.base_name(n) in traced}
 
 
 def _check_same_architecture(model: dict, other: dict, label: str) -> None:
@@ -416,7 +462,9 @@ def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = Non
 
     A dim scales when it differs between model and base, or between delta and base; the role
     follows from which dims scale (input: fan_out, hidden: both, output: fan_in, vector: a 1-D
-    length, fixed: none). ``overrides`` maps name globs to roles and beats inference.
+    length, fixed: none). ``overrides`` maps name globs to roles and beats inference. The base
+    (and delta) may have fewer residual blocks than the model: the model's block i is compared
+    with their block i mod L0 (:func:`~mutransfer.core._depth.match_depth`).
 
     Fans come from the holding module's type (Linear, Embedding, conv, norm: ``source="module"``).
     A parameter of any other module (a bare Parameter, fused experts, GPT-2's Conv1D is known)
@@ -437,16 +485,14 @@ def infer_roles(model: nn.Module, base: nn.Module, delta: nn.Module | None = Non
     for label, module in (("model", model), ("base", base), ("delta", delta)):
         if module is not None and not isinstance(module, nn.Module):
             raise TypeError(f"{label} must be a torch.nn.Module; got {type(module).__name__}")
-    mu, bu = _by_name(model), _by_name(base)
-    _check_same_architecture(mu, bu, "base")
-    du = _by_name(delta) if delta is not None else None
-    if du is not None:
-        _check_same_architecture(mu, du, "delta")
+    mu, bu, depth = _aligned_uses(model, base, "base")
+    du = _aligned_uses(model, delta, "delta")[1] if delta is not None else None
     why = None
     if any(uses[0].source == "shape" for _, uses in mu.values()):
         if example is None:
             example, why = find_example(model, base)
         traced = _trace(model, base, example) if example is not None else {}
+        traced = _traced_by_model_names(traced, depth, _subject(model, base) is model, mu)
         mu, bu = _with_usage(mu, traced), _with_usage(bu, traced)
         du = _with_usage(du, traced) if du is not None else None
     infos = {

@@ -191,3 +191,56 @@ def timescale_weight_decay(wd: float, *, lr: float, batch: float, tokens: float,
             raise ValueError(f"{name} must be a {'number >= 0' if name == 'wd' else 'positive number'}; "
                              f"got {value!r}")
     return float(wd * (new_batch / batch) * (lr / new_lr) * (tokens / new_tokens))
+
+
+# Depth (scaling.md section 9): residual blocks h <- h + m_L^-alpha F(h), m_L = L / L0.
+DEPTH_ALPHAS = (0.0, 0.5, 1.0)  # width-only muP, depth-muP (Yang et al. 2023), CompleteP (Dey et al. 2025)
+DEFAULT_DEPTH_ALPHA = 1.0  # CompleteP; only acts when the model has more blocks than its base
+
+
+@dataclass(frozen=True)
+class DepthMultipliers:
+    """Multipliers of a parameter inside the residual blocks, relative to the base depth."""
+
+    branch: float = 1.0  # the residual branch's output (set on the branch's last map)
+    lr: float = 1.0
+    eps: float = 1.0
+
+
+def depth_multipliers(m_depth: float, alpha: float, update: str) -> DepthMultipliers:
+    """scaling.md section 9 for a parameter inside a residual block, at depth ratio ``m_L``:
+
+    | what                         | multiplier                                    |
+    |------------------------------|-----------------------------------------------|
+    | residual branch output       | m_L^-alpha                                    |
+    | lr, Adam/AdamW (CompleteP, Table 1) and Muon [derived] | m_L^(alpha - 1)     |
+    | lr, SGD [derived]            | m_L^(2 alpha - 1)                             |
+    | Adam eps (block parameters)  | m_L^-alpha (embedding and readout: 1)         |
+
+    Adam's and Muon's updates have a fixed size whatever the gradient, so a branch's change per
+    step is ~ lr and the stream's ~ L m_L^-alpha lr: lr ~ m_L^(alpha - 1) keeps it Theta(1). An
+    SGD update is ~ lr |g| and the branch's gradient carries m_L^-alpha: lr ~ m_L^(2 alpha - 1).
+    The gradients of block parameters carry m_L^-alpha, so Adam's eps follows them. Init and
+    weight decay are unchanged in depth (the fixed_product policy keeps lr x wd). ``alpha = 0``
+    is width-only muP: no depth rule at all (every multiplier 1; eta* then drifts like 1/L).
+    Sources:
+    Dey et al. 2025 (CompleteP, alpha = 1), arXiv 2505.01618, and the nanoGPT-mup ``completep``
+    branch; Yang et al. 2023 and Bordelon et al. 2023 (alpha = 1/2).
+
+        >>> depth_multipliers(4.0, 1.0, "adamw")
+        DepthMultipliers(branch=0.25, lr=1.0, eps=0.25)
+        >>> depth_multipliers(4.0, 0.5, "muon").lr
+        0.5
+        >>> depth_multipliers(4.0, 0.0, "adamw")
+        DepthMultipliers(branch=1.0, lr=1.0, eps=1.0)
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"depth_alpha must be a number in [0, 1] (0: width-only, 0.5: depth-muP, "
+                         f"1: CompleteP); got {alpha!r}")
+    if not m_depth > 0:
+        raise ValueError(f"depth ratio m_L must be positive; got {m_depth!r}")
+    if alpha == 0:
+        return DepthMultipliers()
+    lr_exponent = 2 * alpha - 1 if update == "sgd" else alpha - 1
+    eps = m_depth ** -alpha if update in ("adam", "adamw") else 1.0
+    return DepthMultipliers(branch=m_depth ** -alpha, lr=m_depth ** lr_exponent, eps=eps)

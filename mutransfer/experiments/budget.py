@@ -299,7 +299,7 @@ def plot_decay(df: pd.DataFrame, opt: pd.DataFrame, path: Path) -> Path:
 # ---------------------------------------------------------------------- the report
 def write(cfg: ExperimentConfig, reports: Path) -> Path:
     """reports/<name>/index.md from the studies, the two plans and decay.csv."""
-    from mutransfer.validation._validate import markdown_table
+    from mutransfer.validation._markdown import markdown_table
 
     folder = reports / cfg.name
     proxy_plan = json.loads((folder / "plan.json").read_text())
@@ -392,7 +392,7 @@ def _plan_lines(proxy_plan: dict, direct_plan: dict | None) -> list[str]:
 
 
 def _decay_section(folder: Path) -> list[str]:
-    from mutransfer.validation._validate import markdown_table
+    from mutransfer.validation._markdown import markdown_table
 
     path = folder / "decay.csv"
     if not path.exists():
@@ -412,7 +412,7 @@ def _decay_section(folder: Path) -> list[str]:
 
 
 def _muon_section(folder: Path, reports: Path) -> list[str]:
-    from mutransfer.validation._validate import markdown_table
+    from mutransfer.validation._markdown import markdown_table
 
     cfg = load_config(MUON_CONFIG)
     plan_path, direct_path = reports / cfg.name / "plan.json", folder / "muon-direct.csv"
@@ -444,7 +444,7 @@ def _cost(proxy: pd.DataFrame, direct: pd.DataFrame) -> list[str]:
     rows = pd.DataFrame({"study": list(seconds), "trial-seconds": [round(v) for v in seconds.values()]})
     proxy_s = sum(proxy.attrs.get("seconds", {}).values())
     direct_s = sum(direct.attrs.get("seconds", {}).values())
-    from mutransfer.validation._validate import markdown_table
+    from mutransfer.validation._markdown import markdown_table
 
     return ["## Cost", "", *markdown_table(rows), "",
             f"Proxies: {proxy_s / 60:.1f} trial-minutes; the direct sweep at the target: {direct_s / 60:.1f} "

@@ -217,7 +217,7 @@ def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def write(out: Path = OUT) -> Path:
     """Figures and index.md from the CSVs the parts wrote (missing parts are said missing)."""
-    from mutransfer.validation._validate import markdown_table
+    from mutransfer.validation._markdown import markdown_table
 
     lines = ["# MuonClip on CPU: QK-Clip and spectral weight decay", "",
              "Zoo GPT (depth 2, muP attention scale) on pycorpus, batch 16 x seq 64, cosine "

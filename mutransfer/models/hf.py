@@ -56,13 +56,17 @@ def _scaled(key: str, value: int, ratio: float) -> int:
     return int(round(new))
 
 
-def family(config, width: int, *, fixed: str = "head_dim"):
+DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def family(config, width: int, *, fixed: str = "head_dim", depth: int | None = None):
     """A copy of a transformers ``config`` at hidden size ``width``.
 
     With ``r = width / hidden``: every key of ``WIDTH_KEYS`` present becomes ``key * r``; with
     ``fixed="head_dim"`` (default) the head counts ``HEAD_KEYS`` become ``heads * r`` and the head
     dim stays; with ``fixed="heads"`` the head counts stay and ``head_dim`` grows by ``r`` (then
-    use :func:`mup_attention`). Vocabulary, positions, depth and everything else are kept.
+    use :func:`mup_attention`). ``depth`` sets the number of layers (``num_hidden_layers`` or its
+    model-specific name) for depth transfer; vocabulary, positions and everything else are kept.
 
         >>> family(LlamaConfig(hidden_size=64, num_attention_heads=4), 256).num_attention_heads
         16
@@ -84,9 +88,21 @@ def family(config, width: int, *, fixed: str = "head_dim"):
         value = getattr(config, k, None)
         if isinstance(value, int) and not isinstance(value, bool):
             setattr(out, k, _scaled(k, value, ratio))
+    if depth is not None:
+        _set_depth(out, depth)
     for message in forward_constants(config, out):
         warnings.warn(message, ForwardConstantWarning, stacklevel=2)
     return out
+
+
+def _set_depth(config, depth: int) -> None:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer; got {depth!r}")
+    keys = [k for k in DEPTH_KEYS if isinstance(getattr(config, k, None), int)]
+    if not keys:
+        raise ValueError(f"{type(config).__name__} has none of {DEPTH_KEYS}; set its layer count "
+                         f"yourself and pass depth=None")
+    setattr(config, keys[0], depth)
 
 
 def _head_dim(config) -> float | None:

@@ -49,13 +49,21 @@ def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
     its lr would be for a different parametrization."""
     p = cfg.parametrization
     pairs = (("scheme", plan.scheme, p.scheme), ("optimizer", plan.optimizer_name, p.optimizer),
-             ("base_width", plan.base_width, cfg.model.base_width))
+             ("base_width", plan.base_width, cfg.model.base_width),
+             ("base_depth", plan.base_depth, cfg.model.base_depth or cfg.model.depth),
+             ("depth_alpha", _alpha(plan.depth_alpha), _alpha(p.depth_alpha)))
     for what, planned, configured in pairs:
         if planned is not None and planned != configured:
             raise ValueError(f"the plan's {what} is {planned!r} but the config "
                              f"trains {what} {configured!r}; use the config the plan's sweeps ran "
                              f"with, or rerun `mutransfer transfer` for this one")
     _check_constants(cfg, plan)
+
+
+def _alpha(value: float | None) -> float:
+    from mutransfer.core._scaling import DEFAULT_DEPTH_ALPHA
+
+    return DEFAULT_DEPTH_ALPHA if value is None else float(value)
 
 
 def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
@@ -75,9 +83,10 @@ def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
 
 
 def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str | Path, *,
-                 width: int | None = None, steps: int | None = None, device: str = "auto",
-                 seed: int = 0, progress: bool = True):
-    """Train the config's model at ``width`` (default ``plan.target_width``) with the plan.
+                 width: int | None = None, depth: int | None = None, steps: int | None = None,
+                 device: str = "auto", seed: int = 0, progress: bool = True):
+    """Train the config's model at ``width`` (default ``plan.target_width``) and ``depth``
+    (default ``plan.target_depth``) with the plan.
 
     Each parameter group trains at ``plan.lr * lr_mult`` (Muon's AdamW groups at
     ``plan.adam_lr * lr_mult``) with ``plan.batch_size``; ``steps`` defaults to ``plan.steps``
@@ -95,8 +104,11 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
     width = plan.target_width if width is None else width
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, e.g. --width 512; got {width!r}")
+    depth = plan.target_depth if depth is None else depth
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise ValueError(f"depth must be a positive int, e.g. --depth 8; got {depth!r}")
     steps = steps if steps is not None else plan.steps
     if steps is not None:
         cfg = cfg.override({"train.steps": steps, "train.tokens": None})  # explicit steps win
     return run_trial(cfg, plan_params(plan), width=width, device=device, seed=seed,
-                     progress=progress)
+                     progress=progress, depth=depth)

@@ -56,7 +56,8 @@ DRIFT_LIMIT = 0.15  # octaves per doubling: more than this and the parametrizati
 NOISE_MISMATCH = 4.0  # the law's B_noise and the measured B_simple may differ by this factor
 
 
-def transfer(results, target_width: int, *, target_batch: int | str | None = None,
+def transfer(results, target_width: int, *, target_depth: int | None = None,
+             target_batch: int | str | None = None,
              tokens: int | None = None, optimizer: str | None = None, scheme: str | None = None,
              max_batch: int | None = None, correct_drift: bool = False, beta1: float | None = None,
              wd_policy: str | None = None, window: float = WINDOW, n_boot: int = N_BOOT,
@@ -76,6 +77,8 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
         results: Optuna studies (as the sweeper writes them) or a DataFrame of trials.
         target_width: the width to train. target_batch: an int, None (the best proxy trial's)
             or "auto" (B_noise at the target's loss, a multiple of 8, <= max_batch).
+        target_depth: the target's blocks (default: the proxies'); the lr carries across depth
+            by the depth rules the proxies were parametrized with (scaling.md section 9).
         tokens: the target's training tokens (gives steps and scales weight decay).
         optimizer, scheme: the target's; trials swept otherwise are an error.
         beta1: momentum for B -> B / c (default: from the trials' config, else per optimizer).
@@ -122,7 +125,7 @@ def transfer(results, target_width: int, *, target_batch: int | str | None = Non
             "batch_interval": batch_ci, "target_width": int(target_width), "steps": steps,
             "scheme": scheme, "optimizer_name": optimizer, "muon_scale": _unique(ok["muon_scale"]),
             "base_width": _unique(ok["base_width"], int), "optima": _optima_records(groups),
-            "constants": constants}
+            "constants": constants, **_depth_fields(ok, target_depth)}
     policy = wd_policy or _unique(ok["wd_policy"])
     plan.update(adam_lr=_adam_lr(ok, groups, plan["lr"]), budget=budget, wd_policy=policy,
                 weight_decay=_weight_decay(ok, groups, plan["lr"], diag["lr_proxy"], batch, steps, tokens, tpe,
@@ -571,6 +574,26 @@ def _median(values):
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     return float(np.median(v)) if len(v) else None
+
+
+def _depth_fields(ok, target_depth: int | None) -> dict:
+    """target_depth, base_depth and depth_alpha of the plan: the proxies' depth unless the
+    target's is given; proxies swept at several depths are an error (their lrs differ by the
+    depth rules, not by width)."""
+    depths = sorted({int(v) for v in ok["depth"] if v is not None and v == v})
+    if len(depths) > 1:
+        raise ValueError(f"the trials ran at depths {depths}; transfer fits eta* across width at one "
+                         f"depth: give it the studies of one proxy depth")
+    if target_depth is not None and (isinstance(target_depth, bool) or not isinstance(target_depth, (int, np.integer))
+                                     or target_depth < 1):
+        raise ValueError(f"target_depth must be a positive int; got {target_depth!r}")
+    if target_depth is not None and not depths:
+        raise ValueError(f"target_depth={target_depth} needs proxies swept with [model] depth (their "
+                         f"blocks passed to the factory and a base depth); these trials have none")
+    alpha = [float(v) for v in ok["depth_alpha"] if v is not None and v == v]
+    return {"target_depth": target_depth if target_depth is not None else (depths[0] if depths else None),
+            "base_depth": _unique(ok["base_depth"], int) if depths else None,
+            "depth_alpha": alpha[0] if alpha else None}
 
 
 def _unique(values, cast=str):

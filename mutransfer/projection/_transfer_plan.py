@@ -29,6 +29,9 @@ class TransferPlan:
     lr_interval: tuple[float, float]
     batch_size: int
     target_width: int
+    target_depth: int | None = None  # the target's blocks; None: the factory's own (width-only)
+    base_depth: int | None = None  # the base's blocks the depth rules are relative to
+    depth_alpha: float | None = None  # the branch multiplier m_L^-alpha the proxies ran with
     adam_lr: float | None = None  # Muon's AdamW groups: carried as its ratio to lr in the best trials
     weight_decay: float | None = None  # keeps lr*wd (and its share of training, given tokens)
     batch_interval: tuple[float, float] | None = None  # "auto": the projected B_noise's interval
@@ -134,19 +137,34 @@ class TransferPlan:
                 raise ValueError(f"the Plan was made with constants {model.constants.changed()} but "
                                  f"the lr was tuned with constants {self.constants}; parametrize with "
                                  f"constants={self.constants}")
+            self._check_depth(model)
             return model
         settings = {"scheme": scheme, "optimizer": optimizer, "muon_scale": self.muon_scale or "spectral",
                     "constants": self.constants}
+        if self.depth_alpha is not None:
+            settings["depth_alpha"] = self.depth_alpha
         if not hasattr(model, "parameters"):  # a factory
             base_width = base if base is not None else self.base_width
             if base_width is None:
                 raise ValueError("a factory needs base= (the base width), e.g. base=64")
+            depths = ({} if self.target_depth is None else
+                      {"depth": self.target_depth, "base_depth": self.base_depth or self.target_depth})
             return parametrize(model, width=self.target_width, base_width=base_width,
-                               device="meta", **settings)
+                               device="meta", **depths, **settings)
         if base is None:
             raise TypeError("pass base= (the same model at the base width) or a Plan from "
                             "mutransfer.parametrize(model, base)")
-        return parametrize(_meta_copy(model) if copy_model else model, base, **settings)
+        plan = parametrize(_meta_copy(model) if copy_model else model, base, **settings)
+        self._check_depth(plan)
+        return plan
+
+    def _check_depth(self, plan) -> None:
+        """Refuse a model whose depth ratio to its base differs from the one this lr is for."""
+        want = (self.target_depth / self.base_depth if self.target_depth and self.base_depth else 1.0)
+        if abs(plan.depth_ratio - want) > 1e-9:
+            raise ValueError(f"the model has {plan.depth_ratio:g}x its base's blocks but this lr was "
+                             f"transferred for {want:g}x ({self.target_depth} blocks on a base of "
+                             f"{self.base_depth}); build the target and base at those depths")
 
 
 def _meta_copy(model):
@@ -199,7 +217,9 @@ def _summary(p: TransferPlan) -> str:
             ("drift (oct/doubling)", _fmt(p.drift_slope, p.drift_interval, "{:+.3f}")),
             ("predicted loss", _fmt(p.predicted_loss, p.loss_interval)),
             ("constants", ", ".join(f"{k}={v:.4g}" for k, v in p.constants.items()) or "all 1 (defaults)")]
-    head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width} "
+    depth = (f", depth {p.base_depth} -> {p.target_depth} (alpha {p.depth_alpha:g})"
+             if p.target_depth is not None and p.depth_alpha is not None else "")
+    head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width}{depth} "
             f"(scheme {p.scheme}, optimizer {p.optimizer_name}); 95% bootstrap intervals")
     body = "\n".join(f"  {k:<22}{v}" for k, v in rows)
     table = p.eta_table

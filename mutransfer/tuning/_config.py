@@ -46,7 +46,11 @@ class ModelConfig:
     factory: str = "mutransfer.zoo:gpt"  # "module:function" or "path/to/file.py:function"
     width: int = 256  # the target width: the one transfer plans for, not the proxy's
     base_width: int = 32  # muP multipliers are 1 here; the proxy/target are multiples of it
-    kwargs: dict[str, Any] = field(default_factory=dict)  # fixed factory arguments (depth, ...)
+    # The target's residual blocks, passed to the factory as depth=; None leaves depth to the
+    # factory (or kwargs) and transfers across width only.
+    depth: int | None = None
+    base_depth: int | None = None  # the base's (and by default the proxy's) blocks; None = depth
+    kwargs: dict[str, Any] = field(default_factory=dict)  # fixed factory arguments (n_heads, ...)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class ParamConfig:
     muon_scale: str = "spectral"
     readout: str = "init"
     output_mult: float = 1.0  # used when [sweep.space] does not sweep output_mult
+    # residual branches scaled by m_L^-alpha with the depth rules of scaling.md section 9 when
+    # the model has more blocks than the base; None = the default (mutransfer.core DEFAULT_DEPTH_ALPHA)
+    depth_alpha: float | None = None
     # muP's free constants (mutransfer.Constants: init_<role>, lr_<role>, readout_exponent,
     # attention_mult); each is used when [sweep.space] does not sweep it. output_mult is above.
     constants: dict[str, float] = field(default_factory=dict)
@@ -108,6 +115,7 @@ class SweepConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     seed: int = 0  # sampler seed; trial k trains with seed + k
+    depth: int | None = None  # the proxy's blocks; None = [model] base_depth (else depth)
     # "single": one study over [sweep.space]; "staged": lr grid, then the constants, then the
     # lr grid again at the best constants (mutransfer/recipe.py)
     recipe: str = "single"
@@ -140,6 +148,15 @@ class ExperimentConfig:
             >>> cfg2 == cfg
         """
         return _build(raw, source, root or Path.cwd())
+
+    def proxy_depth(self) -> int | None:
+        """The proxy's blocks: ``[sweep] depth``, else ``[model] base_depth``, else ``depth``
+        (None: the factory's own depth, width-only transfer).
+
+            >>> cfg.override({"model.depth": 8, "model.base_depth": 2}).proxy_depth()
+            2
+        """
+        return self.sweep.depth or self.model.base_depth or self.model.depth
 
     def tokens_per_example(self) -> int:
         """Tokens one example holds: ``train.seq_len`` for byte corpora, 1 for synthetic data."""
@@ -332,6 +349,10 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
                 ("sweep", "grace_period", cfg.sweep.grace_period)]
     if cfg.train.tokens is not None:
         positive.append(("train", "tokens", cfg.train.tokens))
+    positive += [(s, k, v) for s, k, v in (("model", "depth", cfg.model.depth),
+                                            ("model", "base_depth", cfg.model.base_depth),
+                                            ("sweep", "depth", cfg.sweep.depth)) if v is not None]
+    _check_depth(cfg, source)
     for section, key, value in positive:
         if value < 1:
             raise ValueError(f"{source}: [{section}] {key} must be >= 1, got {value!r}")
@@ -344,6 +365,19 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
     if cfg.sweep.grace_period <= cfg.sweep.heartbeat_interval:
         raise ValueError(f"{source}: [sweep] grace_period ({cfg.sweep.grace_period}) must exceed "
                          f"heartbeat_interval ({cfg.sweep.heartbeat_interval}), e.g. twice it")
+
+
+def _check_depth(cfg: ExperimentConfig, source: str) -> None:
+    m, alpha = cfg.model, cfg.parametrization.depth_alpha
+    if (m.base_depth is not None or cfg.sweep.depth is not None) and m.depth is None:
+        raise ValueError(f"{source}: [model] base_depth and [sweep] depth need [model] depth (the "
+                         f"target's blocks, passed to the factory as depth=)")
+    if m.depth is not None and "depth" in m.kwargs:
+        raise ValueError(f"{source}: [model] depth = {m.depth} and kwargs depth = {m.kwargs['depth']}: "
+                         f"give depth in one place, [model] depth")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"{source}: [parametrization] depth_alpha must lie in [0, 1] (0: width-only, "
+                         f"0.5: depth-muP, 1: CompleteP), got {alpha!r}")
 
 
 def _check_space(sweep: SweepConfig, source: str) -> None:

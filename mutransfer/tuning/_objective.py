@@ -26,9 +26,11 @@ DIVERGED_FACTOR = 2.0  # a diverged trial's value: this times the largest finite
 
 
 def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, seed: int,
-              callback: Callable | None = None, progress: bool = False):
+              callback: Callable | None = None, progress: bool = False, depth: int | None = None):
     """Train the model of ``cfg`` at ``width`` with the swept ``params`` (one trial, no Optuna).
 
+    ``depth`` (blocks, passed to the factory as ``depth=``) parametrizes against a base of
+    ``[model] base_depth`` blocks with the depth rules; None builds the factory's own depth.
     Knobs missing from ``params`` take ``cfg.train``/``cfg.parametrization`` values;
     ``init_scale`` multiplies the init of every input/hidden/output weight after muP's rewrite.
     ``qk_clip`` (tau) turns on :class:`~mutransfer.optim.QKClip` (``[train] log_max_logit``
@@ -51,9 +53,11 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     seq_len = None if cfg.data.source == "synthetic" else cfg.train.seq_len
     # the roles are traced on a batch of the config's own data (any factory, no example_input needed)
     example = data.batch("train", 2, seq_len, torch.Generator().manual_seed(0))[0]
+    depths = {} if depth is None else {"depth": depth, "base_depth": cfg.model.base_depth or depth}
     plan = parametrize(factory, width=width, base_width=cfg.model.base_width, scheme=p.scheme,
                        optimizer=p.optimizer, muon_scale=p.muon_scale, readout=p.readout,
-                       constants=trial_constants(k), seed=seed, example=example)
+                       constants=trial_constants(k), seed=seed, example=example,
+                       depth_alpha=p.depth_alpha, **depths)
     _scale_init_(plan, k["init_scale"])
     t = cfg.train
     opt = plan.optimizer(k["lr"], weight_decay=k["weight_decay"], betas=t.betas, eps=t.eps,
@@ -174,7 +178,7 @@ def make_objective(cfg: ExperimentConfig, *, width: int, device: str) -> Callabl
         p = cfg.parametrization
         # Written before training: pruned trials keep them, and a RUNNING trial without
         # "config" tells storage._fail_unstarted that its worker died before starting.
-        for key, value in {"width": width, "batch_size": k["batch_size"], "scheme": p.scheme,
+        for key, value in {"width": width, "depth": cfg.proxy_depth(), "batch_size": k["batch_size"], "scheme": p.scheme,
                            "optimizer": p.optimizer, "muon_scale": p.muon_scale, "seed": seed,
                            "device": device, "config": stored, "budget": k["tokens"],
                            "steps": cfg.steps_for(k["batch_size"], k["tokens"])}.items():
@@ -189,7 +193,8 @@ def make_objective(cfg: ExperimentConfig, *, width: int, device: str) -> Callabl
 
         start = time.perf_counter()
         try:
-            res = run_trial(cfg, params, width=width, device=device, seed=seed, callback=report)
+            res = run_trial(cfg, params, width=width, device=device, seed=seed, callback=report,
+                            depth=cfg.proxy_depth())
         except optuna.TrialPruned:
             raise
         except Exception as err:  # Optuna marks the trial FAIL; the reason stays with it

@@ -17,7 +17,7 @@ import numpy as np
 REQUIRED = ("width", "lr", "batch_size", "loss")
 OPTIONAL = ("scheme", "optimizer", "muon_scale", "diverged", "b_simple", "noise_loss", "adam_lr",
             "weight_decay", "steps", "tokens", "beta1", "base_width", "study", "budget",
-            "wd_policy", "constants")
+            "wd_policy", "constants", "depth", "base_depth", "depth_alpha")
 DEFAULT_BETA1 = {"adamw": 0.9, "adam": 0.9, "muon": 0.95, "sgd": 0.0}  # torch's and Muon's defaults
 
 
@@ -70,7 +70,7 @@ def _check_frame(df):
     for col in OPTIONAL:
         if col not in out.columns:
             out[col] = None if col in ("scheme", "optimizer", "muon_scale", "study", "wd_policy",
-                                       "constants") else np.nan
+                                       "constants", "depth", "base_depth", "depth_alpha") else np.nan
     for col in ("width", "lr", "batch_size"):
         bad = out.loc[~(out[col].astype(float) > 0), col]
         if len(bad):
@@ -115,7 +115,15 @@ def _trial_row(t, study_name: str) -> dict:
             # the token (or example) budget the trial was given; None when it ran a step count
             "budget": ua.get("budget", params.get("tokens", train.get("tokens"))),
             "wd_policy": train.get("wd_policy"),
-            "constants": constants_key(_trial_constants(cfg.get("parametrization", {}), params))}
+            "constants": constants_key(_trial_constants(cfg.get("parametrization", {}), params)),
+            # blocks the trial trained (None: the factory's own), its base's, and the branch alpha
+            "depth": ua.get("depth"), "base_depth": _base_depth(cfg, ua.get("depth")),
+            "depth_alpha": cfg.get("parametrization", {}).get("depth_alpha")}
+
+
+def _base_depth(cfg: dict, depth):
+    """The base's blocks of a trial at ``depth`` blocks: ``[model] base_depth``, else its own."""
+    return None if depth is None else cfg.get("model", {}).get("base_depth") or depth
 
 
 def _trial_constants(param_cfg: dict, params: dict) -> dict:

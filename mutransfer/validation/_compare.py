@@ -237,7 +237,7 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
         >>> write_compare(table, "reports/quickstart", "mutransfer compare sweeps/quickstart.toml")
     """
     from mutransfer.validation._plots import plot_compare
-    from mutransfer.validation._validate import markdown_table, write_markdown
+    from mutransfer.validation._markdown import markdown_table, write_markdown
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

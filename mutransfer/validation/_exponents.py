@@ -141,7 +141,7 @@ def write_exponents(df: pd.DataFrame, table: pd.DataFrame, folder: str | Path, c
         >>> write_exponents(df, exponent_table(df, optimizer="adamw"), "reports/x", "mutransfer exponents ...")
     """
     from mutransfer.validation._plots import plot_role_landscapes
-    from mutransfer.validation._validate import markdown_table, write_markdown
+    from mutransfer.validation._markdown import markdown_table, write_markdown
 
     folder = Path(folder)
     plot_role_landscapes(df, folder / f"{stem}.png")

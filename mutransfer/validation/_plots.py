@@ -468,3 +468,95 @@ def plot_best_loss(df: pd.DataFrame, path) -> Path:
         _style_axes(ax)
         fig.tight_layout()
         return _save(fig, path)
+
+
+def plot_depth_landscapes(df: pd.DataFrame, etas: pd.DataFrame, path) -> Path:
+    """Validation across depth on shared axes: per depth_alpha a panel of final loss against
+    log2 lr, one curve per depth (eta* marked), and a last panel of the best loss against depth,
+    one line per alpha. Under a depth-transferring alpha the minima line up across depths.
+
+        >>> plot_depth_landscapes(df, depth_etas(df), "reports/gpt-cpu-depth/depth.png")
+    """
+    if len(df) == 0:
+        raise ValueError("no runs to plot; run mutransfer validate --depths first")
+    plt = _pyplot()
+    with plt.style.context("default"):
+        return _plot_depth_landscapes(plt, df, etas, path)
+
+
+def _plot_depth_landscapes(plt, df: pd.DataFrame, etas: pd.DataFrame, path) -> Path:
+    import numpy as np
+
+    from mutransfer.projection._landscape import curve_means, loss_at, survivors
+
+    runs = df.assign(width=df["depth"].astype(int))  # depth_alpha resolved by the caller
+    alphas = sorted(runs["depth_alpha"].unique())
+    depths = sorted(runs["width"].unique())
+    colours = dict(zip(depths, plt.cm.viridis(np.linspace(0.0, 0.85, len(depths)))))
+    fig, axes = plt.subplots(1, len(alphas) + 1, squeeze=False, sharey=True,
+                             figsize=(3.2 * (len(alphas) + 1) + 0.4, 3.2), layout="constrained")
+    for j, alpha in enumerate(alphas):
+        ax = axes[0][j]
+        _style_axes(ax)
+        one = runs[runs["depth_alpha"] == alpha]
+        e = etas[etas["depth_alpha"] == alpha].drop(columns="width").rename(columns={"depth": "width"})
+        _landscape_panel(ax, curve_means(one), survivors(one), e, colours, loss_at)
+        ax.set_title(f"depth_alpha {alpha:g}", fontsize=9)
+        ax.set_xlabel("log2 lr", fontsize=8)
+    axes[0][0].set_ylabel("final eval loss", fontsize=8)
+    ax = axes[0][-1]
+    _style_axes(ax)
+    for alpha in alphas:
+        g = etas[etas["depth_alpha"] == alpha].sort_values("depth")
+        ax.plot(g["depth"], g["best_loss"], "o-", lw=1.3, ms=4, label=f"alpha {alpha:g}")
+    _log2_width_axis(ax, depths)
+    ax.set_xlabel("depth (blocks)", fontsize=8)
+    ax.set_title("best loss per depth", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    handles = [plt.Line2D([], [], color=colours[d], lw=2, label=str(d)) for d in depths]
+    handles += [plt.Line2D([], [], color="k", marker="v", ls="", label="fitted eta*")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
+               frameon=False, title="depth", title_fontsize=8)
+    return _save(fig, path)
+
+
+def plot_depth_coord(df: pd.DataFrame, verdict, path) -> Path:
+    """The depth coordinate check: log2 RMS against depth for the residual stream and the
+    branches (output and change since step 0), one line per step, alphas as columns; a judged
+    panel whose slopes stay within the tolerance is flat.
+
+        >>> plot_depth_coord(df, depth_verdict(df), "reports/gpt-cpu-depth/depth-coord.png")
+    """
+    plt = _pyplot()
+    with plt.style.context("default"):
+        import numpy as np
+
+        alphas = sorted(df["depth_alpha"].unique())
+        panels = [("stream", "out"), ("stream", "delta"), ("branch", "out"), ("branch", "delta")]
+        depths = sorted(df["depth"].unique())
+        steps = sorted(df["step"].unique())
+        colours = dict(zip(steps, plt.cm.plasma(np.linspace(0.0, 0.85, len(steps)))))
+        fig, axes = plt.subplots(len(panels), len(alphas), squeeze=False, sharex=True,
+                                 figsize=(PANEL[0] * 1.5 * len(alphas) + 0.6, PANEL[1] * len(panels) + 0.6),
+                                 layout="constrained")
+        mean = df.groupby(["depth_alpha", "module", "kind", "step", "depth"])["rms"].mean().reset_index()
+        for j, alpha in enumerate(alphas):
+            ok = verdict.alphas.get(float(alpha), True)
+            for i, (module, kind) in enumerate(panels):
+                ax = axes[i][j]
+                _style_axes(ax)
+                g = mean[(mean["depth_alpha"] == alpha) & (mean["module"] == module) & (mean["kind"] == kind)]
+                for step, s in g.groupby("step"):
+                    ax.plot(s["depth"], s["rms"], "o-", color=colours[step], ms=3, lw=1.1)
+                ax.set_yscale("log", base=2)
+                _log2_width_axis(ax, depths)
+                if i == 0:
+                    ax.set_title(f"depth_alpha {alpha:g}: {'PASS' if ok else 'FAIL'}", fontsize=9)
+                if j == 0:
+                    ax.set_ylabel(f"{module}\n{KIND_LABELS[kind]}", fontsize=7)
+                if i == len(panels) - 1:
+                    ax.set_xlabel("depth (blocks)", fontsize=8)
+        handles = [plt.Line2D([], [], color=colours[s], lw=2, label=str(s)) for s in steps]
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
+                   frameon=False, title="step", title_fontsize=8)
+        return _save(fig, path)

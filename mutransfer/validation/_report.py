@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from mutransfer.tuning import ExperimentConfig, load_config
-from mutransfer.validation._validate import markdown_table, shell_path
+from mutransfer.validation._markdown import markdown_table
+from mutransfer.validation._validate import shell_path
 
 BEST_ROWS = 8  # rows of each sweep's best-trials table
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from mutransfer.projection import TransferPlan
 from mutransfer.validation._plots import plot_training
-from mutransfer.validation._validate import markdown_table
+from mutransfer.validation._markdown import markdown_table
 
 
 def summary_rows(plan: TransferPlan, res, width: int) -> list[tuple[str, str]]:
@@ -17,7 +17,10 @@ def summary_rows(plan: TransferPlan, res, width: int) -> list[tuple[str, str]]:
     predicted = "-" if plan.predicted_loss is None else f"{plan.predicted_loss:.4f}"
     if plan.predicted_loss is not None and plan.loss_interval:
         predicted += f" [{plan.loss_interval[0]:.4f}, {plan.loss_interval[1]:.4f}]"
-    return [("width", str(width)), ("base lr", f"{plan.lr:.4g}"),
+    depth = ([("depth", f"{plan.target_depth} blocks on a base of {plan.base_depth}"
+                        + (f", depth_alpha {plan.depth_alpha:g}" if plan.depth_alpha is not None else ""))]
+             if plan.target_depth is not None else [])
+    return [("width", str(width)), *depth, ("base lr", f"{plan.lr:.4g}"),
             ("adam_lr", f"{plan.adam_lr:.4g}" if plan.adam_lr and plan.optimizer_name == "muon" else "-"),
             ("batch size", str(plan.batch_size)),
             ("weight decay", "-" if plan.weight_decay is None else f"{plan.weight_decay:.4g}"),

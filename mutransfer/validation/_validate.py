@@ -29,10 +29,15 @@ import pandas as pd
 from mutransfer.tuning import ExperimentConfig, load_config
 from mutransfer.core import OPTIMIZERS, SCHEMES
 from mutransfer.tuning._storage import default_storage, fail_stale, open_storage
+from mutransfer.validation._markdown import markdown_table
 
-AXES = ("scheme", "optimizer", "width", "log2_lr", "seed")  # one trial per point of their product
-COLUMNS = ["scheme", "optimizer", "width", "log2_lr", "lr", "seed", "loss", "diverged", "reason",
-           "seconds"]
+# one trial per point of their product; depth and depth_alpha are None where the config has no
+# depth (studies from before they existed read the same)
+AXES = ("scheme", "optimizer", "width", "depth", "depth_alpha", "log2_lr", "seed")
+OPTIONAL_AXES = ("depth", "depth_alpha")
+NONE_CODE = {"depth": 0, "depth_alpha": -1.0}  # how a trial's params spell None on these axes
+COLUMNS = ["scheme", "optimizer", "width", "depth", "depth_alpha", "log2_lr", "lr", "seed", "loss",
+           "diverged", "reason", "seconds"]
 POLL = 2.0  # seconds between looks at the storage while other workers finish their points
 
 
@@ -40,12 +45,18 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
              schemes: Sequence[str], optimizers: Sequence[str], log2_lrs: Sequence[float],
              seeds: int | Sequence[int], steps: int | None = None, storage: str | None = None,
              study_name: str | None = None, device: str = "auto",
-             reports_dir: str | Path = "reports", show_progress: bool = True) -> pd.DataFrame:
+             reports_dir: str | Path = "reports", show_progress: bool = True,
+             depths: Sequence[int] | None = None,
+             depth_alphas: Sequence[float] | None = None) -> pd.DataFrame:
     """Train every (scheme, optimizer, width, lr, seed) point not yet done; write the report.
 
     Each point is :func:`mutransfer.tuning.run_trial` with the config's scheme and optimizer
     replaced and ``lr = 2**log2_lr``. A diverged run is kept with ``loss = NaN``,
     ``diverged = True`` and its reason. ``seeds`` is a count (seeds 0..n-1) or the seeds.
+    ``depths`` (>= 2, the config needs ``[model] depth`` and ``base_depth``) and
+    ``depth_alphas`` make the landscapes run across depth instead (scaling.md section 9): the
+    study ``<name>-depth`` and ``depth.{csv,png,md}`` (:func:`write_depth_outputs`); without
+    them every run has the config's proxy depth and alpha.
 
     Args:
         config: a TOML path or an ExperimentConfig; its training setup is used as is.
@@ -63,12 +74,13 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
         ...               log2_lrs=[-12, -10, -8], seeds=2, steps=50)
     """
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    grid = make_grid(widths, schemes, optimizers, log2_lrs, seeds)
+    by_depth = depths is not None
+    grid = make_grid(widths, schemes, optimizers, log2_lrs, seeds, *_depth_axes(cfg, depths, depth_alphas))
     if steps is not None:
         cfg = cfg.override({"train.steps": steps, "train.tokens": None})  # explicit steps win
     cfg = cfg.override({"train.eval_every": cfg.train.steps})  # only the final loss counts
     study = open_study(cfg, storage or cfg.sweep.storage or default_storage(cfg, reports_dir),
-                       study_name or f"{cfg.name}-validate")
+                       study_name or f"{cfg.name}-{'depth' if by_depth else 'validate'}")
     _run_grid(study, cfg, grid, device, show_progress)
     source = "CONFIG" if isinstance(config, ExperimentConfig) else shell_path(config)
     command = command_line(source, grid, cfg.train.steps, storage, study_name, reports_dir)
@@ -79,8 +91,31 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
     # The outputs show every point of the study (one training setup), so separate runs, e.g.
     # AdamW and Muon over different lr ranges, or an added width, land in one figure.
     everything = results(study)
-    write_outputs(everything, Path(reports_dir) / cfg.name, commands=commands)
+    if by_depth:
+        from mutransfer.validation._depth import write_depth_outputs
+
+        write_depth_outputs(everything, Path(reports_dir) / cfg.name, commands=commands)
+    else:
+        write_outputs(everything, Path(reports_dir) / cfg.name, commands=commands)
     return curves_of(everything, grid)
+
+
+def _depth_axes(cfg: ExperimentConfig, depths, alphas) -> tuple[list, list]:
+    """The grid's depth and depth_alpha values: the given ones (checked), else the config's."""
+    if depths is None:
+        if alphas is not None:
+            raise ValueError("depth_alphas (--depth-alphas) needs depths (--depths) to compare")
+        return [cfg.proxy_depth()], [cfg.parametrization.depth_alpha]
+    if cfg.model.depth is None:
+        raise ValueError(f"depths need [model] depth and base_depth in {cfg.name!r}'s config (the "
+                         f"factory takes depth=; the depth rules are relative to base_depth)")
+    bad = [d for d in depths if isinstance(d, bool) or not isinstance(d, int) or d < 1]
+    if bad or len(set(depths)) < 2:
+        raise ValueError(f"depths must be >= 2 distinct positive ints, e.g. --depths 2,4,8,16; got {list(depths)!r}")
+    alphas = [cfg.parametrization.depth_alpha] if alphas is None else list(alphas)
+    if any(a is None or not 0 <= a <= 1 for a in alphas if a is not None) or not alphas:
+        raise ValueError(f"depth_alphas must lie in [0, 1], e.g. --depth-alphas 0,0.5,1; got {alphas!r}")
+    return list(depths), [None if a is None else round(float(a), 6) for a in alphas]
 
 
 def curves_of(df: pd.DataFrame, grid: list[dict]) -> pd.DataFrame:
@@ -89,8 +124,10 @@ def curves_of(df: pd.DataFrame, grid: list[dict]) -> pd.DataFrame:
 
         >>> curves_of(results(study), make_grid([64], ["mup"], ["adamw"], [-4, -3], 1))
     """
-    asked = {(p["scheme"], p["optimizer"], p["width"], p["seed"]) for p in grid}
-    on_curve = [k in asked for k in zip(df["scheme"], df["optimizer"], df["width"], df["seed"])]
+    curve = ("scheme", "optimizer", "width", "depth", "depth_alpha", "seed")
+    asked = {tuple(p[a] for a in curve) for p in grid}
+    values = zip(*(df[a].map(lambda v: None if v is None or v != v else v) for a in curve))
+    on_curve = [k in asked for k in values]
     return df[on_curve].reset_index(drop=True)
 
 
@@ -101,7 +138,7 @@ def command_line(source: str, grid: list[dict], steps: int, storage: str | None 
         >>> command_line("sweeps/quickstart.toml", make_grid([64, 128], ["mup"], ["adamw"], [-9, -8], 1), 80)
         'mutransfer validate sweeps/quickstart.toml --widths 64,128 --schemes mup --optimizers adamw --lrs=-9:-8:1 --seeds 1 --steps 80'
     """
-    axes = {a: sorted({p[a] for p in grid}) for a in AXES}
+    axes = {a: sorted({p[a] for p in grid}, key=lambda v: (v is not None, v)) for a in AXES}
     lrs = axes["log2_lr"]
     steps_between = {round(b - a, 6) for a, b in zip(lrs, lrs[1:])}
     lr_arg = (f"{lrs[0]:g}:{lrs[-1]:g}:{steps_between.pop():g}" if len(steps_between) == 1
@@ -110,6 +147,10 @@ def command_line(source: str, grid: list[dict], steps: int, storage: str | None 
              f"--widths {','.join(map(str, axes['width']))}",
              f"--schemes {','.join(axes['scheme'])}", f"--optimizers {','.join(axes['optimizer'])}",
              f"--lrs={lr_arg}", f"--seeds {len(axes['seed'])}", f"--steps {steps}"]
+    if len(axes["depth"]) > 1:
+        parts.append(f"--depths {','.join(map(str, axes['depth']))}")
+        if axes["depth_alpha"] != [None]:
+            parts.append(f"--depth-alphas {','.join(f'{a:g}' for a in axes['depth_alpha'])}")
     parts += [f"--storage {storage}"] if storage else []
     parts += [f"--study {study_name}"] if study_name else []
     parts += [f"--reports {reports_dir}"] if Path(reports_dir) != Path("reports") else []
@@ -125,7 +166,8 @@ def shell_path(path: str | Path) -> str:
         return str(path)
 
 
-def make_grid(widths, schemes, optimizers, log2_lrs, seeds) -> list[dict]:
+def make_grid(widths, schemes, optimizers, log2_lrs, seeds, depths=(None,),
+              depth_alphas=(None,)) -> list[dict]:
     """The grid's points as dicts keyed by ``AXES``, each argument checked.
 
         >>> len(make_grid([64, 128], ["mup"], ["adamw"], [-10, -9], 2))
@@ -136,6 +178,7 @@ def make_grid(widths, schemes, optimizers, log2_lrs, seeds) -> list[dict]:
     elif not isinstance(seeds, (list, tuple, range)):
         raise TypeError(f"seeds must be a count (2 means seeds 0 and 1) or a list of ints, got {seeds!r}")
     axes = {"scheme": list(schemes), "optimizer": list(optimizers), "width": list(widths),
+            "depth": list(depths), "depth_alpha": list(depth_alphas),
             "log2_lr": [round(float(x), 6) for x in log2_lrs], "seed": list(seeds)}
     for name, values in axes.items():
         if not values:
@@ -148,8 +191,9 @@ def make_grid(widths, schemes, optimizers, log2_lrs, seeds) -> list[dict]:
         if bad:
             raise ValueError(f"{name}s must be {'positive' if name == 'width' else 'non-negative'} "
                              f"ints, got {bad[0]!r} in {axes[name]!r}")
-    if len(axes["width"]) < 2:
-        raise ValueError(f"validation compares widths; give two or more, got {axes['width']!r}")
+    if len(axes["width"]) < 2 and len(set(axes["depth"])) < 2:
+        raise ValueError(f"validation compares widths (or depths); give two or more, got "
+                         f"{axes['width']!r}")
     unique = [list(dict.fromkeys(axes[a])) for a in AXES]  # duplicates dropped, order kept
     return [dict(zip(AXES, p)) for p in itertools.product(*unique)]
 
@@ -167,6 +211,8 @@ def setup_of(cfg: ExperimentConfig) -> dict:
     d = cfg.to_dict()
     d.pop("sweep")
     d["model"].pop("width")
+    d["model"].pop("depth", None)  # an axis (the proxy depth, or --depths)
+    d["parametrization"].pop("depth_alpha", None)
     d["train"].pop("lr")
     d["train"].pop("eval_every")
     for key in ("scheme", "optimizer"):
@@ -233,7 +279,13 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _key(params: dict) -> tuple:
-    return tuple(round(float(params[a]), 6) if a == "log2_lr" else params[a] for a in AXES)
+    def value(a):
+        v = params.get(a)
+        if a in NONE_CODE and v == NONE_CODE[a]:
+            v = None
+        return round(float(v), 6) if a in ("log2_lr", "depth_alpha") and v is not None else v
+
+    return tuple(value(a) for a in AXES)
 
 
 def _states(study, grid_keys: set) -> dict[tuple, set[str]]:
@@ -241,7 +293,7 @@ def _states(study, grid_keys: set) -> dict[tuple, set[str]]:
     out: dict[tuple, set[str]] = {}
     for t in study.get_trials(deepcopy=False):
         params = t.system_attrs.get("fixed_params", t.params)
-        if set(AXES) <= set(params) and _key(params) in grid_keys:
+        if set(AXES) - set(OPTIONAL_AXES) <= set(params) and _key(params) in grid_keys:
             out.setdefault(_key(params), set()).add(t.state.name)
     return out
 
@@ -269,7 +321,8 @@ def _run_grid(study, cfg: ExperimentConfig, grid: list[dict], device: str, show:
                 return
             todo = [k for k in order if not states.get(k, set()) & {"COMPLETE", "RUNNING", "WAITING"}]
             if todo:
-                study.enqueue_trial(keys[todo[0]])
+                study.enqueue_trial({a: NONE_CODE[a] if v is None and a in NONE_CODE else v
+                                     for a, v in keys[todo[0]].items()})
             elif not any("WAITING" in s for s in states.values()):
                 time.sleep(POLL)  # the rest is running on other workers
                 continue
@@ -292,14 +345,18 @@ def make_objective(cfg: ExperimentConfig, device: str):
              "width": trial.suggest_int("width", 1, 1 << 24),
              "log2_lr": trial.suggest_float("log2_lr", -64.0, 64.0),
              "seed": trial.suggest_int("seed", 0, 1 << 31)}
+        p["depth"] = trial.suggest_int("depth", 0, 1 << 16) or None  # 0: the factory's own depth
+        alpha = trial.suggest_float("depth_alpha", -1.0, 1.0)  # -1: the config's (default) alpha
+        p["depth_alpha"] = None if alpha == NONE_CODE["depth_alpha"] else alpha
         point_cfg = cfg.override({"parametrization.scheme": p["scheme"],
-                                  "parametrization.optimizer": p["optimizer"]})
+                                  "parametrization.optimizer": p["optimizer"],
+                                  "parametrization.depth_alpha": p["depth_alpha"]})
         # The sweeper's storage treats a RUNNING trial without "config" as never started.
         trial.set_user_attr("config", point_cfg.to_dict())
         trial.set_user_attr("device", device)
         start = time.perf_counter()
         res = run_trial(point_cfg, {"lr": 2.0 ** p["log2_lr"]}, width=p["width"], device=device,
-                        seed=p["seed"])
+                        seed=p["seed"], depth=p["depth"])
         loss = float(res.final_loss)
         trial.set_user_attr("diverged", bool(res.diverged) or not math.isfinite(loss))
         trial.set_user_attr("reason", res.reason)
@@ -323,7 +380,7 @@ def results(study, grid: list[dict] | None = None) -> pd.DataFrame:
     rows = {}
     for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                     key=lambda t: t.number):
-        key = _key(t.params) if set(AXES) <= set(t.params) else None
+        key = _key(t.params) if set(AXES) - set(OPTIONAL_AXES) <= set(t.params) else None
         if key is not None and key not in rows and (keys is None or key in keys):
             rows[key] = _row(key, t.user_attrs)
     df = pd.DataFrame(list(rows.values()), columns=COLUMNS)
@@ -410,23 +467,3 @@ def _eta_rows(g: pd.DataFrame) -> pd.DataFrame:
         "eta*": [f"{v:.3g}" for v in g["eta"]], "best grid log2 lr": g["best_log2_lr"],
         "best loss": [f"{v:.4f}" for v in g["best_loss"]], "points": g["n_points"],
         "note": g["note"]})
-
-
-def write_markdown(path: str | Path, title: str, command: str, lines: Sequence[str]) -> Path:
-    """A small report: ``# title``, the command that regenerates it, then ``lines``.
-
-        >>> write_markdown("reports/x/compare.md", "Compare", "mutransfer compare x.toml", ["text"])
-    """
-    path = Path(path)
-    path.write_text("\n".join([f"# {title}", "", f"Regenerate: `{command}`", "", *lines]) + "\n")
-    return path
-
-
-def markdown_table(df: pd.DataFrame) -> list[str]:
-    """A GitHub markdown table of ``df``'s values as strings (no tabulate dependency)."""
-    def cell(v) -> str:
-        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).replace("|", "\\|")
-
-    head = [str(c) for c in df.columns]
-    rows = [[cell(v) for v in r] for r in df.itertuples(index=False)]
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
