@@ -190,3 +190,18 @@ def test_a_plan_with_other_constants_is_refused(staged):
     other = parametrize(zoo.mlp, width=64, base_width=8, scheme="mup", constants={"lr_output": 7.0})
     with pytest.raises(ValueError, match="the Plan was made with constants"):
         plan.optimizer(other)
+
+
+def test_adam_lr_ratio_sets_muons_adamw_groups_and_refuses_a_second_setting():
+    plan = parametrize(zoo.gpt, width=64, base_width=32, optimizer="muon", constants={"adam_lr_ratio": 0.25})
+    plain = parametrize(zoo.gpt, width=64, base_width=32, optimizer="muon")
+    for name, p in plan.params.items():
+        ratio = 0.25 if p.optimizer == "adamw" else 1.0
+        assert p.lr_mult == pytest.approx(plain.params[name].lr_mult * ratio)
+        assert p.wd_mult == pytest.approx(1 / p.lr_mult)  # lr x wd is kept
+    lrs = {g["use_muon"]: g["lr"] / g["lr_mult"] for g in plan.optimizer(0.02).param_groups}
+    assert lrs == {True: 0.02, False: pytest.approx(0.02)}  # the ratio sits in lr_mult
+    with pytest.raises(ValueError, match="adam_lr=0.001 and the plan's constant adam_lr_ratio=0.25 both set"):
+        plan.optimizer(0.02, adam_lr=1e-3)
+    with pytest.raises(ValueError, match="constant adam_lr_ratio=2 sets Muon's AdamW groups' lr"):
+        parametrize(zoo.gpt, width=64, base_width=32, constants={"adam_lr_ratio": 2.0})

@@ -27,6 +27,9 @@ class Constants:
     ``output_mult * m ** readout_exponent``;
     ``output_mult`` multiplies the readout's input (its logits) and ``attention_mult`` the
     attention logit scale of factories that take ``attention_mult=`` (the zoo GPT does).
+    ``adam_lr_ratio`` (Muon plans) sets the AdamW groups' lr to ``lr * adam_lr_ratio * lr_mult``:
+    with a fixed ``adam_lr`` instead, the AdamW groups' optimum moved with width and dragged
+    Muon's (reports/gpt-cpu-300-muon-ratio).
     With every constant at its default the model and optimizer are exactly today's.
 
         >>> c = Constants(lr_hidden=0.5, readout_exponent=-0.5)
@@ -45,6 +48,8 @@ class Constants:
     output_mult: float = 1.0
     readout_exponent: float = READOUT_EXPONENT
     attention_mult: float = 1.0
+    # Muon plans: the AdamW groups' (embeddings, readout, vectors) lr over the Muon lr
+    adam_lr_ratio: float = 1.0
 
     def __post_init__(self):
         for name in CONSTANT_NAMES:
@@ -112,4 +117,4 @@ class Constants:
 
 
 CONSTANT_NAMES = tuple(f"{kind}_{r.value}" for kind in ("init", "lr") for r in CONSTANT_ROLES) + (
-    "output_mult", "readout_exponent", "attention_mult")
+    "output_mult", "readout_exponent", "attention_mult", "adam_lr_ratio")

@@ -40,7 +40,8 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
     (update rule, lr_mult, eps_mult, muon_alpha, role), and with ``decay="spectral"`` outside
     Muon also per (matrix or not).
 
-    ``group["lr"] = lr * lr_mult`` (``adam_lr`` for Muon's AdamW groups),
+    ``group["lr"] = lr * lr_mult`` (``adam_lr * lr_mult`` for Muon's AdamW groups when
+    ``adam_lr`` is given; otherwise their ``lr_mult`` holds the constant ``adam_lr_ratio``),
     ``group["eps"] = eps * eps_mult``, ``group["weight_decay"]`` from :func:`group_weight_decay`,
     ``group["decay"] = decay``; for spectral decay of torch-optimizer matrix groups the weight
     decay moves to ``group["spectral_weight_decay"]`` (module docstring).
@@ -49,6 +50,10 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
         >>> torch.optim.AdamW(groups)
     """
     _check_numbers(lr, weight_decay, eps, adam_lr)
+    if adam_lr is not None and plan.constants.adam_lr_ratio != 1.0:
+        raise ValueError(f"adam_lr={adam_lr!r} and the plan's constant adam_lr_ratio="
+                         f"{plan.constants.adam_lr_ratio:g} both set the AdamW groups' lr; give one "
+                         f"(adam_lr=None keeps the ratio, which transfers across width)")
     check_choice("wd_policy", wd_policy, WD_POLICIES)
     check_choice("decay", decay, DECAY_KINDS)
     if decay == "spectral" and plan.optimizer_name not in ("adamw", "muon"):

@@ -101,6 +101,8 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
         init_mult = info.width_mult ** c.readout_exponent
     init_mult *= c.init(info.role)
     lr_mult *= c.lr(info.role)
+    if optimizer == "muon" and mult.optimizer != "muon":
+        lr_mult *= c.adam_lr_ratio  # Muon's AdamW groups run at lr x adam_lr_ratio
     depth_mult = 1.0
     if depth is not None and scheme != "sp":
         depth_mult = depth.lr
@@ -161,6 +163,10 @@ def _settings(scheme, optimizer, muon_scale, readout, output_mult, constants) ->
             raise ValueError(f"output_mult={output_mult!r} and constants output_mult="
                              f"{c.output_mult!r} disagree; give it in one place")
         c = c.replace(output_mult=float(output_mult))
+    if optimizer != "muon" and c.adam_lr_ratio != 1.0:
+        raise ValueError(f"constant adam_lr_ratio={c.adam_lr_ratio:g} sets Muon's AdamW groups' lr; "
+                         f"optimizer {optimizer!r} has one lr for every group: leave it at 1, or "
+                         f"parametrize with optimizer='muon'")
     if scheme == "sp" and any(c.init(r) != 1.0 for r in Role):
         raise ValueError(f"init constants {c.changed()} need scheme 'mup' or 'spectral': 'sp' keeps "
                          f"your model's own init (scale it yourself, or use the sweep's init_scale)")
