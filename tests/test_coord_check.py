@@ -267,3 +267,25 @@ def test_cli_writes_csv_png_markdown_and_strict_exit(tmp_path, capsys):
     assert set(pd.read_csv(tmp_path / "a" / "coord.csv")["scheme"]) == {"sp", "mup"}
     # SP alone decides the verdict, and fails: --strict turns that into exit 1
     assert _cli([*base, "--schemes", "sp", "--out", str(tmp_path / "b"), "--strict"]) == 1
+
+
+def _synthetic(scheme: str, rms_of_width) -> pd.DataFrame:
+    """Records of one hidden module whose change follows ``rms_of_width`` at steps 1-2."""
+    rows = [(scheme, "adamw", w, 0, step, "h", "hidden", kind, rms_of_width(w) if kind == "delta" else 1.0)
+            for w in (32, 64, 128, 256) for step in (1, 2) for kind in ("out", "delta")]
+    return pd.DataFrame(rows, columns=list(RECORD_COLUMNS))
+
+
+@pytest.mark.parametrize("curve, verdict", [
+    ({32: 1.6, 64: 1.0, 128: 0.95, 256: 0.92}, "PASS from width 64"),  # shrinks only at the smallest
+    ({32: 2.0, 64: 1.5, 128: 1.1, 256: 0.8}, "FAIL"),  # shrinks everywhere
+    ({32: 0.6, 64: 1.0, 128: 1.05, 256: 1.08}, "FAIL"),  # grows: never excused
+    ({32: 1.0, 64: 1.0, 128: 1.02, 256: 1.0}, "PASS"),
+])
+def test_a_shrink_confined_to_the_smallest_widths_passes_from_the_next_width(curve, verdict):
+    v = coord_verdict(_synthetic("spectral", curve.get))
+    assert v.table()["verdict"].iloc[0] == verdict
+    if verdict.startswith("PASS from"):
+        assert "passes from width 64 on" in v.explanation and "finite-width effect" in v.explanation
+    if verdict == "FAIL" and curve[32] < 1:
+        assert "activations that grow with width" in v.explanation
