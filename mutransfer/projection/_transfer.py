@@ -116,12 +116,16 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     b_opt = _compute_optimal(groups, L, budget, tokens, notes)
     batch, batch_ci = _batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
     log2_lr, lr_proxy = _lr_at(batch, groups, En, law, c, shift, notes)
+    safe, risk = _risk_aware(frame, groups, batch, log2_lr, window, notes)
     steps, tpe = _steps(ok, tokens, batch, notes)
     diag = {"trials": int(len(ok)), "dropped": frame.attrs.get("dropped", {}), "beta1": b1,
             "momentum_c": c, "window_octaves": window, "n_boot": n_boot, "seed": seed,
             "correct_drift": correct_drift, "lr_proxy": float(2 ** lr_proxy[0]),
             "tokens_per_example": tpe, "proxy_tokens": _median(ok["tokens"])}
-    plan = {"lr": float(2 ** log2_lr[0]), "lr_interval": _ci2(log2_lr), "batch_size": int(batch),
+    if risk is not None:
+        diag["risk"] = risk
+    plan = {"lr": float(2 ** safe), "eta_star": float(2 ** log2_lr[0]), "lr_interval": _ci2(log2_lr),
+            "batch_size": int(batch),
             "batch_interval": batch_ci, "target_width": int(target_width), "steps": steps,
             "scheme": scheme, "optimizer_name": optimizer, "muon_scale": _unique(ok["muon_scale"]),
             "base_width": _unique(ok["base_width"], int), "optima": _optima_records(groups),
@@ -574,6 +578,35 @@ def _median(values):
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     return float(np.median(v)) if len(v) else None
+
+
+def _risk_aware(frame, groups, batch, log2_lr, window, notes) -> tuple[float, dict | None]:
+    """The recommended log2 lr: the risk-aware one (:mod:`mutransfer.projection._risk`) from the
+    asymmetric curve of the sweeps at the batch nearest the target's, or eta* itself when the
+    curve's two sides are not identified (said in the notes)."""
+    from mutransfer.projection._risk import fit_asymmetric, risk_aware
+
+    lb = np.log2(groups["batch_size"].to_numpy(float))
+    near = groups[lb == lb[np.argmin(np.abs(lb - np.log2(batch)))]]
+    live = frame[~frame["diverged"]]
+    runs = [live[(live["width"] == r.width) & (live["batch_size"] == r.batch_size)] for r in near.itertuples()]
+    curve = fit_asymmetric([np.log2(g["lr"].to_numpy(float)) for g in runs],
+                           [g["loss"].to_numpy(float) for g in runs], np.log2(near["lr"].to_numpy(float)),
+                           window=window)
+    if curve is None:
+        notes.append("the lr is eta* itself: the landscape's two sides are not identified (fewer than "
+                     "2 lrs on a side of the optimum); sweep lrs on both sides for a risk-aware lr")
+        return float(log2_lr[0]), None
+    x, info = risk_aware(log2_lr, curve)
+    if curve.asymmetry == 1.0 and curve.offset == 0.0:  # symmetric: E[X], estimated by eta* itself
+        return float(log2_lr[0]), {**info, "symmetric": True}
+    if curve.asymmetry > 2 or curve.asymmetry < 0.5:
+        side = "above" if curve.asymmetry > 1 else "below"
+        notes.append(f"the loss rises {max(curve.asymmetry, 1 / curve.asymmetry):.1f}x faster {side} eta* "
+                     f"than on the other side: the risk-aware lr {2 ** x:.4g} ({x - log2_lr[0]:+.2f} octave "
+                     f"from eta* {2 ** log2_lr[0]:.4g}) lowers the expected excess loss from "
+                     f"{info['eta_excess']:.4f} to {info['safe_excess']:.4f} nats")
+    return x, info
 
 
 def _depth_fields(ok, target_depth: int | None) -> dict:

@@ -25,10 +25,11 @@ class TransferPlan:
         >>> plan.lr, plan.lr_interval, plan.warnings
     """
 
-    lr: float
-    lr_interval: tuple[float, float]
+    lr: float  # the recommended lr: the risk-aware one (lowest expected target loss), else eta*
+    lr_interval: tuple[float, float]  # of the projected eta*
     batch_size: int
     target_width: int
+    eta_star: float | None = None  # the projected eta* itself (lr differs when the landscape is lopsided)
     target_depth: int | None = None  # the target's blocks; None: the factory's own (width-only)
     base_depth: int | None = None  # the base's blocks the depth rules are relative to
     depth_alpha: float | None = None  # the branch multiplier m_L^-alpha the proxies ran with
@@ -203,7 +204,13 @@ def _fmt(value, ci=None, fmt="{:.4g}") -> str:
 
 def _summary(p: TransferPlan) -> str:
     widths = sorted({o["width"] for o in p.optima})
-    rows = [("lr", _fmt(p.lr, p.lr_interval)), ("adam_lr", _fmt(p.adam_lr)),
+    risk = p.diagnostics.get("risk")
+    rows = [("lr (risk-aware)" if risk else "lr", _fmt(p.lr)),
+            ("eta* (projected)", _fmt(p.eta_star if p.eta_star is not None else p.lr, p.lr_interval)),
+            ("landscape", (f"a_left {risk['a_left']:.3g}, a_right {risk['a_right']:.3g} nat/octave^2; "
+                           f"expected excess {risk['eta_excess']:.4f} at eta*, {risk['safe_excess']:.4f} at lr")
+             if risk else "-"),
+            ("adam_lr", _fmt(p.adam_lr)),
             ("batch_size", _fmt(p.batch_size, p.batch_interval, "{:.0f}")),
             ("weight_decay", _fmt(p.weight_decay) + (f"   ({p.wd_policy})" if p.wd_policy else "")),
             ("steps", _fmt(p.steps, None, "{:d}")), ("proxy budget", _fmt(p.budget, None, "{:.4g}")),

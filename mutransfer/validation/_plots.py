@@ -308,7 +308,9 @@ def _max_logit_panel(ax, x, max_logit, tau: float | None) -> None:
 
 def plot_transfer(plan, path) -> Path:
     """The transfer figure: eta* (95% interval bars) against batch size with the fitted eta*(B)
-    law, and against width with the drift; the plan's (batch, lr) at the target is a star.
+    law, and against width with the drift; the plan's (batch, lr) at the target is a star. With a
+    fitted landscape, a third panel: the expected excess loss at the target against log2 lr,
+    with the projected eta* and the risk-aware lr (the recommendation) marked.
 
         >>> plan = mutransfer.transfer([study64, study128], 1024, target_batch="auto")
         >>> plot_transfer(plan, "reports/x/plan.png")
@@ -317,13 +319,32 @@ def plot_transfer(plan, path) -> Path:
     if table.empty:
         raise ValueError("the plan has no eta* per proxy to draw; is it from mutransfer.transfer?")
     plt = _pyplot()
+    risk = plan.diagnostics.get("risk")
     with plt.style.context("default"):
-        fig, (by_batch, by_width) = plt.subplots(1, 2, figsize=(9.2, 3.6), layout="constrained")
-        _eta_vs_batch(plt, by_batch, plan, table)
-        _eta_vs_width(plt, by_width, plan, table)
+        fig, axes = plt.subplots(1, 3 if risk else 2, figsize=(13.6 if risk else 9.2, 3.6),
+                                 layout="constrained")
+        _eta_vs_batch(plt, axes[0], plan, table)
+        _eta_vs_width(plt, axes[1], plan, table)
+        if risk:
+            _expected_loss(axes[2], plan, risk)
         fig.suptitle(f"transfer to width {plan.target_width}: lr {plan.lr:.3g}, batch {plan.batch_size}",
                      fontsize=10)
         return _save(fig, path)
+
+
+def _expected_loss(ax, plan, risk: dict) -> None:
+    import numpy as np
+
+    x, r = np.asarray(risk["grid_log2_lr"], float), np.asarray(risk["grid_excess"], float)
+    ax.plot(x, r, "k-", lw=1.2, label="expected excess loss")
+    eta = plan.eta_star if plan.eta_star is not None else plan.lr
+    ax.axvline(np.log2(eta), color="#1f77b4", ls="--", lw=1, label=f"eta* {eta:.3g}")
+    ax.axvline(np.log2(plan.lr), color="#d62728", lw=1.5, label=f"lr {plan.lr:.3g} (plan)")
+    ax.set_xlabel("log2 lr at the target", fontsize=8)
+    ax.set_ylabel("E[loss - best loss] (nats)", fontsize=8)
+    ax.set_title(f"landscape: a_right / a_left = {risk['a_right'] / risk['a_left']:.2g}", fontsize=9)
+    _style_axes(ax)
+    ax.legend(fontsize=7, frameon=False)
 
 
 def _eta_series(plt, ax, table: pd.DataFrame, *, by: str, x: str, cmap: str, label: str) -> None:
