@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from test_transfer import has, synth
 
@@ -59,9 +60,9 @@ def test_trials_spend_the_budget_and_record_it(tmp_path):
     assert unset.steps == load_config(MLP, TINY).train.steps  # no budget: behaviour unchanged
 
 
-def test_several_budgets_in_one_transfer_are_an_error():
-    frame = synth("sign").assign(budget=lambda d: np.where(d.batch_size > 64, 2048, 1024))
-    with pytest.raises(ValueError, match=r"several token budgets \[1024.0, 2048.0\]"):
+def test_a_budget_with_too_few_batches_is_named():
+    frame = synth("sign").assign(budget=lambda d: np.where(d.batch_size > 128, 2048, 1024))
+    with pytest.raises(ValueError, match=r"budget 2048: no compute-optimal batch \(>= 3 batch sizes"):
         transfer(frame, 1024)
 
 
@@ -148,3 +149,33 @@ def test_explicit_steps_override_a_budget(tmp_path):
                         scheme="mup", optimizer_name="adamw", base_width=8)
     assert train_target(cfg, plan, steps=3, device="cpu").steps == 3
     assert train_target(cfg, plan, device="cpu").steps == 4096 // 32  # the budget, at the plan's batch
+
+
+def _budget_sweeps(budgets=(1024, 4096, 16384), seed=0):
+    """Trials at three budgets whose compute-optimal batch is known: B_opt(D) = 4 (D / 1024)^0.5
+    (4, 8, 16), a sharp minimum in log2 B, and eta*(B) = 2^-8 sqrt(B / 4)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for D in budgets:
+        b_opt = 4 * (D / 1024) ** 0.5
+        for B in (2, 4, 8, 16, 32, 64):
+            x0 = -8 + 0.5 * np.log2(B / 4)
+            for x in np.arange(x0 - 2.5, x0 + 2.6, 0.5):
+                loss = 2.0 - 0.05 * np.log2(D) + 0.1 * (np.log2(B) - np.log2(b_opt)) ** 2 + 0.06 * (x - x0) ** 2
+                for s in range(2):
+                    rows.append({"width": 32, "lr": 2 ** x, "batch_size": B, "loss": loss + rng.normal(0, 0.002),
+                                 "budget": D, "tokens": D, "steps": D // B, "scheme": "mup", "optimizer": "adamw"})
+    return pd.DataFrame(rows)
+
+
+def test_the_compute_optimal_batch_is_fitted_across_budgets_and_projected_to_another():
+    plan = transfer(_budget_sweeps(), 64, tokens=65536, target_batch="auto")
+    assert plan.budget_exponent == pytest.approx(0.5, abs=0.1)
+    assert [r["budget"] for r in plan.budgets] == [1024, 4096, 16384]
+    assert [round(r["b_opt"]) for r in plan.budgets] == pytest.approx([4, 8, 16], rel=0.3)
+    assert plan.compute_optimal_batch == pytest.approx(32, rel=0.5)  # 4 (64)^0.5 at 65536 tokens
+    assert plan.batch_size == pytest.approx(plan.compute_optimal_batch, rel=0.5)
+    assert any("B_opt ~ D^0.5" in w or "B_opt ~ D^0.4" in w for w in plan.warnings)
+    assert "B_opt ~ D^p" in plan.summary() and plan.budget == 16384
+    from mutransfer import TransferPlan
+    assert TransferPlan.from_json(plan.to_json()).budgets == plan.budgets

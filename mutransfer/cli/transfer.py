@@ -27,8 +27,9 @@ def register(subparsers) -> None:
                                           "proxies ran a token budget, else B_noise at the target's "
                                           "loss); default: the best proxy trial's batch size")
     p.add_argument("--max-batch", type=int, help="cap for --target-batch auto")
-    p.add_argument("--tokens", type=int, help="the target's training tokens (gives steps and "
-                                              "scales weight decay)")
+    p.add_argument("--target-tokens", "--tokens", dest="tokens", type=int,
+                   help="the target's training tokens: gives steps, scales weight decay and, when "
+                        "the proxies ran >= 2 budgets, the compute-optimal batch by B_opt ~ D^p")
     p.add_argument("--wd-policy",
                    help="'timescale' holds tau = B / (lr wd D) when the batch or budget changes "
                         "(default: the trials' [train] wd_policy)")
@@ -73,7 +74,7 @@ def regenerate_command(args, studies: list[str], out: Path) -> str:
     flags = [("--studies", ",".join(studies)), ("--target-width", args.target_width),
              ("--target-depth", args.target_depth),
              ("--target-batch", args.target_batch), ("--max-batch", args.max_batch),
-             ("--tokens", args.tokens), ("--wd-policy", args.wd_policy), ("--seed", args.seed or None)]
+             ("--target-tokens", args.tokens), ("--wd-policy", args.wd_policy), ("--seed", args.seed or None)]
     parts = ["mutransfer transfer", shell_path(args.config)]
     parts += [f"{flag} {value}" for flag, value in flags if value is not None]
     parts += ["--correct-drift"] if args.correct_drift else []

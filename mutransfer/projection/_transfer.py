@@ -90,6 +90,8 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy)
     notes: list[str] = []
     frame, constants = _constants_group(trials_frame(results, keep_diverged=True), notes)
+    rng = np.random.default_rng(seed)
+    frame, budget_law = _across_budgets(frame, tokens, window, n_boot, rng, notes)
     ok = frame[~frame["diverged"]]
     budget = _budget(ok)
     tokens = budget if tokens is None else tokens
@@ -98,7 +100,6 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     if scheme == "sp":
         notes.append("scheme 'sp' does not keep eta* fixed across width: expect a drift; "
                      "use scheme 'mup' for transfer")
-    rng = np.random.default_rng(seed)
     groups, E, L = _optima(frame, window, n_boot, rng, notes)
     drift = _drift(groups, E, notes)
     if correct_drift and drift is None:
@@ -113,7 +114,8 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     loss = _loss_projection(groups, L, target_width, notes)
     noise = _noise(ok, n_boot, rng, notes)
     shift, bn_target = _noise_at_target(noise, loss, law, L, c, notes)
-    b_opt = _compute_optimal(groups, L, budget, tokens, notes)
+    b_opt = (budget_law["projected"] if budget_law is not None
+             else _compute_optimal(groups, L, budget, tokens, notes))
     batch, batch_ci = _batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
     log2_lr, lr_proxy = _lr_at(batch, groups, En, law, c, shift, notes)
     safe, risk = _risk_aware(frame, groups, batch, log2_lr, window, notes)
@@ -140,6 +142,9 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
                     critical_batch=float(2 ** bn_target[0]), critical_batch_interval=_ci2(bn_target))
     if b_opt is not None:
         plan.update(compute_optimal_batch=float(2 ** b_opt[0]), compute_optimal_batch_interval=_ci2(b_opt))
+    if budget_law is not None:
+        plan.update(budget_exponent=budget_law["exponent"], budget_exponent_interval=budget_law["interval"],
+                    budgets=budget_law["records"])
     if noise is not None:
         diag.update(noise_exponent=float(noise[0, 0]), noise_exponent_interval=interval(noise[1:, 0]))
     return TransferPlan(**plan, warnings=tuple(notes), diagnostics=json_ready(diag))
@@ -389,6 +394,46 @@ def _noise_at_target(noise, loss, law, L, c, notes):
                      f"(the law's is {'smaller' if ratio < 1 else 'larger'}): the batch uses B_simple, "
                      f"the lr uses the law")
     return shift, direct
+
+
+def _across_budgets(frame, tokens, window, n_boot, rng, notes):
+    """With trials at >= 2 token budgets: (the largest budget's trials, the B_opt(D) law), where
+    the law fits ``log2 B_opt = a + p log2 D`` on each budget's compute-optimal batch (bootstrap
+    replicate by replicate) and projects it to ``tokens`` (default the largest budget). Power
+    Lines (Bergsma et al. 2025, arXiv 2505.13738) finds B_opt a power of D, independent of the
+    model size. With one budget (or none): (frame, None)."""
+    budgets = sorted({float(v) for v in frame["budget"] if v is not None and np.isfinite(float(v))})
+    if len(budgets) < 2:
+        return frame, None
+    per, records = [], []
+    for b in budgets:
+        sub = frame[frame["budget"].astype(float) == b]
+        quiet: list[str] = []
+        groups, _, L = _optima(sub, window, n_boot, rng, quiet)
+        opt = _compute_optimal(groups, L, int(b), int(b), quiet)
+        if opt is None:
+            raise ValueError(f"budget {b:.0f}: no compute-optimal batch (>= 3 batch sizes at one width "
+                             f"are needed at every budget); sweep more batches there")
+        edge = [n for n in quiet if "smallest swept batch" in n or "largest swept batch" in n]
+        notes.extend(f"budget {b:.3g}: {n}" for n in edge)
+        per.append(opt)
+        records.append({"budget": int(b), "b_opt": float(2 ** opt[0]), "b_opt_low": 2 ** _ci2(opt)[0],
+                        "b_opt_high": 2 ** _ci2(opt)[1], "at_edge": bool(edge)})
+    x = np.log2(budgets)
+    Y = np.stack(per, 1)  # (R+1, budgets)
+    coef = np.array([np.polyfit(x, row, 1) for row in Y])  # (slope, intercept) per replicate
+    target = np.log2(tokens if tokens is not None else budgets[-1])
+    projected = coef[:, 1] + coef[:, 0] * target
+    notes.append(f"compute-optimal batch across budgets {', '.join(f'{b:.3g}' for b in budgets)}: "
+                 f"B_opt ~ D^{coef[0, 0]:.2f} (95% [{interval(coef[1:, 0])[0]:.2f}, "
+                 f"{interval(coef[1:, 0])[1]:.2f}]), projected to {2 ** target:.3g} tokens: "
+                 f"{2 ** projected[0]:.3g}")
+    if not x.min() <= target <= x.max() + 2:
+        notes.append(f"the target budget {2 ** target:.3g} lies more than 4x beyond the swept budgets: "
+                     f"the B_opt(D) power law is extrapolated far")
+    largest = frame[frame["budget"].astype(float) == budgets[-1]]
+    return largest, {"projected": projected, "exponent": float(coef[0, 0]),
+                     "interval": interval(coef[1:, 0]), "records": tuple(records)}
 
 
 def _budget(ok):

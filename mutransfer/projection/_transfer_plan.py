@@ -54,7 +54,11 @@ class TransferPlan:
     # the batch whose best-lr loss is lowest at the proxies' token budget (None at fixed steps)
     compute_optimal_batch: float | None = None
     compute_optimal_batch_interval: tuple[float, float] | None = None
-    budget: int | None = None  # the proxies' token (synthetic: example) budget
+    budget: int | None = None  # the proxies' token (synthetic: example) budget (the largest, across budgets)
+    # across >= 2 budgets: B_opt ~ D^exponent, fitted on each budget's compute-optimal batch
+    budget_exponent: float | None = None
+    budget_exponent_interval: tuple[float, float] | None = None
+    budgets: tuple[dict, ...] = ()  # per budget: budget, b_opt, its interval, at_edge
     wd_policy: str | None = None  # "timescale": weight_decay holds tau = B / (lr wd D)
     drift_slope: float | None = None  # octaves of eta* per doubling of width
     drift_interval: tuple[float, float] | None = None
@@ -84,9 +88,10 @@ class TransferPlan:
         if unknown:
             raise ValueError(f"not a TransferPlan JSON: unknown keys {sorted(unknown)}")
         for key, value in data.items():
-            if isinstance(value, list) and key not in ("optima", "warnings"):
+            if isinstance(value, list) and key not in ("optima", "warnings", "budgets"):
                 data[key] = tuple(value)
         data["optima"] = tuple(data.get("optima", ()))
+        data["budgets"] = tuple(data.get("budgets", ()))
         data["warnings"] = tuple(data.get("warnings", ()))
         return cls(**data)
 
@@ -216,6 +221,8 @@ def _summary(p: TransferPlan) -> str:
             ("steps", _fmt(p.steps, None, "{:d}")), ("proxy budget", _fmt(p.budget, None, "{:.4g}")),
             ("compute-optimal B", _fmt(p.compute_optimal_batch, p.compute_optimal_batch_interval, "{:.0f}")
              if p.budget else "- (needs a token budget: [train] tokens)"),
+            ("B_opt ~ D^p", _fmt(p.budget_exponent, p.budget_exponent_interval, "{:.2f}")
+             + (f"   (budgets {', '.join(str(r['budget']) for r in p.budgets)})" if p.budgets else "")),
             ("critical B (B_noise)", _fmt(p.critical_batch, p.critical_batch_interval, "{:.0f}")),
             ("eta*(B) law", p.law or "- (needs >= 3 batch sizes)"),
             ("eta_max", _fmt(p.eta_max, p.eta_max_interval)),
