@@ -183,7 +183,7 @@ def _spawn(cfg, url, name, devices, deadline, study, progress, total: int) -> No
     import sys
 
     threads = threads_per_worker(len(devices))
-    package_root = str(Path(__file__).resolve().parents[1])  # importable without an install
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding mutransfer/: importable without an install
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                                      os.environ.get("PYTHONPATH")]))}
     code = "import json, sys; from mutransfer.tuning._sweep import _worker_main; _worker_main(**json.loads(sys.argv[1]))"
