@@ -1,0 +1,169 @@
+"""Regret at 8x (reports/regret/index.md): the default (spectral) with AdamW and with Muon on three
+model families, the lr transferred from width 32 to width 256, trained there with 2 seeds and
+judged against the target's own best lr (its landscape's best seed-mean grid loss, 2 seeds).
+
+Each case reads the proxy's landscape from a committed ``mutransfer validate`` study (the runs at
+width 32), transfers it with :func:`mutransfer.transfer` (the recommended lr, risk-aware, and the
+plain eta*), trains the target at each of those lrs, and takes the target's best from the same
+study's width-256 landscape:
+
+    regret = (mean target loss at the transferred lr - best seed-mean loss at 256) / best
+
+    python -m mutransfer.experiments.regret run     # the target runs (resumable CSV)
+    python -m mutransfer.experiments.regret write   # reports/regret/index.md
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = "python -m mutransfer.experiments.regret"
+SEEDS, PROXY, TARGET, GOAL = (0, 1), 32, 256, 1.0  # percent
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    optimizer: str
+    config: str  # sweeps/<file>
+    storage: str | None = None  # the validate study's storage (default: the config's)
+    study: str | None = None  # its name (default: <name>-validate)
+
+
+CASES = (
+    Case("zoo GPT", "adamw", "gpt-cpu-300.toml"),
+    Case("zoo GPT", "muon", "gpt-cpu-300-muon-ratio.toml"),
+    Case("GPT-2 (tied)", "adamw", "gpt2-cpu-300.toml", "sqlite:///reports/gpt2-cpu-300/tied.db", "gpt2-cpu-300-tied"),
+    Case("GPT-2 (tied)", "muon", "gpt2-cpu-300.toml", "sqlite:///reports/gpt2-cpu-300/tied.db", "gpt2-cpu-300-tied"),
+    Case("Llama", "adamw", "llama-cpu-300.toml"),
+    Case("Llama", "muon", "llama-cpu-300.toml"),
+)
+
+
+def landscape(case: Case, reports: Path) -> tuple[object, pd.DataFrame]:
+    """(the case's config at its optimizer and spectral, the validate study's runs of it)."""
+    from mutransfer.tuning import default_storage, load_config
+    from mutransfer.validation._validate import open_study, results
+
+    cfg = load_config(ROOT / "sweeps" / case.config).override(
+        {"parametrization.scheme": "spectral", "parametrization.optimizer": case.optimizer})
+    study = open_study(cfg, case.storage or default_storage(cfg, reports), case.study or f"{cfg.name}-validate")
+    df = results(study)
+    df = df[(df.scheme == "spectral") & (df.optimizer == case.optimizer)]
+    if not {PROXY, TARGET} <= set(df.width):
+        raise ValueError(f"{case.model} + {case.optimizer}: the study lacks widths {PROXY} and {TARGET}; "
+                         f"run the validate command in sweeps/{case.config} with --widths {PROXY},...,{TARGET}")
+    return cfg, df
+
+
+def transferred(cfg, df: pd.DataFrame):
+    """The TransferPlan from the proxy's landscape (every seed's runs are trials)."""
+    from mutransfer.projection import transfer
+
+    proxy = df[df.width == PROXY]
+    trials = pd.DataFrame({"width": PROXY, "lr": proxy.lr, "batch_size": cfg.train.batch_size,
+                           "loss": proxy.loss, "diverged": proxy.diverged, "scheme": "spectral",
+                           "optimizer": cfg.parametrization.optimizer})
+    return transfer(trials, TARGET)
+
+
+def target_best(df: pd.DataFrame) -> tuple[float, float]:
+    """(log2 lr, seed-mean loss) of the target landscape's best grid point."""
+    curve = df[(df.width == TARGET) & ~df.diverged].groupby("log2_lr").loss.mean()
+    return float(curve.idxmin()), float(curve.min())
+
+
+def run(reports: Path, out: Path) -> pd.DataFrame:
+    """Train every case's target at the recommended lr and at eta* (each seed), resumably."""
+    from mutransfer.experiments.budget import resume
+    from mutransfer.tuning import run_trial
+
+    todo = []
+    for i, case in enumerate(CASES):
+        try:
+            cfg, df = landscape(case, reports)
+        except ValueError as err:
+            print(f"skipped: {err}")
+            continue
+        plan = transferred(cfg, df)
+        for which, lr in (("recommended", plan.lr), ("eta*", plan.eta_star)):
+            for s in SEEDS:
+                todo.append({"case": i, "which": which, "log2_lr": round(math.log2(lr), 6), "seed": s, "cfg": cfg})
+
+    def one(case, which, log2_lr, seed, cfg):
+        res = run_trial(cfg, {"lr": 2.0 ** log2_lr}, width=TARGET, device="cpu", seed=seed)
+        return {"case": case, "which": which, "log2_lr": log2_lr, "seed": seed, "loss": res.final_loss,
+                "diverged": res.diverged}
+
+    return resume(out, ("case", "log2_lr", "seed"), todo, one, "targets")
+
+
+def table(reports: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for i, case in enumerate(CASES):
+        mine = runs[runs.case == i]
+        if mine.empty:
+            continue
+        cfg, df = landscape(case, reports)
+        plan = transferred(cfg, df)
+        best_x, best = target_best(df)
+        row = {"model": case.model, "optimizer": case.optimizer, "lr": plan.lr, "eta_star": plan.eta_star,
+               "best_log2_lr": best_x, "best_loss": best}
+        for which in ("recommended", "eta*"):
+            losses = mine[(mine.which == which) & np.isclose(mine.log2_lr, round(math.log2(plan.lr if which == "recommended" else plan.eta_star), 6))].loss
+            row[f"loss_{which}"] = float(losses.mean()) if len(losses) else math.nan
+            row[f"regret_{which}"] = 100 * (row[f"loss_{which}"] - best) / best
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write(reports: Path, out_dir: Path) -> Path:
+    from mutransfer.validation._markdown import markdown_table
+
+    runs = pd.read_csv(out_dir / "targets.csv")
+    df = table(reports, runs)
+    df.to_csv(out_dir / "regret.csv", index=False)
+    shown = pd.DataFrame({
+        "model": df.model, "optimizer": df.optimizer,
+        "lr (recommended) / eta*": [f"2^{math.log2(a):.2f} / 2^{math.log2(b):.2f}" for a, b in zip(df.lr, df.eta_star)],
+        "target's best grid lr": [f"2^{v:g}" for v in df.best_log2_lr],
+        "target loss at the lr (2 seeds)": df.loss_recommended.map("{:.4f}".format),
+        "target's best": df.best_loss.map("{:.4f}".format),
+        "regret": [f"{v:.2f}%" for v in df.regret_recommended],
+        f"<= {GOAL:g}%": ["yes" if v <= GOAL else "**no**" for v in df.regret_recommended],
+        "regret at eta*": [f"{v:.2f}%" for v in df["regret_eta*"]]})
+    lines = ["# Regret at 8x: width 32 -> 256, the default (spectral)", "",
+             f"Regenerate: `{MODULE} run` then `{MODULE} write`; the landscapes come from the validate "
+             f"commands at the top of each sweeps file (widths {PROXY} to {TARGET}, 2 seeds).", "",
+             "Regret = (the target's mean loss over 2 seeds at the lr transferred from width 32 - the "
+             "target's best seed-mean grid loss) / that best. Every number is a training run at the "
+             "target, none is interpolated. Muon runs with the AdamW groups at the Muon lr "
+             "(adam_lr_ratio 1, the default).", "", *markdown_table(shown), ""]
+    path = out_dir / "index.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("run", "write"))
+    parser.add_argument("--reports", default="reports", help="reports folder")
+    args = parser.parse_args(argv)
+    reports = Path(args.reports)
+    out = reports / "regret"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.what == "run":
+        run(reports, out / "targets.csv")
+    print(f"wrote {write(reports, out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
