@@ -18,6 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd", "muon"))
     p.add_argument("--muon-scale", default="spectral", choices=("spectral", "keller", "moonlight"))
     p.add_argument("--readout", default="init", choices=("init", "zero", "multiplier"))
+    p.add_argument("--depth", type=int, help="the target's blocks (the factory takes depth=)")
+    p.add_argument("--base-depth", type=int, help="the base's blocks (default: --depth)")
+    p.add_argument("--depth-alpha", type=float, help="residual branch multiplier m_L^-alpha "
+                                                      "(default: the library's, 1)")
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.set_defaults(func=run)
 
@@ -28,7 +32,8 @@ def run(args) -> int:
 
     plan = parametrize(load_factory(args.factory), width=args.width, base_width=args.base_width,
                        scheme=args.scheme, optimizer=args.optimizer, muon_scale=args.muon_scale,
-                       readout=args.readout, device="meta")
+                       readout=args.readout, device="meta", depth=args.depth,
+                       base_depth=args.base_depth, depth_alpha=args.depth_alpha)
     print(plan)
     if args.csv:
         plan.table().to_csv(args.csv, index=False)
