@@ -287,3 +287,20 @@ def test_placements_other_than_row_shards_are_refused():
 def test_bad_distributed_design_names_the_choices():
     with pytest.raises(ValueError, match=r"distributed must be one of 'owner', 'gather'.*'ring'"):
         Muon([nn.Parameter(torch.randn(4, 4))], distributed="ring")
+
+
+def test_muon_sharded_benchmark_prints_a_table(capsys):
+    from mutransfer import bench
+
+    assert bench.main(["muon-sharded", "--device", "cpu", "--ranks", "2", "--width", "32",
+                       "--depth", "1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for word in ("one process", "owner", "gather", "MB_sent_per_step", "x_gather"):
+        assert word in out
+
+
+def test_muon_sharded_benchmark_refuses_one_rank():
+    from mutransfer import bench
+
+    with pytest.raises(SystemExit, match="--ranks must list world sizes >= 2"):
+        bench.main(["muon-sharded", "--device", "cpu", "--ranks", "1"])

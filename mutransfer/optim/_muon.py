@@ -275,8 +275,10 @@ class Muon(torch.optim.Optimizer):
         ns_dtype: dtype of the iteration; None picks :func:`default_ns_dtype` for the device.
         use_muon: False makes a group AdamW (for embeddings, the readout and vectors).
         betas, eps: AdamW's, for ``use_muon=False`` groups.
-        distributed: how DTensor (FSDP2) matrices are orthogonalized: "owner" (default; on
-            2 and 4 CPU ranks its step took 0.6x and 0.3x of "gather"'s) or "gather".
+        distributed: how DTensor (FSDP2) matrices are orthogonalized: "owner" (default: each
+            matrix's Newton-Schulz runs once, on one rank; on 2 and 4 gloo ranks of a CPU its step
+            took 0.58x and 0.28x of "gather"'s, ``python -m mutransfer.bench muon-sharded``)
+            or "gather".
 
         >>> w, b = torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.zeros(8))
         >>> opt = Muon([{"params": [w]}, {"params": [b], "use_muon": False, "lr": 3e-4}], lr=0.02)
@@ -357,7 +359,8 @@ class Muon(torch.optim.Optimizer):
             idx = [whole[j] for j in idx]
             self._muon_update([params[i] for i in idx], [grads[i] for i in idx],
                               [bufs[i] for i in idx], group, dtype)
-        rows = [i for i in range(len(params)) if i not in set(whole)]
+        whole_set = set(whole)
+        rows = [i for i in range(len(params)) if i not in whole_set]
         if not rows:
             return []
         updates = self._momentum([_shards.local(grads[i]) for i in rows],
