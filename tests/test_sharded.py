@@ -193,6 +193,30 @@ def _experts_scenario(rank, world, experts=3, design="owner"):
     return {"params": _full_params(model), "calls": calls, "held": held}
 
 
+def _conv_scenario(rank, world, design="owner"):
+    """A conv weight (msign of (out, in*k*k)), a 7-row and a 1-row matrix, placed by hand with
+    distribute_tensor; plain momentum and spectral decay; fixed seeded gradients."""
+    g = torch.Generator().manual_seed(0)
+    fulls = [torch.randn(s, generator=g) for s in [(5, 3, 3, 3), (7, 4), (1, 9)]]
+    grads = [[torch.randn(f.shape, generator=g) for f in fulls] for _ in range(STEPS)]
+    place = lambda t: t  # noqa: E731
+    if world > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Shard, distribute_tensor
+
+        mesh = init_device_mesh("cpu", (world,))
+        place = lambda t: distribute_tensor(t, mesh, [Shard(0)])  # noqa: E731
+    params = [nn.Parameter(place(f)) for f in fulls]
+    opt = Muon(params, lr=0.1, nesterov=False, weight_decay=0.3, decay="spectral",
+               ns_dtype=FP32, distributed=design)
+    for step in range(STEPS):
+        for p, grad in zip(params, grads[step]):
+            p.grad = place(grad)
+        opt.step()
+    return {"params": {str(i): (p.full_tensor() if is_dtensor(p) else p).detach()
+                       for i, p in enumerate(params)}}
+
+
 def _refusal_scenario(rank, world):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
@@ -212,6 +236,13 @@ def _refusal_scenario(rank, world):
                 messages.append(None)
             except ValueError as err:
                 messages.append(str(err))
+    w = nn.Parameter(distribute_tensor(torch.randn(8, 6), mesh, [Shard(0)]))
+    w.grad = distribute_tensor(torch.randn(8, 6), mesh, [Replicate()])
+    try:
+        Muon([w]).step()
+        messages.append(None)
+    except ValueError as err:
+        messages.append(str(err))
     return messages
 
 
@@ -267,6 +298,12 @@ def test_qk_clip_on_a_sharded_gpt_equals_one_process(optimizer, split):
     assert all(bool((s > 0.5).any()) for s in one["logits"][0].values())  # it did clip
 
 
+@pytest.mark.parametrize("design", DESIGNS)
+def test_conv_weights_and_plain_momentum_on_shards_equal_one_process(design):
+    one, ranks = _both(_conv_scenario, design=design)
+    _assert_same(one["params"], ranks[0]["params"])
+
+
 @pytest.mark.parametrize("experts", [3, 1])  # 3: uneven (2 and 1 experts); 1: rank 1 holds none
 def test_expert_stacks_are_orthogonalized_locally_without_collectives(experts):
     one, ranks = _both(_experts_scenario, experts=experts)
@@ -278,10 +315,12 @@ def test_expert_stacks_are_orthogonalized_locally_without_collectives(experts):
 def test_placements_other_than_row_shards_are_refused():
     for messages in run_on_ranks(_on_rank, WORLD, _refusal_scenario, {}):
         assert None not in messages, messages
-        for message in messages:
+        for message in messages[:-1]:
             assert "Shard(0) on a 1-D mesh" in message and "fully_shard" in message
         assert "'blocks.0.mlp.fc.weight'" in messages[0] and "Shard(dim=1)" in messages[0]
+        assert "'use_muon': False" in messages[0] and "decay='decoupled'" in messages[1]
         assert "Replicate()" in messages[3]
+        assert "has a gradient placed (Replicate(),)" in messages[-1]
 
 
 def test_bad_distributed_design_names_the_choices():

@@ -95,7 +95,7 @@ def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float) -> N
         return
     mats, starts, batches = [], [], {}
     for i, (p, state) in enumerate(zip(params, states)):
-        _shards.check_row_sharded(p, f"parameter {i} of spectral_decay_")
+        _shards.check_row_sharded(p, f"parameter {i} of spectral_decay_", "use decoupled decay")
         mats.append(_matrix(p))
         starts.append(_start(mats[-1], state.get("spectral_v"), None))
         key = (_shards.mesh_of(p), starts[-1][1], mats[-1].dtype)  # one all-reduce per batch

@@ -200,7 +200,8 @@ def _check_group(group: dict) -> None:
             raise ValueError(f"expert_dims must be an integer >= 0 (the leading dims of a fused "
                              f"expert tensor, 0 for plain matrices); got {experts!r}")
         for i, p in enumerate(group["params"]):
-            _shards.check_row_sharded(p, _param_name(group, i))
+            _shards.check_row_sharded(p, _param_name(group, i), "put it in an AdamW group "
+                                      "({'params': [...], 'use_muon': False})")
             if experts and p.ndim - experts != 2:
                 raise ValueError(
                     f"a group with expert_dims={experts} holds a parameter of shape "
@@ -220,7 +221,7 @@ def _check_group(group: dict) -> None:
     if group["decay"] == "spectral":  # its power iteration reads matrices as row shards
         for i, p in enumerate(group["params"]):
             if p.ndim >= 2:
-                _shards.check_row_sharded(p, _param_name(group, i))
+                _shards.check_row_sharded(p, _param_name(group, i), "use decay='decoupled'")
 
 
 def _check_grad(p: Tensor) -> None:
@@ -230,6 +231,13 @@ def _check_grad(p: Tensor) -> None:
     if p.grad.is_sparse:
         raise ValueError(f"Muon does not support sparse gradients (shape {tuple(p.shape)}); "
                          "use a dense embedding or torch.optim.SparseAdam for that parameter")
+    if _shards.is_dtensor(p):  # the step reads the local rows of both as the same rows
+        grad = tuple(getattr(p.grad, "placements", ("a plain tensor",)))
+        if grad != tuple(p.placements):
+            raise ValueError(f"a DTensor parameter of shape {tuple(p.shape)} placed "
+                             f"{tuple(p.placements)} has a gradient placed {grad}; give it a "
+                             "gradient with the parameter's placement (FSDP2 does), e.g. "
+                             "grad.redistribute(p.device_mesh, p.placements)")
 
 
 class Muon(torch.optim.Optimizer):

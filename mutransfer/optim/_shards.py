@@ -71,8 +71,9 @@ def local(t: Tensor) -> Tensor:
         return t.to_local()
 
 
-def check_row_sharded(t: Tensor, name: str) -> None:
-    """Refuse a DTensor that is not ``Shard(0)`` on a 1-D mesh (FSDP2's placement), naming it.
+def check_row_sharded(t: Tensor, name: str, alternative: str = "") -> None:
+    """Refuse a DTensor that is not ``Shard(0)`` on a 1-D mesh (FSDP2's placement), naming it
+    and the fix (``alternative``: another way out, for the message).
 
     Row shards are what Muon, spectral decay and QK-Clip know how to reassemble; other placements
     (``Shard(1)``, ``Replicate``, 2-D meshes of HSDP or TP) would be read wrongly.
@@ -90,7 +91,7 @@ def check_row_sharded(t: Tensor, name: str) -> None:
             f"{name} (shape {tuple(t.shape)}) is a DTensor placed {placements} on a "
             f"{mesh.ndim}-D mesh; mutransfer.optim handles only row shards, Shard(0) on a 1-D mesh "
             "(FSDP2's fully_shard(module, mesh=init_device_mesh(device, (world,)))). Shard it "
-            "that way, or update it in an AdamW group ({'params': [...], 'use_muon': False})")
+            f"that way{', or ' + alternative if alternative else ''}")
 
 
 def shard_rows(rows: int, world: int, rank: int) -> tuple[int, int]:
