@@ -16,7 +16,11 @@ START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 
 def free_port() -> int:
-    """A TCP port on the loopback that is free now (for the ranks' rendezvous)."""
+    """A TCP port on the loopback that is free now (for the ranks' rendezvous).
+
+        >>> 0 < free_port() < 65536
+        True
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -128,7 +128,11 @@ def row_range(t: Tensor) -> tuple[int, int]:
 
 
 def mesh_of(t: Tensor):
-    """The device mesh of a DTensor (None for a plain tensor)."""
+    """The device mesh of a DTensor (None for a plain tensor).
+
+        >>> mesh_of(torch.zeros(2)) is None
+        True
+    """
     return t.device_mesh if is_dtensor(t) else None
 
 
@@ -151,7 +155,11 @@ def all_reduce_(x: Tensor, mesh, op: str = "sum") -> Tensor:
 
 
 def all_gather(x: Tensor, mesh) -> Tensor:
-    """Every rank's 1-D ``x`` (all the same size), stacked: ``(world, x.numel())``, counted."""
+    """Every rank's 1-D ``x`` (all the same size), stacked: ``out[r] = x on rank r``, shape
+    ``(world, x.numel())``; counted.
+
+        >>> all_gather(torch.full((3,), float(rank)), mesh)   # on 2 ranks: [[0, 0, 0], [1, 1, 1]]
+    """
     dist, world = _dist(), mesh.size()
     out = x.new_empty(world * x.numel())  # flat: gloo refuses a (world, n) output
     TRAFFIC.add((world - 1) * x.numel() * x.element_size())
@@ -163,7 +171,10 @@ def all_gather(x: Tensor, mesh) -> Tensor:
 
 def all_to_all(x: Tensor, send: list[int], receive: list[int], mesh) -> Tensor:
     """All-to-all of a 1-D ``x``: ``send[r]`` elements (in rank order) go to rank r, and
-    ``receive[r]`` come back from rank r, concatenated in rank order; counted."""
+    ``receive[r]`` come back from rank r, concatenated in rank order; counted.
+
+        >>> all_to_all(x, [2, 1], [2, 2], mesh)   # rank 0 of 2: keeps 2 elements, sends 1
+    """
     dist, me = _dist(), mesh.get_local_rank()
     out = x.new_empty(sum(receive))
     TRAFFIC.add((sum(send) - send[me]) * x.element_size())
