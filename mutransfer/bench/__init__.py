@@ -1,10 +1,12 @@
-"""Benchmarks: ``python -m mutransfer.bench {optim,gpt,coord,sweep,roles,qkclip} [--repeats N] [--device cpu|cuda]``.
+"""Benchmarks: ``python -m mutransfer.bench {optim,gpt,coord,sweep,roles,qkclip,muon-sharded} [--repeats N] [--device cpu|cuda]``.
 
 optim: the per-step time of ``plan.optimizer()`` against the plain torch AdamW on the same GPT
 (target ratio <= 1.02), and our Muon against ``torch.optim.Muon`` on the same matrices (target
 <= 1.0). gpt: training tokens/s of ``mutransfer.zoo.gpt`` across widths. coord: a full coordinate
 check's wall time. sweep: the sweep harness's overhead over training. qkclip: the training-step
-overhead of QK-Clip and of spectral weight decay. Each prints a table of
+overhead of QK-Clip and of spectral weight decay. muon-sharded: Muon's step on FSDP2 row shards
+(gloo ranks on the CPU), owner-based vs gather-per-matrix vs one process, with bytes sent per
+step. Each prints a table of
 medians; the variants are timed in interleaved rounds so that load from other processes hits all
 of them alike. One module per benchmark; add one by adding an entry to ``BENCHMARKS``.
 """
@@ -23,11 +25,13 @@ from mutransfer.bench._optim import (optim_arguments, bench_optim, gpt_hidden_sh
                                     plan_adamw_step_times)
 from mutransfer.bench._qkclip import qkclip_arguments, bench_qkclip, muonclip_step_times
 from mutransfer.bench._roles import roles_arguments, bench_roles
+from mutransfer.bench._sharded import bench_sharded, sharded_arguments, sharded_muon_step_times
 from mutransfer.bench._sweep import sweep_arguments, bench_sweep
 from mutransfer.bench._timing import interleaved_medians
 
 __all__ = ["BENCHMARKS", "gpt_hidden_shapes", "gpt_tokens_per_second", "interleaved_medians", "main",
-           "muon_step_times", "muonclip_step_times", "plan_adamw_step_times"]
+           "muon_step_times", "muonclip_step_times", "plan_adamw_step_times",
+           "sharded_muon_step_times"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                        roles_arguments, 5),
     "qkclip": Benchmark(bench_qkclip, "training-step overhead of QK-Clip and spectral weight "
                         "decay (MuonClip)", qkclip_arguments, 10),
+    "muon-sharded": Benchmark(bench_sharded, "Muon step on FSDP2 row shards: owner-based vs "
+                              "gather-per-matrix vs one process, time and bytes sent",
+                              sharded_arguments, 10),
 }
 
 

@@ -5,6 +5,10 @@ The Plan's per-role multipliers reach these only as param-group keys (``lr``, ``
 ``expert_dims``, ``decay``), so this package is a leaf: it imports torch and nothing of
 mutransfer. :mod:`mutransfer.core` builds its param groups.
 
+All of them also work on FSDP2's row-sharded DTensors (``Shard(0)`` on a 1-D mesh) and give one
+process's result: whole-matrix steps go through counted collectives (``_shards``), Muon's
+msign by the owner-based or gather-per-matrix design (``_sharded_msign``).
+
     >>> opt = mutransfer.optim.Muon([{"params": [w], "alpha": 2.0}], lr=0.02)
 """
 from mutransfer.optim._decay import DECAY_KINDS, SpectralDecayHook, spectral_decay_, top_singular_vector

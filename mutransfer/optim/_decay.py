@@ -5,11 +5,20 @@
 with v1 from power iteration on ``W^T W`` warm-started from the previous step's vector, kept in
 the optimizer state as ``spectral_v``. :class:`~mutransfer.optim.Muon` applies it itself;
 :class:`SpectralDecayHook` applies it to torch's own optimizers.
+
+On a row-sharded DTensor (FSDP2, ``Shard(0)``) with row blocks W_r on the ranks,
+``W^T (W v) = sum_r W_r^T (W_r v)``: each power iteration all-reduces that sum (one all-reduce for
+all matrices of a call), v is the same full vector on every rank, and the decay
+``W_r -= lr * wd * (W_r v1) v1^T`` touches only local rows.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+from mutransfer.optim import _shards
 
 DECAY_KINDS = ("decoupled", "spectral")
 # Power iterations on W^T W per step: from a random start the error shrinks like
@@ -20,6 +29,36 @@ SPECTRAL_WARM_ITERS = 2
 SPECTRAL_SEED = 0  # the cold start is a seeded Gaussian, so runs stay deterministic
 
 
+def _matrix(t: Tensor, view: bool = True) -> Tensor:
+    """The local rows of ``t`` as (rows, cols) (a conv weight as (out, in*k*k)): a view, to
+    decay in place, or a reshape, to read. Explicit sizes: an empty shard cannot infer a -1."""
+    t = _shards.local(t)
+    shape = (t.shape[0], math.prod(t.shape[1:]))
+    return t.view(shape) if view else t.reshape(shape)
+
+
+def _start(M: Tensor, v: Tensor | None, iters: int | None) -> tuple[Tensor, int]:
+    """The power iteration's start: last step's v (warm) or a seeded Gaussian (cold)."""
+    if v is None:
+        gen = torch.Generator().manual_seed(SPECTRAL_SEED)
+        v = torch.randn(M.shape[1], generator=gen, dtype=torch.float32).to(M)
+        iters = SPECTRAL_COLD_ITERS if iters is None else iters
+    return v, SPECTRAL_WARM_ITERS if iters is None else iters
+
+
+def _power_iterations(mats: list[Tensor], vs: list[Tensor], iters: int, mesh) -> list[Tensor]:
+    """``iters`` steps of v <- W^T (W v) / ||.|| for each (local rows of) W; with a mesh, the
+    partial products of all matrices are summed over its ranks in one all-reduce per step."""
+    for _ in range(iters):
+        ws = [M.mT @ (M @ v) for M, v in zip(mats, vs)]
+        if mesh is not None:
+            total = _shards.all_reduce_(torch.cat(ws), mesh)
+            ws = list(total.split([w.numel() for w in ws]))
+        vs = [torch.where(norm > 0, w / norm.clamp_min(torch.finfo(w.dtype).tiny), v)
+              for w, v, norm in ((w, v, torch.linalg.vector_norm(w)) for w, v in zip(ws, vs))]
+    return vs
+
+
 def top_singular_vector(W: Tensor, v: Tensor | None = None, iters: int | None = None) -> Tensor:
     """v1 of ``W`` (its top right singular vector, unit norm) by power iteration on ``W^T W``:
 
@@ -27,23 +66,17 @@ def top_singular_vector(W: Tensor, v: Tensor | None = None, iters: int | None = 
 
     ``v=None`` starts from a seeded Gaussian with ``SPECTRAL_COLD_ITERS`` iterations; a given
     ``v`` (last step's) warm-starts ``SPECTRAL_WARM_ITERS``. A conv weight is read as
-    ``(out, in*k*k)``.
+    ``(out, in*k*k)``. For a row-sharded DTensor, ``W^T (W v) = sum_r W_r^T (W_r v)`` is
+    all-reduced over its mesh, and every rank gets the same full v1.
 
         >>> v = top_singular_vector(torch.diag(torch.tensor([3.0, 1.0])))
         >>> torch.allclose(v.abs(), torch.tensor([1.0, 0.0]), atol=1e-4)
         True
     """
-    M = W.reshape(W.shape[0], -1)
-    if v is None:
-        gen = torch.Generator().manual_seed(SPECTRAL_SEED)
-        v = torch.randn(M.shape[1], generator=gen, dtype=torch.float32).to(M)
-        iters = SPECTRAL_COLD_ITERS if iters is None else iters
-    iters = SPECTRAL_WARM_ITERS if iters is None else iters
-    for _ in range(iters):
-        w = M.mT @ (M @ v)
-        norm = torch.linalg.vector_norm(w)
-        v = torch.where(norm > 0, w / norm.clamp_min(torch.finfo(w.dtype).tiny), v)
-    return v
+    _shards.check_row_sharded(W, "the matrix of top_singular_vector")
+    M = _matrix(W, view=False)
+    v, iters = _start(M, v, iters)
+    return _power_iterations([M], [v], iters, _shards.mesh_of(W))[0]
 
 
 def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float) -> None:
@@ -51,18 +84,27 @@ def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float) -> N
     lowers sigma1 to ``sigma1 (1 - lr_wd)`` and leaves the other singular values alone.
 
     v1 comes from :func:`top_singular_vector`, warm-started from and stored back into each
-    parameter's ``state["spectral_v"]`` (so it survives ``state_dict`` round trips).
+    parameter's ``state["spectral_v"]`` (so it survives ``state_dict`` round trips). Row-sharded
+    DTensors (FSDP2) are exact too (module docstring): their power iterations share one
+    all-reduce per iteration, so every rank must pass the same matrices in the same order.
 
         >>> w = torch.diag(torch.tensor([3.0, 1.0])); spectral_decay_([w], [{}], 0.1)
         >>> w.diagonal()   # tensor([2.7000, 1.0000])
     """
     if lr_wd == 0:
         return
-    for p, state in zip(params, states):
-        v = top_singular_vector(p, state.get("spectral_v"))
-        state["spectral_v"] = v
-        M = p.view(p.shape[0], -1)
-        M.addr_(M @ v, v, alpha=-lr_wd)
+    mats, starts, batches = [], [], {}
+    for i, (p, state) in enumerate(zip(params, states)):
+        _shards.check_row_sharded(p, f"parameter {i} of spectral_decay_", "use decoupled decay")
+        mats.append(_matrix(p))
+        starts.append(_start(mats[-1], state.get("spectral_v"), None))
+        key = (_shards.mesh_of(p), starts[-1][1], mats[-1].dtype)  # one all-reduce per batch
+        batches.setdefault(key, []).append(i)
+    for (mesh, iters, _), idx in batches.items():
+        vs = _power_iterations([mats[i] for i in idx], [starts[i][0] for i in idx], iters, mesh)
+        for i, v in zip(idx, vs):
+            states[i]["spectral_v"] = v
+            mats[i].addr_(mats[i] @ v, v, alpha=-lr_wd)
 
 
 class SpectralDecayHook:

@@ -31,6 +31,11 @@ Where the logits come from:
 The max logit costs one extra batched matmul per layer (no grad): ``python -m mutransfer.bench
 qkclip`` measures it.
 
+Under FSDP2 (W_q, W_k row-sharded DTensors, ``Shard(0)`` on a 1-D mesh) each rank records the
+logits of its own batch, so :meth:`QKClip.clip_` first takes the max over the ranks (one
+all-reduce of every sharded layer's ``S_h``): every rank then clips the same heads by the same
+factors, and each scales only the rows (and bias entries) it holds.
+
     >>> clip = QKClip(model, tau=30.0)
     >>> loss.backward(); opt.step(); clip.clip_()
 """
@@ -42,6 +47,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from mutransfer.optim import _shards
 
 __all__ = ["QKClip", "QKPair", "head_max_logits", "gqa_factors"]
 
@@ -118,10 +125,15 @@ def gqa_factors(max_logits: torch.Tensor, tau: float, n_kv_heads: int
 
 
 def _scale_heads_(layer: nn.Linear, factors: torch.Tensor, head_dim: int) -> None:
-    rows = factors.to(layer.weight.device, layer.weight.dtype).repeat_interleave(head_dim)
-    layer.weight.mul_(rows.view(-1, *([1] * (layer.weight.ndim - 1))))
-    if layer.bias is not None:  # q = W x + b scales exactly only if its bias does too
-        layer.bias.mul_(rows)
+    """Multiply head h's rows of the weight (and bias) by factors[h]; of a row-sharded DTensor,
+    the rows this rank holds."""
+    for t in (layer.weight, layer.bias):  # q = W x + b scales exactly only if its bias does too
+        if t is None:
+            continue
+        start, count = _shards.row_range(t)
+        data = _shards.local(t)
+        rows = factors.to(data.device, data.dtype).repeat_interleave(head_dim)[start:start + count]
+        data.mul_(rows.view(-1, *([1] * (data.ndim - 1))))
 
 
 class QKClip:
@@ -197,7 +209,7 @@ class QKClip:
     def clip_(self) -> dict[str, torch.Tensor]:
         """Clip every head over tau by the GQA rule, using the max logits recorded since the last
         call; returns and stores them (:attr:`max_logits`) and resets the record."""
-        self.max_logits, self._running = self._running, {}
+        self.max_logits, self._running = self._allreduce_sharded(self._running), {}
         self.factors = {}
         if self.tau is None:
             return self.max_logits
@@ -210,6 +222,28 @@ class QKClip:
             _scale_heads_(pair.k, k_f, pair.head_dim)
             self.factors[pair.name] = (q_f, k_f)
         return self.max_logits
+
+    def _allreduce_sharded(self, running: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The max over the ranks of each sharded layer's record: ranks see different batches,
+        and must clip alike. A layer a rank did not record enters as -inf."""
+        meshes: dict[object, list[QKPair]] = {}
+        for pair in self.pairs:
+            for which, layer in (("q", pair.q), ("k", pair.k)):
+                _shards.check_row_sharded(layer.weight, f"{pair.name}'s {which} weight")
+            mesh = _shards.mesh_of(pair.q.weight)
+            if mesh is not None:
+                meshes.setdefault(mesh, []).append(pair)
+        out = dict(running)
+        for mesh, pairs in meshes.items():
+            device = _shards.local(pairs[0].q.weight).device
+            flat = torch.cat([running[p.name].to(device, torch.float32) if p.name in running
+                              else torch.full((p.n_heads,), -math.inf, device=device)
+                              for p in pairs])
+            _shards.all_reduce_(flat, mesh, op="max")
+            for pair, s in zip(pairs, flat.split([p.n_heads for p in pairs])):
+                if bool(torch.isfinite(s).any()) or pair.name in running:
+                    out[pair.name] = s
+        return out
 
     def max_logit(self) -> float:
         """The largest logit of any head in the last :meth:`clip_`'s record (NaN when none)."""
