@@ -13,7 +13,6 @@ this module adds the direct runs at the target and the report:
 """
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mutransfer.experiments.budget import direct_plan_of, load_frame, resume, train_once
+from mutransfer.experiments._cli import parse
 from mutransfer.tuning import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-budgets.toml"
@@ -177,12 +177,7 @@ def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("direct", "write"))
-    parser.add_argument("--reports", default="reports", help="reports folder")
-    parser.add_argument("--config", default=str(CONFIG), help="experiment file (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parse(MODULE.removeprefix("python -m "), __doc__, ("direct", "write"), argv, config=CONFIG)
     cfg, reports = load_config(args.config), Path(args.reports)
     out = reports / cfg.name
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ every depth rule is 1).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mutransfer.experiments._cli import parse
 from mutransfer.tuning import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-depth-headline.toml"
@@ -170,12 +170,7 @@ def write(cfg: ExperimentConfig, out: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("run", "write"))
-    parser.add_argument("--reports", default="reports", help="reports folder")
-    parser.add_argument("--config", default=str(CONFIG), help="experiment file (default: %(default)s)")
-    args = parser.parse_args(argv)
+    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), argv, config=CONFIG)
     cfg = load_config(args.config)
     out = Path(args.reports) / cfg.name
     if args.what == "run":

@@ -14,13 +14,14 @@ study's width-256 landscape:
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mutransfer.experiments._cli import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "python -m mutransfer.experiments.regret"
@@ -151,11 +152,7 @@ def write(reports: Path, out_dir: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("run", "write"))
-    parser.add_argument("--reports", default="reports", help="reports folder")
-    args = parser.parse_args(argv)
+    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), argv)
     reports = Path(args.reports)
     out = reports / "regret"
     out.mkdir(parents=True, exist_ok=True)
