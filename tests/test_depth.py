@@ -207,3 +207,35 @@ def test_a_sweep_config_carries_depth_to_the_trial_the_transfer_and_the_target(t
         train_target(cfg.override({"parametrization.depth_alpha": 1.0}), plan, device="cpu", progress=False)
     with pytest.raises(ValueError, match=r"\[model\] depth = 4 and kwargs depth = 2: give depth in one place"):
         load_config("sweeps/gpt-cpu.toml", {"model.depth": 4, "model.kwargs": {"depth": 2}})
+
+
+def _depth_fsdp(rank: int, world: int):
+    """A depth plan's model sharded by FSDP2 (world 2) or not (world 1): logits and one AdamW step."""
+    torch.manual_seed(0)
+    plan = parametrize(GPT, width=32, base_width=16, depth=4, base_depth=2, depth_alpha=1.0, seed=0)
+    model = plan.model
+    if world > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh("cpu", (world,))
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    opt = plan.optimizer(1e-3, model=model)
+    logits = model(IDS)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), IDS.flatten()).backward()
+    opt.step()
+    after = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+             for n, p in model.named_parameters()}
+    return logits.detach(), after
+
+
+def test_the_branch_multiplier_and_the_depth_rules_survive_fsdp2():
+    pytest.importorskip("torch.distributed.fsdp")
+    from mutransfer.bench._ranks import run_on_ranks
+
+    one_logits, one_after = _depth_fsdp(0, 1)
+    for logits, after in run_on_ranks(_depth_fsdp, 2):
+        assert torch.allclose(logits, one_logits, atol=1e-5)
+        assert max(float((after[n] - one_after[n]).abs().max()) for n in one_after) < 1e-5
