@@ -17,7 +17,7 @@ from mutransfer.core._plan import Plan
 from mutransfer.tuning._recipe import phase_totals
 from mutransfer.core._roles import Role
 from mutransfer.tuning._sweep import sweep
-from mutransfer.projection._target import check_plan_matches, plan_params
+from mutransfer.projection._target import check_plan_matches, plan_params, train_target
 from mutransfer.projection._transfer import transfer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,3 +205,18 @@ def test_adam_lr_ratio_sets_muons_adamw_groups_and_refuses_a_second_setting():
         plan.optimizer(0.02, adam_lr=1e-3)
     with pytest.raises(ValueError, match="constant adam_lr_ratio=2 sets Muon's AdamW groups' lr"):
         parametrize(zoo.gpt, width=64, base_width=32, constants={"adam_lr_ratio": 2.0})
+
+
+def test_the_staged_recipe_tunes_adam_lr_ratio_and_the_transfer_carries_it_to_train(tmp_path):
+    cfg = load_config(MLP, {**STAGED, "parametrization.optimizer": "muon", "sweep.trials": 10,
+                            "sweep.space": {"lr": GRID, "adam_lr_ratio": {"low": 0.125, "high": 8.0, "log": True}}})
+    study = sweep(cfg, storage=f"sqlite:///{tmp_path}/m.db", device="cpu", show_progress=False, reports_dir=tmp_path)
+    ratios = {t.params["adam_lr_ratio"] for t in study.trials if t.user_attrs["stage"] == "constants"}
+    assert len(ratios) > 1  # phase 2 samples it
+    plan = transfer(study, target_width=64)
+    assert plan.adam_lr is None  # no fixed adam_lr: the ratio travels as a constant
+    best = plan.constants.get("adam_lr_ratio", 1.0)
+    params = plan_params(plan)
+    assert params.get("adam_lr_ratio", 1.0) == best
+    res = train_target(cfg, plan, device="cpu", progress=False)
+    assert math.isfinite(res.final_loss)
