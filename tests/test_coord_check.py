@@ -289,3 +289,11 @@ def test_a_shrink_confined_to_the_smallest_widths_passes_from_the_next_width(cur
         assert "passes from width 64 on" in v.explanation and "finite-width effect" in v.explanation
     if verdict == "FAIL" and curve[32] < 1:
         assert "activations that grow with width" in v.explanation
+
+
+def test_constants_on_the_command_line():
+    from mutransfer.cli.coord_check import _constants
+
+    assert _constants(["init_input=0.025", "lr_output=2"]) == {"init_input": 0.025, "lr_output": 2.0}
+    with pytest.raises(ValueError, match="--constant takes NAME=VALUE, e.g. --constant init_input=0.025; got 'x'"):
+        _constants(["x"])

@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help="default: the CONFIG's [train], else 8")
     p.add_argument("--seq-len", type=int, help="default: the CONFIG's [train], else 32")
     p.add_argument("--tol", type=float, default=0.15, help="largest |slope| that passes")
+    p.add_argument("--constant", action="append", default=[], metavar="NAME=VALUE",
+                   help="one of muP's constants (e.g. init_input=0.025) over the CONFIG's; repeatable")
     p.add_argument("--out", help="output folder (default: reports/<config name or coord-check>)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a non-SP scheme fails")
     p.add_argument("--depths", type=int_list,
@@ -94,12 +96,28 @@ def records(args, cfg):
     data = make_dataset(cfg.data)
     batches = _batches(cfg, data, args.steps)
     factory = config_factory(cfg, load_factory(cfg.model.factory))
+    constants = {**p.constants, **_constants(args.constant)}
     frames = [coord_check(factory, args.widths, batches, scheme=s, optimizer=optimizer, lr=lr,
                           steps=args.steps, seeds=range(args.seeds), data=data,
                           muon_scale=p.muon_scale, optimizer_kwargs=opt_kwargs,
-                          plan_kwargs={"readout": p.readout, "output_mult": p.output_mult})
+                          plan_kwargs={"readout": p.readout, "output_mult": p.output_mult,
+                                       **({"constants": constants} if constants and s != "sp" else {})})
               for s in args.schemes]
     return pd.concat(frames, ignore_index=True), lr, opt_kwargs
+
+
+def _constants(pairs: list[str]) -> dict[str, float]:
+    """``["init_input=0.025"]`` -> ``{"init_input": 0.025}`` (names are checked by Constants)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--constant takes NAME=VALUE, e.g. --constant init_input=0.025; got {pair!r}")
+    return out
 
 
 def _markdown(verdict, command: str, settings: str, seconds: float) -> str:
@@ -148,6 +166,8 @@ def _argv(args) -> list[str]:
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
+    for pair in args.constant:
+        argv += ["--constant", pair]
     argv += ["--widths", ",".join(map(str, args.widths)), "--schemes", ",".join(args.schemes),
              "--steps", str(args.steps), "--seeds", str(args.seeds), "--tol", str(args.tol)]
     return argv + (["--strict"] if args.strict else [])
