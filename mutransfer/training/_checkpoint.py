@@ -22,11 +22,13 @@ which is never read, and the last good checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +133,15 @@ def _barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def _single_process_is_meant():
+    """DCP warns that it assumes one process whenever there is no process group: here that is
+    what is meant (a run with parallel="none")."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is .*unavailable or uninitialized")
+        yield
+
+
 def _distributed() -> bool:
     import torch.distributed as dist
 
@@ -154,8 +165,9 @@ def save_checkpoint(folder: str | Path, step: int, model, optimizer, loop_state:
             shutil.rmtree(stale, ignore_errors=True)
     _barrier()
     model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp,
-             no_dist=not _distributed())
+    with _single_process_is_meant():
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp,
+                 no_dist=not _distributed())
     if rank == 0:
         torch.save(loop_state, tmp / LOOP)
         meta = {"step": step, "world_size": world, "parallel": parallel,
@@ -215,7 +227,8 @@ def load_checkpoint(path: str | Path, model, optimizer, fingerprint: dict) -> di
     metadata = dcp.FileSystemReader(path).read_metadata()
     _match_saved_optimizer_state(optim_state, metadata, model)
     state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=path, no_dist=not _distributed())
+    with _single_process_is_meant():
+        dcp.load(state, checkpoint_id=path, no_dist=not _distributed())
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return torch.load(path / LOOP, weights_only=True)
 
