@@ -126,8 +126,8 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _barrier() -> None:
-    if rank_and_world()[1] > 1:
+def _barrier(collective: bool) -> None:
+    if collective:
         import torch.distributed as dist
 
         dist.barrier()
@@ -142,32 +142,35 @@ def _single_process_is_meant():
         yield
 
 
-def _distributed() -> bool:
+def _collective(parallel: str) -> bool:
+    """Whether the ranks write and read a checkpoint together: under DDP or FSDP2. A process
+    group that a run with parallel="none" happens to live in is not its business."""
     import torch.distributed as dist
 
-    return dist.is_available() and dist.is_initialized()
+    return parallel != "none" and dist.is_available() and dist.is_initialized()
 
 
 def save_checkpoint(folder: str | Path, step: int, model, optimizer, loop_state: dict,
                     fingerprint: dict, parallel: str = "none") -> Path:
-    """Write ``step-<step>/`` into ``folder`` atomically (module docstring) from every rank
-    (a collective under a process group) and remove the older ones; returns its path."""
+    """Write ``step-<step>/`` into ``folder`` atomically (module docstring), from every rank
+    together under ``parallel`` "ddp" or "fsdp", and remove the older ones; returns its path."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     folder = Path(folder)
-    rank, world = rank_and_world()
+    collective = _collective(parallel)
+    rank, world = rank_and_world() if collective else (0, 1)
     final = folder / f"step-{step:06d}"
     tmp = folder / f"{TMP_PREFIX}{final.name}"
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(f"{TMP_PREFIX}*"):  # left by a crash mid-write
             shutil.rmtree(stale, ignore_errors=True)
-    _barrier()
+    _barrier(collective)
     model_state, optim_state = get_state_dict(model, optimizer)
     with _single_process_is_meant():
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp,
-                 no_dist=not _distributed())
+                 no_dist=not collective)
     if rank == 0:
         torch.save(loop_state, tmp / LOOP)
         meta = {"step": step, "world_size": world, "parallel": parallel,
@@ -179,7 +182,7 @@ def save_checkpoint(folder: str | Path, step: int, model, optimizer, loop_state:
             m = STEP_DIR.fullmatch(old.name)
             if m and old != final and int(m.group(1)) < step:
                 shutil.rmtree(old, ignore_errors=True)
-    _barrier()  # no rank goes on (or ends) before the checkpoint is complete
+    _barrier(collective)  # no rank goes on (or ends) before the checkpoint is complete
     return final
 
 
@@ -214,7 +217,8 @@ def check_fingerprint(path: str | Path, fingerprint: dict) -> None:
                          f"{Path(path).parent})")
 
 
-def load_checkpoint(path: str | Path, model, optimizer, fingerprint: dict) -> dict:
+def load_checkpoint(path: str | Path, model, optimizer, fingerprint: dict,
+                    parallel: str = "none") -> dict:
     """Load the checkpoint at ``path`` into ``model`` and ``optimizer`` (wrapped, sharded and
     on as many ranks as now, whatever they were when it was written) after checking its
     fingerprint; returns its loop state (``loop.pt``)."""
@@ -228,7 +232,7 @@ def load_checkpoint(path: str | Path, model, optimizer, fingerprint: dict) -> di
     _match_saved_optimizer_state(optim_state, metadata, model)
     state = {"model": model_state, "optim": optim_state}
     with _single_process_is_meant():
-        dcp.load(state, checkpoint_id=path, no_dist=not _distributed())
+        dcp.load(state, checkpoint_id=path, no_dist=not _collective(parallel))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return torch.load(path / LOOP, weights_only=True)
 

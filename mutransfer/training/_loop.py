@@ -174,7 +174,7 @@ def _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every,
         raise ValueError(f"batch_size {batch_size} is not divisible by grad_accum {grad_accum}; "
                          f"the micro-batch is batch_size // grad_accum, so pick a multiple")
     for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or batch_size)):
-        if value % (world * grad_accum):
+        if world > 1 and value % (world * grad_accum):
             raise ValueError(f"{name} {value} does not split into {world} ranks x {grad_accum} "
                              f"micro-batches of equal size; use a multiple of {world * grad_accum}")
     if schedule not in SCHEDULES:
@@ -207,6 +207,10 @@ class _Run:
         """This rank's rows of a global batch (every rank draws the same one)."""
         return local_batch(batch, self.rank, self.world)
 
+    def mean(self, value: float) -> float:
+        """``value`` averaged over the ranks (itself in one process)."""
+        return mean_over_ranks([value], self.device)[0] if self.world > 1 else value
+
     def micro_batches(self, x, y):
         return zip(x.chunk(self.grad_accum), y.chunk(self.grad_accum))
 
@@ -232,7 +236,7 @@ class _Run:
             total += float(loss.detach())
             if noise and i == 0:  # the first micro-batch alone: grads hold G_small / grad_accum
                 g2_small = self.grad_sq() * self.grad_accum**2
-        return mean_over_ranks([total / self.grad_accum], self.device)[0], g2_small
+        return self.mean(total / self.grad_accum), g2_small
 
     def clip_grads(self) -> float:
         if self.clip > 0:
@@ -245,7 +249,7 @@ class _Run:
         losses = [float(self.forward_loss(xb, yb)) for x, y in self.eval_set
                   for xb, yb in self.micro_batches(x, y)]
         self.model.train()
-        return mean_over_ranks([sum(losses) / len(losses)], self.device)[0]
+        return self.mean(sum(losses) / len(losses))
 
 
 class _Smoothed:
@@ -424,7 +428,7 @@ def _resume(run: _Run, checkpoint: Checkpoints, sched, gen, meter) -> _Progress:
         raise ValueError(f"no checkpoint to resume from in {checkpoint.folder}; start the run "
                          f"without resuming (with [train] checkpoint_every = K it writes one "
                          f"every K steps), or point to the folder that has them")
-    saved = load_checkpoint(path, run.model, run.opt, checkpoint.fingerprint)
+    saved = load_checkpoint(path, run.model, run.opt, checkpoint.fingerprint, run.parallel)
     sched.load_state_dict(saved["scheduler"])
     gen.set_state(saved["data_rng"])
     torch.set_rng_state(saved["torch_rng"])
