@@ -175,7 +175,11 @@ def test_writes_are_atomic_and_only_the_newest_checkpoint_stays(tmp_path):
     assert latest_checkpoint(folder) == folder / "step-000005"
 
 
-def test_fingerprints_and_bad_arguments():
+def test_fingerprints_and_bad_arguments(tmp_path):
+    from mutransfer.tuning import load_config
+
+    with pytest.raises(ValueError, match=r"\[train\] checkpoint_every must be >= 1, got 0"):
+        load_config(_config(tmp_path, "zero", every=0))
     assert flat_settings({"a": {"b": 1, "c": (2, 3)}, "d": None}) == {"a.b": 1, "a.c": [2, 3], "d": None}
     assert fingerprint_difference({"a": 1, "b": 2}, {"a": 1, "c": 3}) == [
         "b: 2 (checkpoint) vs '-' (this run)", "c: '-' (checkpoint) vs 3 (this run)"]

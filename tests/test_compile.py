@@ -84,3 +84,26 @@ def test_compile_must_be_a_bool(tmp_path):
     path.write_text(path.read_text().replace("eval_batches = 1", 'eval_batches = 1\ncompile = "yes"'))
     with pytest.raises(ValueError, match=r"\[train\] compile must be a bool, got 'yes'"):
         load_config(path)
+
+
+def test_a_compiled_runs_checkpoint_resumes_in_eager(tmp_path):
+    """Checkpoints hold the bare model's names (no _orig_mod.), so compile may change on resume."""
+    from mutransfer.training import Checkpoints
+
+    def run(backend, folder, resume=False, stop_at=None):
+        torch.manual_seed(0)
+        plan = mutransfer.parametrize(GPT, width=32, base_width=16, scheme="mup", optimizer="muon",
+                                      readout="multiplier")
+        model = plan.model if backend is None else torch.compile(plan.model, backend=backend)
+        lr, kwargs = SETTINGS["muon"]
+        return mutransfer.train(model, plan.optimizer(lr, model=model, **kwargs),
+                                mutransfer.data.pycorpus(), steps=6, batch_size=4, seq_len=8,
+                                eval_batches=1, eval_every=3, device="cpu", warmup=1,
+                                checkpoint=Checkpoints(folder, every=3, resume=resume),
+                                callback=(lambda step, loss: step == stop_at) if stop_at else None)
+
+    stopped = run("eager", tmp_path / "a", stop_at=3)
+    assert stopped.steps == 3 and (tmp_path / "a" / "step-000003" / "meta.json").is_file()
+    resumed = run(None, tmp_path / "a", resume=True).history.drop(columns="seconds")
+    whole = run(None, tmp_path / "b").history.drop(columns="seconds")
+    pd.testing.assert_frame_equal(resumed, whole, rtol=1e-6, atol=1e-7)

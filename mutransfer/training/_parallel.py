@@ -113,7 +113,9 @@ def wrap_model(model: nn.Module, parallel: str, *, compile: bool = False) -> nn.
     (``"ddp"``), or sharded in place by FSDP2's ``fully_shard`` (``"fsdp"``: each of
     :func:`shard_units`, then the root); then ``torch.compile``\\ d when ``compile``. Move the
     model to its device first, and build the optimizer from the returned model afterwards
-    (``plan.optimizer(lr, model=wrapped)``: FSDP2 replaces the parameters).
+    (``plan.optimizer(lr, model=wrapped)``: FSDP2 replaces the parameters). DDP keeps torch's
+    ``find_unused_parameters=False``: a model whose forward leaves a parameter unused fails on
+    its second step with DDP's own message (use "fsdp", or wrap it yourself).
 
         >>> model = wrap_model(plan.model.to(device), "ddp", compile=True)
     """
