@@ -190,3 +190,14 @@ def test_fingerprints_and_bad_arguments(tmp_path):
         Checkpoints("c", every=1, fingerprint={"model": torch.nn.Linear(1, 1)})
     assert Checkpoints("c", every=5).due(10, 12) and Checkpoints("c", every=5).due(12, 12)
     assert not Checkpoints("c", every=5).due(11, 12) and not Checkpoints("c").due(12, 12)
+
+
+def test_sweep_trials_never_checkpoint(tmp_path, monkeypatch):
+    """[train] checkpoint_every is the target run's: a proxy trial stays short and writes nothing."""
+    from mutransfer.tuning import load_config, run_trial
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_config(tmp_path, "sweep", every=1))
+    res = run_trial(cfg, {"lr": 0.01, "adam_lr": 1e-3}, width=16, device="cpu", seed=0)
+    assert res.steps == STEPS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow_mlp.py", "sweep-none.toml"]

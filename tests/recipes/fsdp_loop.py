@@ -12,8 +12,7 @@ if "RANK" in os.environ:  # under torchrun --nproc_per_node=N this_file.py
 else:  # or try it in one process
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
 target = mutransfer.TransferPlan(lr=3e-3, lr_interval=(2e-3, 5e-3), batch_size=16, target_width=64,
-                                 scheme="mup", optimizer_name="adamw", base_width=32)
-# yours: target = mutransfer.TransferPlan.from_json(open("reports/<name>/plan.json").read())
+                                 scheme="mup", optimizer_name="adamw", base_width=32)  # or from_json
 torch.manual_seed(0)  # the same init on every rank: each keeps its shard of its own copy
 plan = mutransfer.parametrize(lambda width: mutransfer.zoo.gpt(width, depth=2, seq_len=32),
                               width=target.target_width, base_width=target.base_width,
@@ -22,13 +21,10 @@ model = plan.model
 for block in model.blocks:  # shard each block, then the root
     fully_shard(block)
 fully_shard(model)
-# after sharding: the plan's groups over the sharded parameters, at the target's settings
-opt = plan.optimizer(target.lr, model=model, weight_decay=target.weight_decay or 0.0,
-                     adam_lr=target.adam_lr)
-steps, data, gen = 10, mutransfer.data.pycorpus(), torch.Generator().manual_seed(0)
-sched = lr_scheduler(opt, steps, warmup=0.1)
-for step in range(steps):
-    # every rank draws the same global batch and trains on its slice of it
+opt = plan.optimizer(target.lr, model=model)  # after sharding: the plan's groups over the shards
+sched = lr_scheduler(opt, steps=10, warmup=0.1)
+data, gen = mutransfer.data.pycorpus(), torch.Generator().manual_seed(0)
+for step in range(10):  # every rank draws the same global batch and trains on its slice
     x, y = local_batch(data.batch("train", target.batch_size, 32, gen))
     loss = data.loss(model(x), y)
     loss.backward()
