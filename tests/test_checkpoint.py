@@ -166,13 +166,17 @@ def test_writes_are_atomic_and_only_the_newest_checkpoint_stays(tmp_path):
     folder = tmp_path / "o" / "checkpoints"
     (folder / ".tmp-step-000099").mkdir(parents=True)  # a crash mid-write
     (folder / ".tmp-step-000099" / "__0_0.distcp").write_bytes(b"partial")
-    (folder / "step-000001").mkdir()  # no meta.json: not complete, never read
+    (folder / "step-000002").mkdir()  # no meta.json: not complete, never read (and replaced)
     assert latest_checkpoint(folder) is None
     cfg, plan = _config(tmp_path, "atomic", every=2), _plan(tmp_path)
     assert run_command(train_cmd, "train", str(cfg), "--plan", str(plan), "--out",
                        str(tmp_path / "o"), "--steps", "5") == 0
     assert sorted(p.name for p in folder.iterdir()) == ["step-000005"]  # the end's; older ones gone
     assert latest_checkpoint(folder) == folder / "step-000005"
+    with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(newest: step-000005\); "
+                                         r"continue it with --resume"):
+        run_command(train_cmd, "train", str(cfg), "--plan", str(plan), "--out", str(tmp_path / "o"),
+                    "--steps", "5")
 
 
 def test_fingerprints_and_bad_arguments(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from ranks import free_port, rank_env, run_ranks
+from ranks import free_port, run_ranks
 from tiny import tiny_mlp_toml
 
 import mutransfer

@@ -46,7 +46,8 @@ LOOP = "loop.pt"
 class Checkpoints:
     """Where :func:`~mutransfer.train` keeps checkpoints, how often, and whether it resumes.
 
-    ``every``: write one every K steps and at the end (None: write none, e.g. only resume).
+    ``every``: write one every K steps and at the end (None: write none, e.g. only resume);
+    a new run refuses a folder that holds an earlier run's checkpoints (resume it, or move them).
     ``resume``: continue from the newest checkpoint in ``folder`` (a ValueError when there is
     none, or when its fingerprint differs from ``fingerprint``).
     ``fingerprint``: the run's settings as a flat dict of JSON values (:func:`flat_settings`).
@@ -176,6 +177,8 @@ def save_checkpoint(folder: str | Path, step: int, model, optimizer, loop_state:
         meta = {"step": step, "world_size": world, "parallel": parallel,
                 "torch": torch.__version__, "fingerprint": fingerprint}
         _write_synced(tmp / META, json.dumps(meta, indent=1))
+        if final.exists():  # an unfinished folder of that name (complete ones are refused earlier)
+            shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(folder)
         for old in folder.iterdir():

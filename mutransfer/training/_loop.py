@@ -380,6 +380,8 @@ def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, mete
     if checkpoint is not None and checkpoint.resume:
         state = _resume(run, checkpoint, sched, gen, meter)
         bar.update(state.done)
+    elif checkpoint is not None and checkpoint.every is not None:
+        _refuse_earlier_run(checkpoint.folder)
     reason, diverged_step, t0 = None, None, time.perf_counter()
     run.model.train()
     for s in range(state.done, steps):
@@ -419,6 +421,16 @@ def _save(run: _Run, checkpoint: Checkpoints, state: _Progress, sched, gen, mete
                   "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None}
     save_checkpoint(checkpoint.folder, state.done, run.model, run.opt, loop_state,
                     checkpoint.fingerprint, run.parallel)
+
+
+def _refuse_earlier_run(folder) -> None:
+    """A new run would mix its checkpoints with an earlier run's (whose newer steps a later
+    resume would pick): resume that run or move its checkpoints out of the way first."""
+    found = latest_checkpoint(folder)
+    if found is not None:
+        raise ValueError(f"{folder} holds checkpoints of an earlier run (newest: {found.name}); "
+                         f"continue it with --resume (resume=True), or remove that folder (or "
+                         f"give another --out) to start anew")
 
 
 def _resume(run: _Run, checkpoint: Checkpoints, sched, gen, meter) -> _Progress:
