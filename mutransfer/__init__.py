@@ -17,7 +17,7 @@ before it (``tests/test_layout.py`` keeps it so):
 | :mod:`mutransfer.optim` | Muon, Newton-Schulz, spectral decay, QK-Clip (no muP inside) |
 | :mod:`mutransfer.core` | scaling rules, roles, constants, :func:`parametrize`, the Plan and its param groups |
 | :mod:`mutransfer.models` | the zoo (GPT, MLP, CNN) and transformers families |
-| :mod:`mutransfer.training` | data, the training loop, the teacher task |
+| :mod:`mutransfer.training` | data, the training loop (DDP/FSDP2 under torchrun, compile, checkpoints that resume), the teacher task |
 | :mod:`mutransfer.tuning` | configs, the trial, the Optuna sweep and its storage |
 | :mod:`mutransfer.projection` | landscape and law fits, :func:`transfer`, :class:`TransferPlan`, :func:`train_target` |
 | :mod:`mutransfer.validation` | coordinate check, validate, compare, exponents, plots, reports |

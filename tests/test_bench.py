@@ -31,3 +31,10 @@ def test_qkclip_benchmark_rows():
     table = muonclip_step_times(repeats=2, width=32, seq_len=16, batch_size=4)
     assert set(table.variant) == {"baseline", "QK-Clip", "spectral decay"}
     assert (table[table.variant == "baseline"].ratio == 1.0).all()
+
+
+def test_compile_benchmark_prints_a_table(capsys):
+    assert bench.main(["compile", "--widths", "32", "--seq-len", "16", "--batch-size", "2",
+                       "--repeats", "1", "--backend", "eager", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "compiled (eager)" in out and "compile_s" in out and "ratio" in out

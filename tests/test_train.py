@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,3 +231,40 @@ def test_trains_on_cuda_with_bf16_autocast():
                   batch_size=8, seq_len=32, device="cuda", eval_batches=1)
     assert res.device.startswith("cuda") and not res.diverged
     assert res.final_loss < res.history["train_loss"].iloc[0]
+
+
+def test_lr_scheduler_is_the_loops_schedule_for_any_loop():
+    plan = parametrize(functools.partial(zoo.mlp, depth=3, in_dim=8, out_dim=4), width=64,
+                       base_width=16, seed=0)
+    opt = plan.optimizer(1e-3)
+    sched = T.lr_scheduler(opt, steps=10, warmup=2)
+    seen = []
+    for _ in range(10):
+        seen.append({g["lr"] / g["lr_mult"] for g in opt.param_groups})
+        opt.step()
+        sched.step()
+    assert all(len(lrs) == 1 for lrs in seen)  # every group at the same base lr: multipliers kept
+    assert [lrs.pop() for lrs in seen] == pytest.approx([1e-3 * T.lr_factor(s, 10, 2, "cosine")
+                                                         for s in range(10)])
+    with pytest.raises(ValueError, match="steps must be a positive integer; got 0"):
+        T.lr_scheduler(opt, steps=0)
+    with pytest.raises(ValueError, match="unknown schedule 'step'; use one of cosine, linear, constant"):
+        T.lr_scheduler(opt, steps=10, schedule="step")
+
+
+def test_transformers_trainer_takes_the_plans_optimizer_and_schedule(tmp_path, monkeypatch):
+    """The README's recipe (tests/recipes/trainer.py) as written: a Llama from config, no download."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (the hf extra)")
+    monkeypatch.chdir(tmp_path)
+    recipe = Path(__file__).resolve().parent / "recipes" / "trainer.py"
+    ns = {"__name__": "recipe"}
+    exec(compile(recipe.read_text(), str(recipe), "exec"), ns)
+    trainer, opt, sched, target, steps = (ns[k] for k in ("trainer", "opt", "sched", "target", "steps"))
+    assert getattr(trainer.optimizer, "optimizer", trainer.optimizer) is opt
+    assert trainer.lr_scheduler is sched and sched.last_epoch == trainer.state.global_step == steps
+    assert len({g["lr_mult"] for g in opt.param_groups}) > 1
+    for g in opt.param_groups:
+        assert g["initial_lr"] == pytest.approx(target.lr * g["lr_mult"])
+    assert {float(state["step"]) for state in opt.state.values()} == {float(steps)}
+    assert math.isfinite(trainer.state.log_history[-1]["train_loss"])

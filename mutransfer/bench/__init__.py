@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m mutransfer.bench {optim,gpt,coord,sweep,roles,qkclip,muon-sharded} [--repeats N] [--device cpu|cuda]``.
+"""Benchmarks: ``python -m mutransfer.bench {optim,gpt,coord,sweep,roles,qkclip,muon-sharded,compile} [--repeats N] [--device cpu|cuda]``.
 
 optim: the per-step time of ``plan.optimizer()`` against the plain torch AdamW on the same GPT
 (target ratio <= 1.02), and our Muon against ``torch.optim.Muon`` on the same matrices (target
@@ -6,7 +6,8 @@ optim: the per-step time of ``plan.optimizer()`` against the plain torch AdamW o
 check's wall time. sweep: the sweep harness's overhead over training. qkclip: the training-step
 overhead of QK-Clip and of spectral weight decay. muon-sharded: Muon's step on FSDP2 row shards
 (gloo ranks on the CPU), owner-based vs gather-per-matrix vs one process, with bytes sent per
-step. Each prints a table of
+step. compile: a parametrized GPT's training step under ``torch.compile`` against eager. Each
+prints a table of
 medians; the variants are timed in interleaved rounds so that load from other processes hits all
 of them alike. One module per benchmark; add one by adding an entry to ``BENCHMARKS``.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from mutransfer.bench._compile import bench_compile, compile_arguments, compile_step_times
 from mutransfer.bench._coord import coord_arguments, bench_coord
 from mutransfer.bench._gpt import gpt_arguments, bench_gpt, gpt_tokens_per_second
 from mutransfer.bench._optim import (optim_arguments, bench_optim, gpt_hidden_shapes, muon_step_times,
@@ -29,9 +31,9 @@ from mutransfer.bench._sharded import bench_sharded, sharded_arguments, sharded_
 from mutransfer.bench._sweep import sweep_arguments, bench_sweep
 from mutransfer.bench._timing import interleaved_medians
 
-__all__ = ["BENCHMARKS", "gpt_hidden_shapes", "gpt_tokens_per_second", "interleaved_medians", "main",
-           "muon_step_times", "muonclip_step_times", "plan_adamw_step_times",
-           "sharded_muon_step_times"]
+__all__ = ["BENCHMARKS", "compile_step_times", "gpt_hidden_shapes", "gpt_tokens_per_second",
+           "interleaved_medians", "main", "muon_step_times", "muonclip_step_times",
+           "plan_adamw_step_times", "sharded_muon_step_times"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "muon-sharded": Benchmark(bench_sharded, "Muon step on FSDP2 row shards: owner-based vs "
                               "gather-per-matrix vs one process, time and bytes sent",
                               sharded_arguments, 10),
+    "compile": Benchmark(bench_compile, "training-step time of a parametrized GPT, "
+                         "torch.compile against eager", compile_arguments, 20),
 }
 
 

@@ -1,4 +1,9 @@
-"""``mutransfer train CONFIG --plan plan.json``: train the target with the transfer plan."""
+"""``mutransfer train CONFIG --plan plan.json``: train the target with the transfer plan.
+
+On many processes: ``torchrun --nproc_per_node=N -m mutransfer train CONFIG`` with ``[train]
+parallel = "ddp"`` or ``"fsdp"``; only rank 0 writes the report. ``[train] checkpoint_every = K``
+writes checkpoints into ``<out>/checkpoints``; ``--resume`` continues from the newest one.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +18,9 @@ def register(subparsers) -> None:
         description="Build CONFIG's model at the plan's target width (or --width), parametrize "
                     "it as CONFIG says, train it with the plan's lr, batch size and weight decay, "
                     "and write reports/<name>/train-w<W>/{history.csv,loss.png,train.md}. Exits "
-                    "1 when the run diverges.",
+                    "1 when the run diverges. Many processes: `torchrun --nproc_per_node=N -m "
+                    "mutransfer train CONFIG` with [train] parallel = \"ddp\" or \"fsdp\"; "
+                    "[train] checkpoint_every = K writes checkpoints to <out>/checkpoints.",
         config=True)
     p.add_argument("--plan", help="plan file from `mutransfer transfer` (default: reports/<name>/plan.json)")
     p.add_argument("--width", type=int, help="width to train (default: the plan's target width)")
@@ -23,6 +30,9 @@ def register(subparsers) -> None:
     add_device(p)
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--out", help="output folder (default: reports/<name>/train-w<W>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in <out>/checkpoints (written with "
+                        "[train] checkpoint_every = K); refused if the config or plan changed")
     add_reports(p)
     p.set_defaults(func=run)
 
@@ -30,6 +40,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from mutransfer.tuning import load_config
     from mutransfer.projection import load_plan, train_target
+    from mutransfer.training import is_main_process
     from mutransfer.validation._target_report import summary_rows, write_training_report
     from mutransfer.validation._validate import shell_path
 
@@ -37,9 +48,17 @@ def run(args) -> int:
     plan_path = Path(args.plan or Path(args.reports) / cfg.name / "plan.json")
     plan = load_plan(plan_path)
     width = args.width or plan.target_width
-    res = train_target(cfg, plan, width=width, depth=args.depth, steps=args.steps, device=args.device,
-                       seed=args.seed)
     out = Path(args.out or Path(args.reports) / cfg.name / f"train-w{width}")
+    res = None
+    try:
+        res = train_target(cfg, plan, width=width, depth=args.depth, steps=args.steps,
+                           device=args.device, seed=args.seed, resume=args.resume,
+                           checkpoint_dir=out / "checkpoints")
+        main = is_main_process()
+    finally:
+        _end_process_group(wait=res is not None)
+    if not main:
+        return 1 if res.diverged else 0
     command = " ".join(["mutransfer train", shell_path(args.config), "--plan", shell_path(plan_path),
                         f"--width {width}", *([f"--depth {args.depth}"] if args.depth else []),
                         *([f"--steps {args.steps}"] if args.steps else []),
@@ -49,3 +68,14 @@ def run(args) -> int:
         print(f"  {what:<24}{value}")
     print(f"wrote {path}")
     return 1 if res.diverged else 0
+
+
+def _end_process_group(wait: bool) -> None:
+    """Leave the process group ``[train] parallel`` started, so torchrun's ranks exit cleanly
+    (after the others when ``wait``; a rank that failed leaves at once)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -11,6 +11,10 @@ decoupled kind. Muon applies it itself (group key ``decay``); for torch's AdamW 
 groups carry ``decay="spectral"``, ``weight_decay=0`` and ``spectral_weight_decay=wd``, and a
 step pre-hook (:class:`~mutransfer.optim.SpectralDecayHook`) applies it before AdamW's update, as AdamW decays.
 The power-iteration vector lives in ``optimizer.state[p]["spectral_v"]``.
+
+Wrapped models: DDP (``module.``), ``torch.compile`` (``_orig_mod.``), activation checkpointing
+and FSDP1 add parts to parameter names that the plan, made on the bare model, lacks; FSDP2's
+``fully_shard`` keeps the names. :func:`plan_name` maps a wrapped name back to the plan's.
 """
 from __future__ import annotations
 
@@ -20,6 +24,34 @@ from torch import nn
 from mutransfer.core._checks import check_choice
 from mutransfer.core._scaling import WD_POLICIES, group_weight_decay
 from mutransfer.optim import DECAY_KINDS, Muon, SpectralDecayHook
+
+# Name parts that only wrappers add (compile, activation checkpointing, FSDP1): dropped anywhere.
+WRAPPER_PARTS = ("_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module")
+# DDP and DataParallel hold the model as ``module``: dropped only from the front, and only while
+# the name is not the plan's (a model may have a child of its own called ``module``).
+OUTER_WRAPPER = "module"
+
+
+def plan_name(name: str, known) -> str | None:
+    """The plan's name of a wrapped model's parameter ``name``, or None when it has none:
+    ``name`` itself if ``known`` has it, else ``name`` without :data:`WRAPPER_PARTS`, then
+    without leading ``module.`` parts one at a time, until ``known`` has it.
+
+        >>> plan_name("_orig_mod.module.0.weight", {"0.weight"})
+        '0.weight'
+    """
+    if name in known:
+        return name
+    parts = [part for part in name.split(".") if part not in WRAPPER_PARTS]
+    while parts:
+        candidate = ".".join(parts)
+        if candidate in known:
+            return candidate
+        if parts[0] != OUTER_WRAPPER:
+            return None
+        parts = parts[1:]
+    return None
+
 
 def _check_numbers(lr, weight_decay, eps, adam_lr) -> None:
     for name, value, positive in (("lr", lr, True), ("weight_decay", weight_decay, False),
@@ -44,7 +76,9 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
     ``adam_lr`` is given; otherwise their ``lr_mult`` holds the constant ``adam_lr_ratio``),
     ``group["eps"] = eps * eps_mult``, ``group["weight_decay"]`` from :func:`group_weight_decay`,
     ``group["decay"] = decay``; for spectral decay of torch-optimizer matrix groups the weight
-    decay moves to ``group["spectral_weight_decay"]`` (module docstring).
+    decay moves to ``group["spectral_weight_decay"]`` (module docstring). ``model`` may be
+    wrapped by DDP, ``fully_shard`` or ``torch.compile`` (:func:`plan_name`); each group's
+    ``names`` are the plan's.
 
         >>> groups = param_groups(plan, plan.model, 1e-3)
         >>> torch.optim.AdamW(groups)
@@ -60,13 +94,13 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
         raise ValueError(f"decay='spectral' is a decoupled decay, for optimizer 'adamw' or 'muon'; "
                          f"plan.optimizer_name is {plan.optimizer_name!r} (whose weight decay is L2). "
                          "Parametrize with optimizer='adamw' or 'muon', or use decay='decoupled'")
-    named = dict(model.named_parameters())
-    missing = sorted(set(named) - set(plan.params))
+    named = {own: (plan_name(own, plan.params), p) for own, p in model.named_parameters()}
+    missing = sorted(own for own, (name, _) in named.items() if name is None)
     if missing:
         raise ValueError(f"parameters {missing[:8]} of the model are not in the plan; "
                          f"call parametrize() on this model (or pass the model the plan was made for)")
     groups: dict[tuple, dict] = {}
-    for name, p in named.items():
+    for name, p in named.values():
         pp = plan.params[name]
         muon = pp.optimizer == "muon"
         base_lr = lr if (muon or plan.optimizer_name != "muon" or adam_lr is None) else adam_lr

@@ -143,7 +143,9 @@ class Plan:
 
     def optimizer(self, lr: float, *, model: nn.Module | None = None, **kwargs) -> torch.optim.Optimizer:
         """A torch optimizer whose param groups carry this plan's multipliers; see
-        :func:`mutransfer.core.build_optimizer` for the arguments."""
+        :func:`mutransfer.core.build_optimizer` for the arguments. ``model`` (default: the
+        plan's) may be wrapped by DDP, ``fully_shard`` or ``torch.compile``; build the optimizer
+        after wrapping, since FSDP2 replaces the parameters."""
         target = model if model is not None else self.model
         if target is None:
             raise ValueError("this plan has no model (it was loaded from JSON); pass model=your_model")

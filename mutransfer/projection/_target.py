@@ -82,9 +82,40 @@ def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
                          f"[sweep.space], or rerun `mutransfer transfer` for this config")
 
 
+# [train] keys that say how the target runs, not what it computes: a checkpoint written under
+# one of them resumes under another (DCP reshards; every rank reads the same global batches)
+HOW_IT_RUNS = ("parallel", "compile", "checkpoint_every")
+
+
+def run_fingerprint(cfg: ExperimentConfig, plan: TransferPlan, *, width: int, depth: int | None,
+                    steps: int, seed: int) -> dict:
+    """The settings a target run's numbers depend on, as a flat dict stored with each of its
+    checkpoints (a resume with other settings is refused, naming them): the config's
+    ``[model]``, ``[data]``, ``[train]`` (but :data:`HOW_IT_RUNS`) and ``[parametrization]``,
+    the plan's settings (:func:`plan_params`, scheme, optimizer, base width and depth), and
+    the run's width, depth, steps and seed.
+
+        >>> run_fingerprint(cfg, plan, width=256, depth=None, steps=100, seed=0)["plan.lr"]
+        0.0096
+    """
+    from mutransfer.training import flat_settings
+
+    settings = cfg.to_dict()
+    settings.pop("name")
+    settings.pop("sweep")  # the plan's values below are what the sweep chose
+    for key in HOW_IT_RUNS:
+        settings["train"].pop(key)
+    planned = {**plan_params(plan), "scheme": plan.scheme, "optimizer": plan.optimizer_name,
+               "base_width": plan.base_width, "base_depth": plan.base_depth,
+               "depth_alpha": plan.depth_alpha}
+    return flat_settings({"config": settings, "plan": planned,
+                          "run": {"width": width, "depth": depth, "steps": steps, "seed": seed}})
+
+
 def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str | Path, *,
                  width: int | None = None, depth: int | None = None, steps: int | None = None,
-                 device: str = "auto", seed: int = 0, progress: bool = True):
+                 device: str = "auto", seed: int = 0, progress: bool = True, resume: bool = False,
+                 checkpoint_dir: str | Path | None = None):
     """Train the config's model at ``width`` (default ``plan.target_width``) and ``depth``
     (default ``plan.target_depth``) with the plan.
 
@@ -93,9 +124,15 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
     (set when the plan was given ``tokens``), else ``[train] steps``. Returns the
     :class:`~mutransfer.TrainResult`; divergence is a result (``res.diverged``).
 
+    ``[train] parallel`` ("ddp", "fsdp": launch under torchrun), ``compile`` and
+    ``checkpoint_every`` apply here. Checkpoints go to ``checkpoint_dir`` (default
+    ``reports/<name>/train-w<W>/checkpoints``, where ``mutransfer train`` puts them) with the
+    run's :func:`run_fingerprint`; ``resume`` continues from the newest one there.
+
         >>> res = train_target("sweeps/quickstart.toml", "reports/quickstart/plan.json")
         >>> res.final_loss, res.history.tail()
     """
+    from mutransfer.training import Checkpoints
     from mutransfer.tuning import run_trial
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
@@ -110,5 +147,15 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
     steps = steps if steps is not None else plan.steps
     if steps is not None:
         cfg = cfg.override({"train.steps": steps, "train.tokens": None})  # explicit steps win
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False; got {resume!r}")
+    t, checkpoint = cfg.train, None
+    if t.checkpoint_every is not None or resume:
+        folder = checkpoint_dir or Path("reports") / cfg.name / f"train-w{width}" / "checkpoints"
+        fingerprint = run_fingerprint(cfg, plan, width=width, depth=depth, seed=seed,
+                                      steps=cfg.steps_for(int(plan.batch_size)))
+        checkpoint = Checkpoints(folder, every=t.checkpoint_every, resume=resume,
+                                 fingerprint=fingerprint)
     return run_trial(cfg, plan_params(plan), width=width, device=device, seed=seed,
-                     progress=progress, depth=depth)
+                     progress=progress, depth=depth, parallel=t.parallel, compile=t.compile,
+                     checkpoint=checkpoint)

@@ -9,6 +9,9 @@ or a smoothed train loss (EMA, decay ``DIVERGE_SMOOTHING``, bias-corrected) abov
 ``max(DIVERGE_FACTOR * L0, L0 + DIVERGE_MARGIN)`` where ``L0`` is the first step's loss (the loss
 at init).
 
+Many processes (``parallel``, :mod:`~mutransfer.training._parallel`) and checkpoints that resume
+(``checkpoint``, :mod:`~mutransfer.training._checkpoint`) go through the same loop.
+
     >>> res = train(model, torch.optim.AdamW(model.parameters(), 1e-3), data.pycorpus(),
     ...             steps=100, batch_size=16, seq_len=64)
 """
@@ -22,6 +25,10 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from mutransfer.training._checkpoint import Checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from mutransfer.training._parallel import (check_wrapped, grad_sync, local_batch, max_logits_over_ranks_,
+                                           mean_over_ranks, rank_and_world, resolve_device)
 
 SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = {"auto": None, "fp32": torch.float32, "float32": torch.float32,
@@ -80,6 +87,25 @@ def lr_factor(step: int, steps: int, warmup_steps: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * p)) if schedule == "cosine" else 1.0 - p
 
 
+def lr_scheduler(optimizer: torch.optim.Optimizer, steps: int, warmup: float = 0.05,
+                 schedule: str = "cosine") -> torch.optim.lr_scheduler.LambdaLR:
+    """The loop's schedule for any loop or trainer: a ``LambdaLR`` that sets each param group's
+    lr to ``initial_lr * lr_factor(step)`` (:func:`lr_factor`; ``warmup`` as in
+    :func:`warmup_steps_of`), so a plan's per-group multipliers are kept. Call ``step()`` after
+    each optimizer step.
+
+        >>> opt = plan.optimizer(3e-3)
+        >>> sched = lr_scheduler(opt, steps=1000, warmup=0.05)   # or Trainer(optimizers=(opt, sched))
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    factor = functools.partial(lr_factor, steps=steps, warmup_steps=warmup_steps_of(warmup, steps),
+                               schedule=schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def warmup_steps_of(warmup: float, steps: int) -> int:
     """Warmup length: a fraction of ``steps`` when ``warmup < 1``, else a number of steps."""
     if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0:
@@ -123,13 +149,6 @@ class NoiseMeter:
                 "b_small": self.b_small, "b_big": self.b_big, "decay": self.decay}
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``"auto"`` -> bf16 autocast on CUDA, fp32 elsewhere; or "fp32" / "bf16"."""
     if dtype not in DTYPES:
@@ -140,7 +159,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every, eval_batches,
-                measure_noise, eval_batch_size=None) -> None:
+                measure_noise, eval_batch_size=None, world: int = 1) -> None:
     if not (hasattr(data, "batch") and hasattr(data, "loss")):
         raise TypeError(f"data must implement batch(split, batch_size, seq_len, generator, device) "
                         f"and loss(outputs, y), e.g. mutransfer.data.pycorpus(); got {type(data).__name__}")
@@ -154,6 +173,10 @@ def _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every,
     if batch_size % grad_accum:
         raise ValueError(f"batch_size {batch_size} is not divisible by grad_accum {grad_accum}; "
                          f"the micro-batch is batch_size // grad_accum, so pick a multiple")
+    for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size or batch_size)):
+        if world > 1 and value % (world * grad_accum):
+            raise ValueError(f"{name} {value} does not split into {world} ranks x {grad_accum} "
+                             f"micro-batches of equal size; use a multiple of {world * grad_accum}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     if not isinstance(clip, (int, float)) or clip < 0:
@@ -168,14 +191,25 @@ class _Run:
     """The mutable state of one run; :func:`train` is its public face."""
 
     def __init__(self, model, optimizer, data, device, dtype, batch_size, seq_len, grad_accum,
-                 eval_batches, clip, eval_batch_size):
+                 eval_batches, clip, eval_batch_size, parallel="none"):
         self.model, self.opt, self.data, self.device = model, optimizer, data, device
         self.autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
         self.batch_size, self.seq_len, self.grad_accum, self.clip = batch_size, seq_len, grad_accum, clip
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.qk_clip = None
+        self.parallel = parallel
+        self.rank, self.world = rank_and_world() if parallel != "none" else (0, 1)
         gen = torch.Generator().manual_seed(EVAL_SEED)
-        self.eval_set = [data.batch("val", eval_batch_size, seq_len, gen, device) for _ in range(eval_batches)]
+        self.eval_set = [self.local(data.batch("val", eval_batch_size, seq_len, gen, device))
+                         for _ in range(eval_batches)]
+
+    def local(self, batch):
+        """This rank's rows of a global batch (every rank draws the same one)."""
+        return local_batch(batch, self.rank, self.world)
+
+    def mean(self, value: float) -> float:
+        """``value`` averaged over the ranks (itself in one process)."""
+        return mean_over_ranks([value], self.device)[0] if self.world > 1 else value
 
     def micro_batches(self, x, y):
         return zip(x.chunk(self.grad_accum), y.chunk(self.grad_accum))
@@ -191,15 +225,18 @@ class _Run:
     def step_grads(self, generator, noise: bool):
         """Accumulate the batch's gradient; returns (mean loss, |G_small|^2 or None)."""
         self.opt.zero_grad(set_to_none=True)
-        x, y = self.data.batch("train", self.batch_size, self.seq_len, generator, self.device)
+        x, y = self.local(self.data.batch("train", self.batch_size, self.seq_len, generator, self.device))
         total, g2_small = 0.0, None
         for i, (xb, yb) in enumerate(self.micro_batches(x, y)):
-            loss = self.forward_loss(xb, yb)
-            (loss / self.grad_accum).backward()
+            # ranks reduce gradients once, after the last micro-batch (after each when the first
+            # micro-batch's gradient is measured on its own)
+            with grad_sync(self.model, noise or i == self.grad_accum - 1):
+                loss = self.forward_loss(xb, yb)
+                (loss / self.grad_accum).backward()
             total += float(loss.detach())
             if noise and i == 0:  # the first micro-batch alone: grads hold G_small / grad_accum
                 g2_small = self.grad_sq() * self.grad_accum**2
-        return total / self.grad_accum, g2_small
+        return self.mean(total / self.grad_accum), g2_small
 
     def clip_grads(self) -> float:
         if self.clip > 0:
@@ -212,7 +249,7 @@ class _Run:
         losses = [float(self.forward_loss(xb, yb)) for x, y in self.eval_set
                   for xb, yb in self.micro_batches(x, y)]
         self.model.train()
-        return sum(losses) / len(losses)
+        return self.mean(sum(losses) / len(losses))
 
 
 class _Smoothed:
@@ -251,7 +288,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
           seed: int = 0,
           callback: Callable[[int, float], bool | None] | None = None,
           measure_noise: bool = False, noise_decay: float = NOISE_DECAY,
-          progress: bool = False, qk_clip=None) -> TrainResult:
+          progress: bool = False, qk_clip=None, parallel: str = "none",
+          checkpoint: Checkpoints | None = None) -> TrainResult:
     """Train ``model`` for ``steps`` optimizer steps on ``data``; returns a :class:`TrainResult`.
 
     Each step draws one batch of ``batch_size`` examples (windows of ``seq_len`` tokens; None for
@@ -274,24 +312,41 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
     ``qk_clip`` (a :class:`mutransfer.QKClip` on ``model``) is applied after each
     optimizer step and its max logit logged as the history column ``max_logit``.
 
+    ``parallel`` ("ddp" or "fsdp", the model wrapped so by :func:`wrap_model`, under torchrun):
+    every rank draws the same global batch and trains on its ``batch_size / world_size`` rows;
+    losses (train and eval) are averaged over ranks, QK-Clip's max logits maxed over them, so a
+    run equals one process's up to float summation order. ``checkpoint``
+    (:class:`Checkpoints`) writes resumable checkpoints every K steps and at the end, or resumes
+    from the newest one: the resumed run ends as the uninterrupted one would (bit for bit on CPU).
+
         >>> res = train(model, opt, mutransfer.data.pycorpus(), steps=50, batch_size=16, seq_len=64)
         >>> res.final_loss, res.history.tail()
     """
+    check_wrapped(model, parallel)
+    world = rank_and_world()[1] if parallel != "none" else 1
     _check_args(data, steps, batch_size, grad_accum, schedule, clip, eval_every, eval_batches,
-                measure_noise, eval_batch_size)
+                measure_noise, eval_batch_size, world)
     if not 0 <= noise_decay < 1:
         raise ValueError(f"noise_decay must be in [0, 1); got {noise_decay!r} (e.g. 0.98)")
+    if checkpoint is not None and not isinstance(checkpoint, Checkpoints):
+        raise TypeError(f"checkpoint must be a mutransfer.training.Checkpoints or None; got "
+                        f"{type(checkpoint).__name__}")
     n_warmup = warmup_steps_of(warmup, steps)
     dev = resolve_device(device)
-    run = _Run(model.to(dev), optimizer, data, dev, resolve_dtype(dtype, dev), batch_size, seq_len,
-               grad_accum, eval_batches, clip, eval_batch_size or batch_size)
+    if parallel != "none" and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())  # init_parallel set LOCAL_RANK's
+    # a wrapped model was placed before wrapping (FSDP2 has sharded it on its device)
+    run = _Run(model.to(dev) if parallel == "none" else model, optimizer, data, dev,
+               resolve_dtype(dtype, dev), batch_size, seq_len, grad_accum, eval_batches, clip,
+               eval_batch_size or batch_size, parallel)
     run.qk_clip = qk_clip
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):  # seeds dropout etc. without touching the caller's RNG
         torch.manual_seed(seed)
         meter = NoiseMeter(batch_size // grad_accum, batch_size, noise_decay) if measure_noise else None
-        with _bar(steps, progress) as bar:
-            return _loop(run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar)
+        with _bar(steps, progress and run.rank == 0) as bar:
+            return _loop(run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar,
+                         checkpoint)
 
 
 def _bar(steps: int, show: bool):
@@ -300,41 +355,106 @@ def _bar(steps: int, show: bool):
     return tqdm(total=steps, unit="step", desc="train", disable=not show, dynamic_ncols=True)
 
 
-def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar):
+@dataclass
+class _Progress:
+    """The loop's own state between steps: what a checkpoint's ``loop.pt`` keeps besides the
+    RNG, data and scheduler states."""
+
+    rows: list
+    smooth: "_Smoothed"
+    final: float = math.nan
+    done: int = 0
+    seconds: float = 0.0  # spent before this process took over (a resumed run's earlier part)
+
+
+def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar, checkpoint=None):
     import pandas as pd
 
     factor = functools.partial(lr_factor, steps=steps, warmup_steps=n_warmup, schedule=schedule)
-    sched = torch.optim.lr_scheduler.LambdaLR(run.opt, factor)
+    sched = lr_scheduler(run.opt, steps, n_warmup, schedule)
     group = run.opt.param_groups[0]
     base_lr = group["initial_lr"] / group.get("lr_mult", 1.0)  # the lr the caller's plan was given
     gen = torch.Generator().manual_seed(seed)
     per_step = run.batch_size * (run.seq_len or 1)
-    rows, smooth, t0 = [], _Smoothed(), time.perf_counter()
-    reason, final, done, diverged_step = None, math.nan, 0, None
+    state = _Progress(rows=[], smooth=_Smoothed())
+    if checkpoint is not None and checkpoint.resume:
+        state = _resume(run, checkpoint, sched, gen, meter)
+        bar.update(state.done)
+    elif checkpoint is not None and checkpoint.every is not None:
+        _refuse_earlier_run(checkpoint.folder)
+    reason, diverged_step, t0 = None, None, time.perf_counter()
     run.model.train()
-    for s in range(steps):
-        row, reason = _step(run, gen, smooth, meter if s >= n_warmup else None, meter is not None)
+    for s in range(state.done, steps):
+        row, reason = _step(run, gen, state.smooth, meter if s >= n_warmup else None, meter is not None)
         row.update(step=s + 1, lr=base_lr * factor(s), tokens=(s + 1) * per_step)
         if reason is None:
             sched.step()
-            done = s + 1
-            if (eval_every and done % eval_every == 0) or done == steps:
-                row["eval_loss"] = final = run.evaluate()
-                reason = _divergence(final, "eval loss")
-        row["seconds"] = time.perf_counter() - t0
-        rows.append(row)
-        _advance(bar, smooth, final)
+            state.done = s + 1
+            if (eval_every and state.done % eval_every == 0) or state.done == steps:
+                row["eval_loss"] = state.final = run.evaluate()
+                reason = _divergence(state.final, "eval loss")
+        row["seconds"] = state.seconds + time.perf_counter() - t0
+        state.rows.append(row)
+        _advance(bar, state.smooth, state.final)
         if reason is not None:
-            final, diverged_step = math.nan, s + 1
+            state.final, diverged_step = math.nan, s + 1
             break
-        if not math.isnan(row["eval_loss"]) and callback is not None and callback(done, final):
-            reason = f"stopped by callback at step {done}"
+        if checkpoint is not None and checkpoint.due(state.done, steps):
+            _save(run, checkpoint, state, sched, gen, meter, state.seconds + time.perf_counter() - t0)
+        if not math.isnan(row["eval_loss"]) and callback is not None and callback(state.done, state.final):
+            reason = f"stopped by callback at step {state.done}"
             break
     extra = (["g2_small", "g2_big"] if meter else []) + (["max_logit"] if run.qk_clip is not None else [])
-    history = pd.DataFrame(rows, columns=list(COLUMNS) + extra)
-    return TrainResult(history, final, diverged_step is not None, reason, diverged_step,
-                       len(rows) * per_step, time.perf_counter() - t0, done,
+    history = pd.DataFrame(state.rows, columns=list(COLUMNS) + extra)
+    return TrainResult(history, state.final, diverged_step is not None, reason, diverged_step,
+                       len(state.rows) * per_step, state.seconds + time.perf_counter() - t0, state.done,
                        meter.result() if meter else None, str(run.device))
+
+
+def _save(run: _Run, checkpoint: Checkpoints, state: _Progress, sched, gen, meter, seconds: float) -> None:
+    cuda = run.device.type == "cuda"
+    loop_state = {"step": state.done, "rows": state.rows, "final": state.final, "seconds": seconds,
+                  "smooth": [state.smooth.sum, state.smooth.weight, state.smooth.start],
+                  "meter": None if meter is None else [meter.sums, meter.weight, meter.n],
+                  "scheduler": sched.state_dict(), "data_rng": gen.get_state(),
+                  "torch_rng": torch.get_rng_state(),
+                  "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None}
+    save_checkpoint(checkpoint.folder, state.done, run.model, run.opt, loop_state,
+                    checkpoint.fingerprint, run.parallel)
+
+
+def _refuse_earlier_run(folder) -> None:
+    """A new run would mix its checkpoints with an earlier run's (whose newer steps a later
+    resume would pick): resume that run or move its checkpoints out of the way first."""
+    found = latest_checkpoint(folder)
+    if found is not None:
+        raise ValueError(f"{folder} holds checkpoints of an earlier run (newest: {found.name}); "
+                         f"continue it with --resume (resume=True), or remove that folder (or "
+                         f"give another --out) to start anew")
+
+
+def _resume(run: _Run, checkpoint: Checkpoints, sched, gen, meter) -> _Progress:
+    """Load the newest checkpoint into the model, optimizer, scheduler, RNGs and the loop."""
+    path = latest_checkpoint(checkpoint.folder)
+    if path is None:
+        raise ValueError(f"no checkpoint to resume from in {checkpoint.folder}; start the run "
+                         f"without resuming (with [train] checkpoint_every = K it writes one "
+                         f"every K steps), or point to the folder that has them")
+    saved = load_checkpoint(path, run.model, run.opt, checkpoint.fingerprint, run.parallel)
+    sched.load_state_dict(saved["scheduler"])
+    gen.set_state(saved["data_rng"])
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"] is not None and run.device.type == "cuda":
+        torch.cuda.set_rng_state(saved["cuda_rng"], run.device)
+    if (saved["meter"] is None) != (meter is None):
+        raise ValueError(f"the checkpoint {path} was written with measure_noise="
+                         f"{saved['meter'] is not None}; resume with the same setting")
+    if meter is not None:
+        meter.sums, meter.weight, meter.n = saved["meter"]
+    smooth = _Smoothed()
+    smooth.sum, smooth.weight, smooth.start = saved["smooth"]
+    return _Progress(rows=list(saved["rows"]), smooth=smooth, final=saved["final"],
+                     done=saved["step"], seconds=saved["seconds"])
 
 
 def _advance(bar, smooth: "_Smoothed", eval_loss: float) -> None:
@@ -361,6 +481,8 @@ def _step(run: _Run, gen, smooth: _Smoothed, meter: NoiseMeter | None, noise_col
             meter.update(g2_small, norm**2, loss)
         run.opt.step()
     if run.qk_clip is not None:  # after the step (K2); a skipped step only resets the record
+        if run.world > 1:
+            max_logits_over_ranks_(run.qk_clip)
         run.qk_clip.clip_()
         row["max_logit"] = run.qk_clip.max_logit()
     return row, reason

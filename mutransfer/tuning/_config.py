@@ -23,6 +23,7 @@ from mutransfer.optim import DECAY_KINDS
 from mutransfer.core import WD_POLICIES
 from mutransfer.core import CONSTANT_NAMES, Constants
 from mutransfer.core import MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES
+from mutransfer.training import PARALLEL
 
 try:
     import tomllib
@@ -91,6 +92,12 @@ class TrainConfig:
     eval_batches: int = 4
     measure_noise: bool = False  # gradient-noise scale (b_simple) for the batch-size law
     dtype: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+    # How `mutransfer train` runs the target (sweep trials always run in one process, eager and
+    # without checkpoints): "ddp" or "fsdp" (FSDP2) under torchrun, each rank on its slice of
+    # every global batch; torch.compile the model; a resumable checkpoint every K steps.
+    parallel: str = "none"
+    compile: bool = False
+    checkpoint_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,7 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
               ("data", "kind", cfg.data.kind, SYNTHETIC_KINDS),
               ("train", "wd_policy", cfg.train.wd_policy, WD_POLICIES),
               ("train", "decay", cfg.train.decay, DECAY_KINDS),
+              ("train", "parallel", cfg.train.parallel, PARALLEL),
               ("parametrization", "scheme", cfg.parametrization.scheme, SCHEMES),
               ("parametrization", "optimizer", cfg.parametrization.optimizer, OPTIMIZERS),
               ("parametrization", "muon_scale", cfg.parametrization.muon_scale, MUON_SCALES),
@@ -349,6 +357,8 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
                 ("sweep", "grace_period", cfg.sweep.grace_period)]
     if cfg.train.tokens is not None:
         positive.append(("train", "tokens", cfg.train.tokens))
+    if cfg.train.checkpoint_every is not None:
+        positive.append(("train", "checkpoint_every", cfg.train.checkpoint_every))
     positive += [(s, k, v) for s, k, v in (("model", "depth", cfg.model.depth),
                                             ("model", "base_depth", cfg.model.base_depth),
                                             ("sweep", "depth", cfg.sweep.depth)) if v is not None]

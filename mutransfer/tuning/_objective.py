@@ -26,7 +26,8 @@ DIVERGED_FACTOR = 2.0  # a diverged trial's value: this times the largest finite
 
 
 def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, seed: int,
-              callback: Callable | None = None, progress: bool = False, depth: int | None = None):
+              callback: Callable | None = None, progress: bool = False, depth: int | None = None,
+              parallel: str = "none", compile: bool = False, checkpoint=None):
     """Train the model of ``cfg`` at ``width`` with the swept ``params`` (one trial, no Optuna).
 
     ``depth`` (blocks, passed to the factory as ``depth=``) parametrizes against a base of
@@ -39,13 +40,19 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     ``cfg.steps_for(batch_size, tokens)`` = tokens / (batch_size * seq_len) steps.
     Every trial is evaluated on the same ``eval_batches`` x ``[train] batch_size`` val examples,
     whatever batch size it trains with, so losses compare across a swept batch size.
+    ``parallel`` ("ddp", "fsdp": under torchrun), ``compile`` and ``checkpoint`` (a
+    :class:`~mutransfer.training.Checkpoints`) are for the target run (:func:`train_target`);
+    a sweep's trials keep the defaults: one process, eager, no checkpoints.
 
         >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
         >>> res.final_loss
     """
     import torch
 
+    from mutransfer.training import init_parallel, wrap_model
+
     k = resolve_knobs(cfg, params)
+    dev = init_parallel(parallel, device)
     torch.manual_seed(seed)
     factory = config_factory(cfg, zoo.load_factory(cfg.model.factory))
     p = cfg.parametrization
@@ -60,20 +67,23 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
                        depth_alpha=p.depth_alpha, **depths)
     _scale_init_(plan, k["init_scale"])
     t = cfg.train
-    opt = plan.optimizer(k["lr"], weight_decay=k["weight_decay"], betas=t.betas, eps=t.eps,
-                         momentum=k["momentum"], adam_lr=k["adam_lr"], wd_policy=t.wd_policy,
-                         decay=k["decay"])
+    # wrapped (FSDP2 shards the parameters) before the optimizer takes them
+    model = wrap_model(plan.model.to(dev), parallel, compile=compile)
+    opt = plan.optimizer(k["lr"], model=model, weight_decay=k["weight_decay"], betas=t.betas,
+                         eps=t.eps, momentum=k["momentum"], adam_lr=k["adam_lr"],
+                         wd_policy=t.wd_policy, decay=k["decay"])
     qk_clip = None
     if k["qk_clip"] is not None or t.log_max_logit:
         from mutransfer.optim import QKClip
 
         qk_clip = QKClip(plan.model, k["qk_clip"])
     steps = cfg.steps_for(k["batch_size"], k["tokens"])
-    return train(plan.model, opt, data, steps=steps, batch_size=k["batch_size"], seq_len=seq_len,
-                 schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=device, dtype=t.dtype,
+    return train(model, opt, data, steps=steps, batch_size=k["batch_size"], seq_len=seq_len,
+                 schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=dev, dtype=t.dtype,
                  grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, steps // 10),
                  eval_batches=t.eval_batches, eval_batch_size=t.batch_size, seed=seed, callback=callback,
-                 measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip)
+                 measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip,
+                 parallel=parallel, checkpoint=checkpoint)
 
 
 def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
