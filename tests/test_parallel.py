@@ -23,7 +23,7 @@ from mutransfer.core._groups import plan_name
 from mutransfer.projection._target import train_target
 from mutransfer.projection._transfer import TransferPlan
 from mutransfer.training import init_parallel, local_batch, wrap_model
-from mutransfer.training._parallel import max_logits_over_ranks_, mean_over_ranks
+from mutransfer.training._parallel import mean_over_ranks
 from mutransfer.tuning import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +50,6 @@ CASES = {
     "fsdp-muon": ("fsdp", "muon", {**MUON, "weight_decay": 0.1}, None),
     "fsdp-muon-spectral-qkclip": ("fsdp", "muon", {**MUON, "weight_decay": 0.1, "decay": "spectral"}, TAU),
 }
-# Waiting on the optim branch (issue 19 item 2): Newton-Schulz needs the whole matrix, not its
-# Shard(0) rows; the power iteration and QK-Clip's row scaling on DTensor shards likewise.
-OPTIM_BRANCH = ("spectral decay's power iteration and QK-Clip's row scaling on FSDP2 Shard(0) "
-                "DTensors (mixed Tensor and DTensor): the optim branch")
-SHARDED_OPTIM = ("fsdp-adamw-spectral", "fsdp-adamw-qkclip", "fsdp-muon-spectral-qkclip")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -90,7 +85,7 @@ def wrapped_steps(case: str, rank: int = 0, world: int = 1, steps: int = 3) -> d
         opt.step()
         opt.zero_grad()
         if clip is not None:
-            max_logits_over_ranks_(clip)
+            clip.reduce_over_ranks_()
             clip.clip_()
             clipped += len(clip.factors)
         losses.append(mean_over_ranks([float(loss.detach())], torch.device("cpu"))[0])
@@ -149,12 +144,7 @@ def two_ranks(tmp_path_factory):
     return results[0], folder
 
 
-def _case_params():
-    marks = {case: pytest.mark.xfail(strict=False, reason=OPTIM_BRANCH) for case in SHARDED_OPTIM}
-    return [pytest.param(case, marks=marks.get(case, ())) for case in CASES]
-
-
-@pytest.mark.parametrize("case", _case_params())
+@pytest.mark.parametrize("case", list(CASES))
 def test_plan_optimizer_on_wrapped_models_equals_one_process(two_ranks, case):
     got = two_ranks[0]["cases"][case]
     assert not isinstance(got, str), got

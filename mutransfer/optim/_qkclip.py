@@ -206,6 +206,23 @@ class QKClip:
 
     # ------------------------------------------------------------------ clipping
     @torch.no_grad()
+    def reduce_over_ranks_(self, group=None) -> None:
+        """Make the record since the last :meth:`clip_` the max over the ranks of ``group``
+        (default: every rank), in place. Under data parallelism (DDP) each rank sees its own
+        slice of the batch and must clip its copy of W_q and W_k by the same factors; call this
+        before :meth:`clip_` (row-sharded FSDP2 layers are reduced inside it). One process: a
+        no-op.
+
+            >>> clip.reduce_over_ranks_(); clip.clip_()
+        """
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized() or dist.get_world_size(group) == 1:
+            return
+        for name in sorted(self._running):  # every rank ran the same layers: same keys and order
+            dist.all_reduce(self._running[name], op=dist.ReduceOp.MAX, group=group)
+
+    @torch.no_grad()
     def clip_(self) -> dict[str, torch.Tensor]:
         """Clip every head over tau by the GQA rule, using the max logits recorded since the last
         call; returns and stores them (:attr:`max_logits`) and resets the record."""

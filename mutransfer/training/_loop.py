@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mutransfer.training._checkpoint import Checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
-from mutransfer.training._parallel import (check_wrapped, grad_sync, local_batch, max_logits_over_ranks_,
+from mutransfer.training._parallel import (check_wrapped, grad_sync, local_batch,
                                            mean_over_ranks, rank_and_world, resolve_device)
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -481,8 +481,7 @@ def _step(run: _Run, gen, smooth: _Smoothed, meter: NoiseMeter | None, noise_col
             meter.update(g2_small, norm**2, loss)
         run.opt.step()
     if run.qk_clip is not None:  # after the step (K2); a skipped step only resets the record
-        if run.world > 1:
-            max_logits_over_ranks_(run.qk_clip)
+        run.qk_clip.reduce_over_ranks_()  # each rank saw its slice of the batch: clip alike
         run.qk_clip.clip_()
         row["max_logit"] = run.qk_clip.max_logit()
     return row, reason

@@ -201,19 +201,6 @@ def mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return (t / dist.get_world_size()).tolist()
 
 
-def max_logits_over_ranks_(qk_clip) -> None:
-    """Make a :class:`~mutransfer.optim.QKClip`'s record of this step the max over all ranks,
-    in place, before ``clip_()``: each rank saw only its slice of the batch, and every rank
-    must clip its copy of W_q, W_k by the same factors."""
-    if rank_and_world()[1] == 1:
-        return
-    import torch.distributed as dist
-
-    # every rank ran the same layers forward, so the record has the same keys in the same order
-    for name in sorted(qk_clip._running):
-        dist.all_reduce(qk_clip._running[name], op=dist.ReduceOp.MAX)
-
-
 @contextlib.contextmanager
 def grad_sync(model: nn.Module, enabled: bool):
     """Let a backward inside skip the gradient all-reduce (DDP ``no_sync``) or reduce-scatter
