@@ -6,6 +6,7 @@ import copy
 import functools
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -167,7 +168,7 @@ def test_hf_family_scales_depth_and_causal_lm_finds_llama_branches():
     assert len(plan.residual_scales) == 8 and plan.depth_ratio == 2.0
 
 
-def test_the_depth_coordinate_check_passes_completep_and_fails_width_only_muP():
+def test_the_depth_coordinate_check_passes_depth_rules_and_fails_width_only_muP():
     from mutransfer.data import pycorpus
     from mutransfer.validation._depth import depth_coord_check, depth_verdict
 
@@ -175,13 +176,26 @@ def test_the_depth_coordinate_check_passes_completep_and_fails_width_only_muP():
     gen = torch.Generator().manual_seed(0)
     batches = [data.batch("train", 4, 16, gen) for _ in range(3)]
     df = depth_coord_check(functools.partial(GPT, width=32), [2, 4, 8], batches, lr=3e-3,
-                           depth_alphas=(0.0, 1.0), steps=3, seeds=(0,), loss_fn=data.loss)
+                           depth_alphas=(0.0, 0.5, 1.0), steps=3, seeds=(0,), loss_fn=data.loss)
     verdict = depth_verdict(df)
-    assert verdict.alphas == {0.0: False, 1.0: True}
+    assert verdict.alphas == {0.0: False, 0.5: True, 1.0: True}
     slopes = verdict.slopes.set_index(["depth_alpha", "module", "kind", "step"])["slope"]
     assert slopes[(0.0, "stream", "delta", 1)] > 0.4  # width-only: the blocks' updates add up
-    assert abs(slopes[(1.0, "branch", "delta", 3)]) < 0.15
+    assert abs(slopes[(1.0, "branch", "delta", 3)]) < 0.15  # CompleteP: every block keeps learning
+    assert -0.65 < slopes[(0.5, "branch", "delta", 3)] < -0.15  # depth-muP: each block learns less
     assert "depth_alpha 0 fails" in verdict.explanation() and "depth_alpha 1 passes" in verdict.explanation()
+    assert "no faster than its lr rule m_L^(0.5 - 1)" in verdict.explanation()
+
+
+def test_the_depth_verdict_fails_a_block_that_shrinks_faster_than_its_rule():
+    from mutransfer.validation._depth import branch_bounds, depth_verdict
+
+    assert branch_bounds(1.0) == (-0.15, 0.15) and branch_bounds(0.0) == (-0.15, 0.15)
+    rows = [{"depth_alpha": 0.5, "depth": d, "seed": 0, "step": 1, "module": m, "kind": "delta",
+             "rms": {"stream": 1.0, "branch": d ** -0.9}[m]} for d in (2, 4, 8) for m in ("stream", "branch")]
+    verdict = depth_verdict(pd.DataFrame(rows))
+    assert verdict.alphas == {0.5: False}
+    assert "-0.90 (branch delta step 1)" in verdict.explanation()
 
 
 def test_a_sweep_config_carries_depth_to_the_trial_the_transfer_and_the_target(tmp_path):

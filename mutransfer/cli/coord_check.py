@@ -231,6 +231,8 @@ def _depth_markdown(verdict, cfg, args, scheme, optimizer, lr, command: str, sec
         f"{optimizer} at lr {lr:g}, {args.seeds} seeds, {args.steps} steps. Judged: the residual "
         f"stream (the last block's output) and its change since step 0, and each block's branch F "
         f"(its last map's output before the multiplier m_L^-alpha) change, as log-log slopes against "
-        f"depth; |slope| <= {args.tol:g} passes.", "",
+        f"depth. The stream passes at slope <= {args.tol:g} (shrinking is reported); a block's change "
+        f"at slope within [alpha - 1 - {args.tol:g}, {args.tol:g}] (it may shrink as its lr rule "
+        f"m_L^(alpha - 1) sets, not faster; at alpha 0, width-only muP, no rule: ±{args.tol:g}).", "",
         *markdown_table(table), "", verdict.explanation(), "", "![depth coordinate check](depth-coord.png)",
         "", f"Regenerate ({seconds:.0f} s):", "", "```", command, "```", ""])

@@ -248,35 +248,50 @@ def _depth_trace(plan, opt, make_model, depth: int, batches, steps: int, step_fn
 
 @dataclass
 class DepthVerdict:
-    """Per alpha: passed, the slopes outside the tolerance, and a sentence."""
+    """Per alpha: passed, the slopes outside their bounds, and a sentence."""
 
     slopes: pd.DataFrame
     tol: float
     alphas: dict[float, bool] = field(default_factory=dict)
 
     def explanation(self) -> str:
-        parts = []
-        for alpha, ok in sorted(self.alphas.items()):
-            bad = self.slopes[(self.slopes["depth_alpha"] == alpha) & ~self.slopes["ok"]]
-            mine = self.slopes[(self.slopes["depth_alpha"] == alpha) & self.slopes["judged"]]
-            shrink = mine[(mine["module"] == "stream") & (mine["slope"] < -self.tol)]
-            note = (f" (the stream shrinks with depth, worst {shrink['slope'].min():+.2f}: the branches' "
-                    f"sum at init is ~ L^(1/2 - alpha), toward the embedding's share; reported, not a "
-                    f"failure)" if len(shrink) else "")
-            if ok:
-                parts.append(f"depth_alpha {alpha:g} passes: the stream does not grow and each "
-                             f"block's change stays within ±{self.tol:g}{note}")
-            else:
-                worst = bad.loc[bad["slope"].abs().idxmax()]
-                parts.append(f"depth_alpha {alpha:g} fails: {len(bad)} slopes outside ±{self.tol:g}, worst "
-                             f"{worst['slope']:+.2f} ({worst['module']} {worst['kind']} step {worst['step']}); "
-                             + ("the stream's change grows with depth: the blocks' updates add up "
-                                "coherently, so eta* shrinks as blocks are added"
-                                if worst["module"] == "stream" and worst["slope"] > 0 else
-                                "the branches' own change shrinks with depth: deep blocks learn less"
-                                if worst["module"] == "branch" and worst["slope"] < 0 else
-                                "activations change size with depth"))
-        return "; ".join(parts) + "."
+        return "; ".join(self._sentence(alpha, ok) for alpha, ok in sorted(self.alphas.items())) + "."
+
+    def _sentence(self, alpha: float, ok: bool) -> str:
+        mine = self.slopes[(self.slopes["depth_alpha"] == alpha) & self.slopes["judged"]]
+        if not ok:
+            bad = mine[~mine["ok"]]
+            worst = bad.loc[np.maximum(bad["slope"] - self.tol, bad["low"] - bad["slope"]).idxmax()]
+            why = ("the stream's change grows with depth: the blocks' updates add up coherently, so "
+                   "eta* shrinks as blocks are added" if worst["module"] == "stream" and worst["slope"] > 0
+                   else "the blocks' own change shrinks faster than their lr rule sets"
+                   if worst["module"] == "branch" and worst["slope"] < 0 else "activations change size with depth")
+            return (f"depth_alpha {alpha:g} fails: {len(bad)} slopes outside their bounds, worst "
+                    f"{worst['slope']:+.2f} ({worst['module']} {worst['kind']} step {worst['step']}); {why}")
+        shrink = mine[(mine["module"] == "stream") & (mine["slope"] < -self.tol)]
+        note = (f" (the stream shrinks with depth, worst {shrink['slope'].min():+.2f}: the branches' sum "
+                f"at init is ~ L^(1/2 - alpha), toward the embedding's share; reported, not a failure)"
+                if len(shrink) else "")
+        branch = mine[mine["module"] == "branch"]["slope"]
+        own = (f"each block's own change stays within ±{self.tol:g} (complete feature learning)"
+               if branch.abs().max() <= self.tol else
+               f"each block's own change shrinks (slopes {branch.min():+.2f} to {branch.max():+.2f}), no faster "
+               f"than its lr rule m_L^({alpha:g} - 1) sets: each block learns less as blocks are added "
+               f"while the stream's change holds")
+        return f"depth_alpha {alpha:g} passes: the stream does not grow and {own}{note}"
+
+
+def branch_bounds(alpha: float, tol: float = DEPTH_TOL) -> tuple[float, float]:
+    """The slopes (log2 RMS per doubling of depth) a block's own change may take: it must not grow,
+    and must not shrink faster than its weights' update, which the depth rules scale by
+    m_L^(alpha - 1) for Adam, Muon and SGD alike (SGD's lr m_L^(2 alpha - 1) times the gradient's
+    m_L^-alpha); at alpha 0 (width-only muP) no rule applies and the bound is 0.
+
+        >>> branch_bounds(0.5)
+        (-0.65, 0.15)
+    """
+    low = alpha - 1.0 if alpha > 0 else 0.0
+    return round(low - tol, 12), tol
 
 
 def depth_slopes(df: pd.DataFrame) -> pd.DataFrame:
@@ -291,19 +306,22 @@ def depth_slopes(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def depth_verdict(df: pd.DataFrame, tol: float = DEPTH_TOL) -> DepthVerdict:
-    """Judge at steps >= 1 the residual stream (out, delta) and the branches' change (delta)
-    against depth: the stream must not grow (slope <= ``tol``; it may shrink toward the
+    """Judge at steps >= 1 the residual stream (out, delta) and the blocks' change (delta)
+    against depth. The stream must not grow (slope <= ``tol``; it may shrink toward the
     embedding's share, since the branches' sum at init is ~ L^(1/2 - alpha), which is reported,
-    not failed, as the width check reports shrinking logits), and each block's own change must
-    stay the same size (``|slope| <= tol``: a block that learns less as blocks are added is not
-    complete feature learning, scaling.md section 9).
+    not failed, as the width check reports shrinking logits). Each block's own change must not
+    grow, nor shrink faster than its lr rule sets (:func:`branch_bounds`: slope >= alpha - 1 - tol):
+    at alpha 1 it holds (complete feature learning, scaling.md section 9), at alpha 1/2 it shrinks
+    by design while the stream's change holds, and under width-only muP the stream's change grows.
 
-        >>> depth_verdict(df).explanation()
+        >>> depth_verdict(df).alphas
+        {0.0: False, 0.5: True, 1.0: True}
     """
     slopes = depth_slopes(df)
     judged = [(m, k) in JUDGED and s >= 1 for m, k, s in zip(slopes["module"], slopes["kind"], slopes["step"])]
-    ok = [not j or (v <= tol if m == "stream" else abs(v) <= tol)
-          for j, m, v in zip(judged, slopes["module"], slopes["slope"])]
-    slopes = slopes.assign(judged=judged, ok=ok)
+    low = [branch_bounds(float(a), tol)[0] if m == "branch" else -math.inf
+           for a, m in zip(slopes["depth_alpha"], slopes["module"])]
+    ok = [not j or lo <= v <= tol for j, lo, v in zip(judged, low, slopes["slope"])]
+    slopes = slopes.assign(judged=judged, low=low, ok=ok)
     alphas = {float(a): bool(g["ok"].all()) for a, g in slopes.groupby("depth_alpha")}
     return DepthVerdict(slopes, tol, alphas)

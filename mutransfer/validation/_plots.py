@@ -543,8 +543,9 @@ def _plot_depth_landscapes(plt, df: pd.DataFrame, etas: pd.DataFrame, path) -> P
 
 def plot_depth_coord(df: pd.DataFrame, verdict, path) -> Path:
     """The depth coordinate check: log2 RMS against depth for the residual stream and the
-    branches (output and change since step 0), one line per step, alphas as columns; a judged
-    panel whose slopes stay within the tolerance is flat.
+    branches (output and change since step 0), one line per step, alphas as columns; where the
+    check passes, the stream's panels are flat (or fall) and the branches' change falls no faster
+    than m_L^(alpha - 1).
 
         >>> plot_depth_coord(df, depth_verdict(df), "reports/gpt-cpu-depth/depth-coord.png")
     """
