@@ -32,3 +32,12 @@ def test_regret_is_measured_by_training_the_target_at_the_transferred_lr(tmp_pat
     row = table.iloc[0]
     assert math.isclose(row.regret_recommended, 100 * (row.loss_recommended - row.best_loss) / row.best_loss)
     assert "Regret = (the target's mean loss" in (reports / "regret" / "index.md").read_text()
+    assert row.why.startswith("the target's best grid lr lies ")
+
+
+def test_why_names_the_gap_and_the_rise_on_the_side_of_the_transferred_lr():
+    curve = pd.Series({-8.0: 2.1, -7.0: 2.0, -6.0: 2.3})
+    assert regret.why(curve, -6.4) == ("the target's best grid lr lies 0.60 octave below; one step above "
+                                        "its best the loss is 15.0% higher")
+    assert regret.why(curve, -7.4).endswith("0.40 octave above; one step below its best the loss is 5.0% higher")
+    assert regret.why(curve.drop(-6.0), -6.4).endswith("at the grid's edge")

@@ -74,10 +74,33 @@ def transferred(cfg, df: pd.DataFrame):
     return transfer(trials, TARGET)
 
 
+def target_curve(df: pd.DataFrame) -> pd.Series:
+    """The target landscape's seed-mean loss per log2 lr (diverged runs left out)."""
+    return df[(df.width == TARGET) & ~df.diverged].groupby("log2_lr").loss.mean()
+
+
 def target_best(df: pd.DataFrame) -> tuple[float, float]:
     """(log2 lr, seed-mean loss) of the target landscape's best grid point."""
-    curve = df[(df.width == TARGET) & ~df.diverged].groupby("log2_lr").loss.mean()
+    curve = target_curve(df)
     return float(curve.idxmin()), float(curve.min())
+
+
+def why(curve: pd.Series, log2_lr: float) -> str:
+    """Where the transferred lr sits against the target's landscape: the octaves to the target's
+    best grid lr and how steeply the loss rises one grid step to that side of the best.
+
+        >>> why(pd.Series({-8.0: 2.1, -7.0: 2.0, -6.0: 2.3}), -6.4)
+        "the target's best grid lr lies 0.60 octave below; one step above its best the loss is 15.0% higher"
+    """
+    best = float(curve.idxmin())
+    gap = best - log2_lr
+    side = curve[curve.index > best] if gap < 0 else curve[curve.index < best]
+    if side.empty:
+        return f"the target's best grid lr lies {abs(gap):.2f} octave {'below' if gap < 0 else 'above'}, at the grid's edge"
+    step = side.index[np.argmin(np.abs(side.index - best))]
+    rise = 100 * (side[step] - curve.min()) / curve.min()
+    return (f"the target's best grid lr lies {abs(gap):.2f} octave {'below' if gap < 0 else 'above'}; one step "
+            f"{'above' if gap < 0 else 'below'} its best the loss is {rise:.1f}% higher")
 
 
 def run(reports: Path, out: Path) -> pd.DataFrame:
@@ -115,7 +138,7 @@ def table(reports: Path, runs: pd.DataFrame) -> pd.DataFrame:
         plan = transferred(cfg, df)
         best_x, best = target_best(df)
         row = {"model": case.model, "optimizer": case.optimizer, "lr": plan.lr, "eta_star": plan.eta_star,
-               "best_log2_lr": best_x, "best_loss": best}
+               "best_log2_lr": best_x, "best_loss": best, "why": why(target_curve(df), math.log2(plan.lr))}
         for which in ("recommended", "eta*"):
             losses = mine[(mine.which == which) & np.isclose(mine.log2_lr, round(math.log2(plan.lr if which == "recommended" else plan.eta_star), 6))].loss
             row[f"loss_{which}"] = float(losses.mean()) if len(losses) else math.nan
@@ -138,7 +161,8 @@ def write(reports: Path, out_dir: Path) -> Path:
         "target's best": df.best_loss.map("{:.4f}".format),
         "regret": [f"{v:.2f}%" for v in df.regret_recommended],
         f"<= {GOAL:g}%": ["yes" if v <= GOAL else "**no**" for v in df.regret_recommended],
-        "regret at eta*": [f"{v:.2f}%" for v in df["regret_eta*"]]})
+        "regret at eta*": [f"{v:.2f}%" for v in df["regret_eta*"]],
+        "where the transferred lr sits": df.why})
     lines = ["# Regret at 8x: width 32 -> 256, the default (spectral)", "",
              f"Regenerate: `{MODULE} run` then `{MODULE} write`; the landscapes come from the validate "
              f"commands at the top of each sweeps file (widths {PROXY} to {TARGET}, 2 seeds).", "",
