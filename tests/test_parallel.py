@@ -27,7 +27,6 @@ from mutransfer.training._parallel import mean_over_ranks
 from mutransfer.tuning import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = Path(__file__).resolve().parent / "recipes"
 GPT = functools.partial(zoo.gpt, depth=2, seq_len=8)
 CONSTANTS = {"lr_hidden": 2.0, "init_input": 0.5, "lr_output": 0.5}
 LR = {"adamw": 1e-2, "adam": 1e-2, "sgd": 0.1, "muon": 0.02}
@@ -214,8 +213,10 @@ def test_torchrun_mutransfer_train_on_two_ranks(tmp_path):
 
 
 def _recipe(rank: int, world: int) -> float:
+    from readme_blocks import readme_block
+
     namespace = {"__name__": "recipe"}
-    exec(compile((RECIPES / "fsdp_loop.py").read_text(), "fsdp_loop.py", "exec"), namespace)
+    exec(compile(readme_block("fully_shard(block)"), "README.md", "exec"), namespace)
     return float(namespace["loss"].detach())
 
 

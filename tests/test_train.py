@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import importlib
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -253,18 +252,19 @@ def test_lr_scheduler_is_the_loops_schedule_for_any_loop():
 
 
 def test_transformers_trainer_takes_the_plans_optimizer_and_schedule(tmp_path, monkeypatch):
-    """The README's recipe (tests/recipes/trainer.py) as written: a Llama from config, no download."""
+    """The README's recipe as written: a Llama from config, no download."""
     pytest.importorskip("transformers")
     pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (the hf extra)")
     monkeypatch.chdir(tmp_path)
-    recipe = Path(__file__).resolve().parent / "recipes" / "trainer.py"
+    from readme_blocks import readme_block
+
     ns = {"__name__": "recipe"}
-    exec(compile(recipe.read_text(), str(recipe), "exec"), ns)
-    trainer, opt, sched, target, steps = (ns[k] for k in ("trainer", "opt", "sched", "target", "steps"))
+    exec(compile(readme_block("Trainer("), "README.md", "exec"), ns)
+    trainer, opt, sched, lr, steps = (ns[k] for k in ("trainer", "opt", "sched", "lr", "steps"))
     assert getattr(trainer.optimizer, "optimizer", trainer.optimizer) is opt
     assert trainer.lr_scheduler is sched and sched.last_epoch == trainer.state.global_step == steps
     assert len({g["lr_mult"] for g in opt.param_groups}) > 1
     for g in opt.param_groups:
-        assert g["initial_lr"] == pytest.approx(target.lr * g["lr_mult"])
+        assert g["initial_lr"] == pytest.approx(lr * g["lr_mult"])
     assert {float(state["step"]) for state in opt.state.values()} == {float(steps)}
     assert math.isfinite(trainer.state.log_history[-1]["train_loss"])
