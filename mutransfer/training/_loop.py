@@ -150,7 +150,11 @@ class NoiseMeter:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``"auto"`` -> bf16 autocast on CUDA, fp32 elsewhere; or "fp32" / "bf16"."""
+    """``"auto"`` -> bf16 autocast on CUDA, fp32 elsewhere; or "fp32" / "bf16".
+
+        >>> resolve_dtype("auto", torch.device("cpu"))
+        torch.float32
+    """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if DTYPES[dtype] is None:

@@ -31,7 +31,11 @@ LAUNCH = "torchrun --nproc_per_node=N -m mutransfer train CONFIG"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as ``torch.device``."""
+    """``"auto"`` -> cuda when available, else cpu; anything else as ``torch.device``.
+
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

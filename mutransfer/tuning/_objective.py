@@ -145,7 +145,12 @@ def make_dataset(data: DataConfig):
 
 def trial_value(res) -> float:
     """The objective: final eval loss, or ``DIVERGED_FACTOR`` times the largest finite loss the
-    run saw when it diverged (train or eval; its first train loss is the loss at init)."""
+    run saw when it diverged (train or eval; its first train loss is the loss at init):
+    value = loss_final, or DIVERGED_FACTOR x max(finite losses) when diverged.
+
+        >>> res = run_trial(cfg, {"lr": 1e-3})
+        >>> trial_value(res)          # res.final_loss unless the run diverged
+    """
     if not res.diverged and math.isfinite(res.final_loss):
         return float(res.final_loss)
     import pandas as pd
