@@ -33,7 +33,7 @@ from __future__ import annotations
 import sys
 
 from mutransfer._version import __version__
-from mutransfer.core import (Constants, ParamInfo, Plan, Role, attention_scale, infer_roles,
+from mutransfer.core import (Constants, ParamInfo, Plan, Role, RoleWarning, attention_scale, infer_roles,
                              multipliers, muon_alpha, parametrize, spectral_sigma, trace_usage)
 from mutransfer.models import hf, zoo
 from mutransfer.optim import Muon, QKClip, QKPair, newton_schulz
@@ -49,7 +49,7 @@ sys.modules.update({f"{__name__}.zoo": zoo, f"{__name__}.hf": hf, f"{__name__}.d
 
 __all__ = [
     "Constants", "ExperimentConfig", "Muon", "ParamInfo", "Plan", "QKClip", "QKPair", "Role",
-    "TrainResult", "TransferPlan",
+    "RoleWarning", "TrainResult", "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
     "hf", "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
     "plot_coord_check", "plot_lr_landscape", "plot_training", "plot_transfer", "spectral_sigma",
