@@ -1,5 +1,5 @@
 """What the silent guess cost, and what tracing without example= gives back (index.md). Run from
-the repository root (about 10 min on 2 cores, one torch thread):
+the repository root (4.5 min on 2 cores, one torch thread):
 
     PYTHONPATH=$PWD python reports/bare-table/measure.py
 
@@ -119,7 +119,7 @@ def write(done: dict) -> None:
                   "with width. " if proxy_best["shape guess"] <= proxy_best["traced"] else ". "))
     text = [
         "# A bare positional table: the silent shape guess against the traced role", "",
-        "Regenerate (about 10 min on 2 cores): `PYTHONPATH=$PWD python reports/bare-table/measure.py`", "",
+        "Regenerate (4.5 min on 2 cores, one torch thread): `PYTHONPATH=$PWD python reports/bare-table/measure.py`", "",
         "\n\n".join(__doc__.split("\n\n")[2:4]).strip(), "",
         f"Both plans are tuned alike: the lr grid 2^{LOG2_LRS[0]}..2^{LOG2_LRS[-1]} at width {PROXY} (seed 0), "
         f"the best lr carried unchanged to width {TARGET} (muP), trained there with seeds {list(SEEDS)}; "
