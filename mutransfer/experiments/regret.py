@@ -2,10 +2,11 @@
 model families, the lr transferred from width 32 to width 256, trained there with 2 seeds and
 judged against the target's own best lr (its landscape's best seed-mean grid loss, 2 seeds).
 
-Each case reads the proxy's landscape from a committed ``mutransfer validate`` study (the runs at
-width 32), transfers it with :func:`mutransfer.transfer` (the recommended lr, risk-aware, and the
-plain eta*), trains the target at each of those lrs, and takes the target's best from the same
-study's width-256 landscape:
+Each case reads the proxy's landscape from a committed ``mutransfer validate`` report
+(``reports/<name>/validate.csv``, the runs at width 32), transfers it with
+:func:`mutransfer.transfer` (the recommended lr, risk-aware, and the plain eta*), trains the
+target at each of those lrs, and takes the target's best from the same report's width-256
+landscape:
 
     regret = (mean target loss at the transferred lr - best seed-mean loss at 256) / best
 
@@ -32,30 +33,30 @@ SEEDS, PROXY, TARGET, GOAL = (0, 1), 32, 256, 1.0  # percent
 class Case:
     model: str
     optimizer: str
-    config: str  # sweeps/<file>
-    storage: str | None = None  # the validate study's storage (default: the config's)
-    study: str | None = None  # its name (default: <name>-validate)
+    config: str  # sweeps/<file>; its landscapes are in reports/<name>/validate.csv
 
 
 CASES = (
     Case("zoo GPT", "adamw", "gpt-cpu-300.toml"),
     Case("zoo GPT", "muon", "gpt-cpu-300-muon-ratio.toml"),
-    Case("GPT-2 (tied)", "adamw", "gpt2-cpu-300.toml", "sqlite:///reports/gpt2-cpu-300/tied.db", "gpt2-cpu-300-tied"),
-    Case("GPT-2 (tied)", "muon", "gpt2-cpu-300.toml", "sqlite:///reports/gpt2-cpu-300/tied.db", "gpt2-cpu-300-tied"),
+    Case("GPT-2 (tied)", "adamw", "gpt2-cpu-300.toml"),
+    Case("GPT-2 (tied)", "muon", "gpt2-cpu-300.toml"),
     Case("Llama", "adamw", "llama-cpu-300.toml"),
     Case("Llama", "muon", "llama-cpu-300.toml"),
 )
 
 
 def landscape(case: Case, reports: Path) -> tuple[object, pd.DataFrame]:
-    """(the case's config at its optimizer and spectral, the validate study's runs of it)."""
-    from mutransfer.tuning import default_storage, load_config
-    from mutransfer.validation._validate import open_study, results
+    """(the case's config at its optimizer and spectral, the validate report's runs of it)."""
+    from mutransfer.tuning import load_config
 
-    cfg = load_config(ROOT / "sweeps" / case.config).override(
-        {"parametrization.scheme": "spectral", "parametrization.optimizer": case.optimizer})
-    study = open_study(cfg, case.storage or default_storage(cfg, reports), case.study or f"{cfg.name}-validate")
-    df = results(study)
+    cfg = load_config(ROOT / "sweeps" / case.config)  # an absolute path stays itself
+    cfg = cfg.override({"parametrization.scheme": "spectral", "parametrization.optimizer": case.optimizer})
+    path = Path(reports) / cfg.name / "validate.csv"
+    if not path.exists():
+        raise ValueError(f"{case.model} + {case.optimizer}: no {path}; run the validate commands at the top "
+                         f"of sweeps/{Path(case.config).name} first")
+    df = pd.read_csv(path)
     df = df[(df.scheme == "spectral") & (df.optimizer == case.optimizer)]
     if not {PROXY, TARGET} <= set(df.width):
         raise ValueError(f"{case.model} + {case.optimizer}: the study lacks widths {PROXY} and {TARGET}; "
