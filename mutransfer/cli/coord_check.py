@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--depths", type=int_list,
                    help="check across depth instead (blocks, comma list) at the first --widths width: "
                         "the residual stream and the branches, into depth-coord.{csv,png,md}")
-    p.add_argument("--depth-alphas", type=float_list, default=[0.0, 1.0],
+    p.add_argument("--depth-alphas", type=float_list, default=[0.0, 0.5, 1.0],
                    help="with --depths: branch multipliers m_L^-alpha to compare")
     p.set_defaults(func=run)
 
