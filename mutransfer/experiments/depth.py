@@ -5,7 +5,7 @@ the tuning trials, as ``mutransfer compare`` counts it):
 
 | arm               | tuned where                         | the target gets                          |
 |-------------------|-------------------------------------|------------------------------------------|
-| sp-direct         | the target (256 x 8), scheme sp     | the best grid lr                         |
+| sp-direct         | the target (256 x 8), scheme sp     | its own landscape's lr (risk-aware)      |
 | width-only-deep   | width 64 at the target's depth 8    | the lr, width-only muP (depth_alpha 0)   |
 | width-only        | width 64 x 2 blocks                 | the lr unchanged (depth_alpha 0)         |
 | width-and-depth   | width 64 x 2 blocks                 | the lr with the depth rules (the default)|
