@@ -306,6 +306,10 @@ def parametrize(
     the model's first Embedding, Linear or conv (``plan.traced_on`` says which). A role that
     still rests on shape alone and reads two ways (table or readout) is a ValueError naming the
     parameter and the fix, unless ``allow_shape_roles=True`` (a RoleWarning instead).
+    A base with fewer residual blocks (``depth`` / ``base_depth``, or fewer blocks in ``base``)
+    scales each branch by ``m_L^-depth_alpha`` with ``m_L = L / L0`` and the blocks' lr and Adam
+    eps by ``m_L^(alpha-1)`` and ``m_L^-alpha`` (scaling.md section 9); ``depth_alpha`` defaults
+    to 1/2, chosen by measurement (reports/README.md, "Depth").
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
         >>> opt = plan.optimizer(lr=1e-3)
