@@ -137,6 +137,15 @@ def test_gqa_rule_key_takes_the_mildest_factor_and_query_the_rest():
     torch.testing.assert_close(after, torch.clamp(before, max=10.0), rtol=1e-5, atol=1e-5)
 
 
+def test_heads_whose_max_logit_is_zero_or_negative_are_left_alone():
+    # every q . k of a head can be negative (a tiny model early on): tau / S_h < 0 must not
+    # become a factor (its square root was NaN), the head is under tau and keeps its weights
+    q_f, k_f = gqa_factors(torch.tensor([-0.3, 0.0, 2.0, 0.5]), tau=1.0, n_kv_heads=2)
+    torch.testing.assert_close(q_f, torch.tensor([1.0, 1.0, 0.5, 1.0]))  # head 2 alone is over tau
+    torch.testing.assert_close(k_f, torch.tensor([1.0, 1.0]))  # its key head is shared with head 3
+    assert torch.isfinite(q_f).all() and torch.isfinite(k_f).all()
+
+
 def _tiny_llama(n_kv_heads=2):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,

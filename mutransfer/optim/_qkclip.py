@@ -113,12 +113,14 @@ def gqa_factors(max_logits: torch.Tensor, tau: float, n_kv_heads: int
 
         gamma_h = min(1, tau / S_h);  kappa_g = sqrt(max_{h in g} gamma_h);  q_h = gamma_h / kappa_g
 
-    so ``q_h * kappa_g = gamma_h`` for every head h of key head g.
+    so ``q_h * kappa_g = gamma_h`` for every head h of key head g. A head whose max logit is at
+    most tau (zero or negative included) is left alone: gamma_h = 1.
 
         >>> gqa_factors(torch.tensor([400.0, 25.0]), tau=100.0, n_kv_heads=2)
         (tensor([0.5000, 1.0000]), tensor([0.5000, 1.0000]))
     """
-    gamma = torch.clamp(tau / max_logits.double(), max=1.0)
+    s = max_logits.double()
+    gamma = torch.where(s > tau, tau / s.clamp(min=tau), torch.ones_like(s))  # never tau / S <= 0
     kappa = gamma.view(n_kv_heads, -1).amax(dim=1).sqrt()
     q = gamma / kappa.repeat_interleave(gamma.numel() // n_kv_heads)
     return q.float(), kappa.float()
