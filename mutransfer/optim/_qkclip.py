@@ -119,8 +119,7 @@ def gqa_factors(max_logits: torch.Tensor, tau: float, n_kv_heads: int
         >>> gqa_factors(torch.tensor([400.0, 25.0]), tau=100.0, n_kv_heads=2)
         (tensor([0.5000, 1.0000]), tensor([0.5000, 1.0000]))
     """
-    s = max_logits.double()
-    gamma = torch.where(s > tau, tau / s.clamp(min=tau), torch.ones_like(s))  # never tau / S <= 0
+    gamma = tau / max_logits.double().clamp(min=tau)  # 1 at or under tau, never tau / S <= 0
     kappa = gamma.view(n_kv_heads, -1).amax(dim=1).sqrt()
     q = gamma / kappa.repeat_interleave(gamma.numel() // n_kv_heads)
     return q.float(), kappa.float()
