@@ -40,3 +40,23 @@ def test_sweeps_direct_runs_and_the_report(tmp_path, monkeypatch):
     assert "B_opt ~ D^p, projected from 3 proxy budgets" in text and "which route matched" in text
     assert "python -m mutransfer.experiments.budgets direct" in text
     assert (folder / "budgets.png").stat().st_size > 5000
+
+
+def test_widen_adds_the_next_grid_lr_beyond_an_edge_best_only():
+    runs = pd.DataFrame({"batch_size": [2, 2, 4, 4, 4], "log2_lr": [-7.0, -6.0, -7.0, -6.0, -5.0],
+                         "seed": 0, "loss": [1.0, 2.0, 2.0, 1.0, 3.0], "diverged": False})
+    lrs = {2: [-7.0, -6.0], 4: [-7.0, -6.0, -5.0]}
+    grid = [2.0 ** k for k in (-9, -8, -7, -6, -5)]
+    assert budgets.widen(runs, lrs, grid)
+    assert lrs == {2: [-8.0, -7.0, -6.0], 4: [-7.0, -6.0, -5.0]}  # batch 4's best is interior
+    edge = {2: [-9.0, -8.0]}
+    runs = runs.assign(log2_lr=[-9.0, -8.0, -7.0, -6.0, -5.0])
+    assert not budgets.widen(runs, edge, grid) and edge == {2: [-9.0, -8.0]}  # nothing below -9
+
+
+def test_direct_table_marks_the_best_lr_of_each_batch():
+    runs = pd.DataFrame({"batch_size": [2, 2, 2, 2], "log2_lr": [-7.0, -7.0, -6.0, -6.0], "seed": [0, 1, 0, 1],
+                         "loss": [1.0, 1.2, 1.5, 1.5], "diverged": [False, False, False, False]})
+    table = budgets.direct_table(runs)
+    assert list(table.columns) == ["batch", "2^-7", "2^-6"]
+    assert table.iloc[0]["2^-7"] == "**1.1000**" and table.iloc[0]["2^-6"] == "1.5000"

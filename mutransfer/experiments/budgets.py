@@ -8,7 +8,7 @@ two budgets.
 The proxy sweeps are ``mutransfer sweep sweeps/gpt-cpu-budgets.toml --seed S`` (S = 0, 1000);
 this module adds the direct runs at the target and the report:
 
-    python -m mutransfer.experiments.budgets direct   # width 256 at 8D: 5 batches x 4 lrs x 2 seeds
+    python -m mutransfer.experiments.budgets direct   # width 256 at 8D: 5 batches x 4+ lrs x 2 seeds
     python -m mutransfer.experiments.budgets write    # index.md, budgets.png, budgets.csv
 """
 from __future__ import annotations
@@ -48,11 +48,38 @@ def direct_lrs(frame: pd.DataFrame, batch: int, grid) -> list[float]:
 
 def run_direct(cfg: ExperimentConfig, out: Path, reports: Path) -> pd.DataFrame:
     """The target (``[model] width``) at ``[train] tokens``: each of :data:`DIRECT_BATCHES` at the
-    lrs nearest the proxies' eta*, seeds :data:`DIRECT_SEEDS` (resumable CSV)."""
-    frame = proxy_frame(cfg, reports)
-    todo = [{"cfg": cfg, "width": cfg.model.width, "batch_size": b, "log2_lr": x, "seed": s}
-            for b in DIRECT_BATCHES for x in direct_lrs(frame, b, cfg.sweep.space["lr"]) for s in DIRECT_SEEDS]
-    return resume(out, ("batch_size", "log2_lr", "seed"), todo, train_once, "direct")
+    lrs nearest the proxies' eta*, seeds :data:`DIRECT_SEEDS` (resumable CSV), then widened one grid
+    lr at a time on any batch whose best seed-mean lr sits at the edge of those tried."""
+    frame, grid = proxy_frame(cfg, reports), cfg.sweep.space["lr"]
+    lrs = {b: direct_lrs(frame, b, grid) for b in DIRECT_BATCHES}
+    while True:
+        todo = [{"cfg": cfg, "width": cfg.model.width, "batch_size": b, "log2_lr": x, "seed": s}
+                for b, xs in lrs.items() for x in xs for s in DIRECT_SEEDS]
+        runs = resume(out, ("batch_size", "log2_lr", "seed"), todo, train_once, "direct")
+        if not widen(runs, lrs, grid):
+            return runs
+
+
+def widen(runs: pd.DataFrame, lrs: dict[int, list[float]], grid) -> bool:
+    """Add to ``lrs[b]`` the next grid lr (log2) beyond the best seed-mean lr of batch ``b`` where
+    that best is the smallest or largest lr tried; True if any was added.
+
+        >>> widen(runs, {2: [-7.0, -6.0]}, [2**-8, 2**-7, 2**-6])   # best at -7 -> adds -8
+    """
+    grid = sorted(float(v) for v in np.log2(np.asarray(grid, float)))
+    added = False
+    for b, xs in lrs.items():
+        ok = runs[(runs.batch_size == b) & runs.log2_lr.isin(xs) & ~runs.diverged.astype(bool)]
+        if ok.empty:
+            continue
+        best = float(ok.groupby("log2_lr").loss.mean().idxmin())
+        lower = [g for g in grid if g < min(xs)] if best == min(xs) else []
+        upper = [g for g in grid if g > max(xs)] if best == max(xs) else []
+        for new in ([lower[-1]] if lower else []) + ([upper[0]] if upper else []):
+            xs.append(new)
+            xs.sort()
+            added = True
+    return added
 
 
 def _plan(frame: pd.DataFrame, width: int, tokens: int, batch="auto"):
@@ -132,6 +159,19 @@ def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path) -> 
         return _save(fig, path)
 
 
+def direct_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The direct runs as batch x log2 lr: the seed-mean final loss ("diverged" where any seed
+    diverged, "-" where not run), the best per batch in bold."""
+    runs = runs.assign(diverged=runs.diverged.astype(bool))
+    mean = runs.groupby(["batch_size", "log2_lr"]).loss.mean().unstack()
+    bad = runs.groupby(["batch_size", "log2_lr"]).diverged.any().unstack(fill_value=False)
+    best = mean.where(~bad).idxmin(axis=1)
+    cells = {f"2^{x:g}": [("diverged" if bad.loc[b, x] else f"**{mean.loc[b, x]:.4f}**" if best[b] == x
+                            else f"{mean.loc[b, x]:.4f}") if np.isfinite(mean.loc[b, x]) else "-"
+                           for b in mean.index] for x in mean.columns}
+    return pd.DataFrame({"batch": mean.index, **cells})
+
+
 def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
     """index.md (+ budgets.png, budgets.csv) from the proxy studies and the direct runs."""
     from mutransfer.validation._markdown import markdown_table
@@ -161,12 +201,15 @@ def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
              f"tokens / (batch x {cfg.train.seq_len})). Proxies: width {cfg.sweep.width}, budgets "
              f"{', '.join(str(b) for b in budgets.budget)} tokens, batches {cfg.sweep.space['batch_size']} x "
              f"{len(cfg.sweep.space['lr'])} lrs, 2 seeds. Target: width {cfg.model.width} at {tokens} tokens, "
-             f"batches {list(DIRECT_BATCHES)} x the {DIRECT_LRS_PER_BATCH} lrs nearest the proxies' eta*, "
+             f"batches {list(DIRECT_BATCHES)} x the {DIRECT_LRS_PER_BATCH} lrs nearest the proxies' eta* (widened "
+             f"a grid step where a batch's best lay at the edge), "
              f"seeds {list(DIRECT_SEEDS)}. B_opt is the largest batch whose best-lr loss lies within the "
              f"noise of the lowest (bootstrap intervals).", "",
              f"Fitted on the proxies: B_opt ~ D^{plan.budget_exponent:.2f} (95% [{lo:.2f}, {hi:.2f}]).", "",
              "## At the target's budget", "", *markdown_table(pd.DataFrame(target_rows(plan, direct))), "",
              "![B_opt against the budget](budgets.png)", "",
+             f"The direct runs at the target (seed-mean final loss over {len(DIRECT_SEEDS)} seeds; "
+             "the best lr of each batch in bold):", "", *markdown_table(direct_table(runs)), "",
              "## At each proxy budget: which route matched", "", *markdown_table(shown), "",
              "The critical batch is B_noise read at the loss the proxies reach at that budget; the law "
              "column fits B_opt ~ D^p on the other two budgets and reads it at this one.", "",
