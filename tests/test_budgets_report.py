@@ -34,11 +34,14 @@ def test_sweeps_direct_runs_and_the_report(tmp_path, monkeypatch):
     assert budgets.main(["direct", "--config", str(config), "--reports", str(reports)]) == 0
     folder = reports / "toy-budgets"
     assert len(pd.read_csv(folder / "direct.csv")) == 9
+    proxy = pd.read_csv(folder / "direct-proxy.csv")  # the proxy's width at the target's budget
+    assert len(proxy) == 9 and set(proxy.width) == {8}
     table = pd.read_csv(folder / "budgets.csv")
     assert list(table.budget) == [192, 384, 768] and table.b_opt.gt(0).all()
     text = (folder / "index.md").read_text()
     assert "B_opt ~ D^p, projected from 3 proxy budgets" in text and "which route matched" in text
     assert "python -m mutransfer.experiments.budgets direct" in text
+    assert "the proxy (width 8) measured at this budget" in text and "The same at the proxy's width 8" in text
     assert (folder / "budgets.png").stat().st_size > 5000
 
 

@@ -8,7 +8,7 @@ two budgets.
 The proxy sweeps are ``mutransfer sweep sweeps/gpt-cpu-budgets.toml --seed S`` (S = 0, 1000);
 this module adds the direct runs at the target and the report:
 
-    python -m mutransfer.experiments.budgets direct   # width 256 at 8D: 5 batches x 4+ lrs x 2 seeds
+    python -m mutransfer.experiments.budgets direct   # widths 256 and 32 at 8D: 5 batches x 4+ lrs x 2 seeds
     python -m mutransfer.experiments.budgets write    # index.md, budgets.png, budgets.csv
 """
 from __future__ import annotations
@@ -46,14 +46,16 @@ def direct_lrs(frame: pd.DataFrame, batch: int, grid) -> list[float]:
     return sorted(float(v) for v in grid[np.argsort(np.abs(grid - eta))[:DIRECT_LRS_PER_BATCH]])
 
 
-def run_direct(cfg: ExperimentConfig, out: Path, reports: Path) -> pd.DataFrame:
-    """The target (``[model] width``) at ``[train] tokens``: each of :data:`DIRECT_BATCHES` at the
-    lrs nearest the proxies' eta*, seeds :data:`DIRECT_SEEDS` (resumable CSV), then widened one grid
-    lr at a time on any batch whose best seed-mean lr sits at the edge of those tried."""
+def run_direct(cfg: ExperimentConfig, out: Path, reports: Path, width: int | None = None) -> pd.DataFrame:
+    """``width`` (default the target's, ``[model] width``) at ``[train] tokens``: each of
+    :data:`DIRECT_BATCHES` at the lrs nearest the proxies' eta*, seeds :data:`DIRECT_SEEDS`
+    (resumable CSV), then widened one grid lr at a time on any batch whose best seed-mean lr sits at
+    the edge of those tried."""
     frame, grid = proxy_frame(cfg, reports), cfg.sweep.space["lr"]
+    width = cfg.model.width if width is None else width
     lrs = {b: direct_lrs(frame, b, grid) for b in DIRECT_BATCHES}
     while True:
-        todo = [{"cfg": cfg, "width": cfg.model.width, "batch_size": b, "log2_lr": x, "seed": s}
+        todo = [{"cfg": cfg, "width": width, "batch_size": b, "log2_lr": x, "seed": s}
                 for b, xs in lrs.items() for x in xs for s in DIRECT_SEEDS]
         runs = resume(out, ("batch_size", "log2_lr", "seed"), todo, train_once, "direct")
         if not widen(runs, lrs, grid):
@@ -114,11 +116,17 @@ def _met(ratio: float) -> bool:
     return bool(np.isfinite(ratio) and 1 / GOAL <= ratio <= GOAL)
 
 
-def target_rows(plan, direct: dict) -> list[dict]:
-    """Projected against measured at the target's budget: B_opt by the law, by the critical batch."""
+def target_rows(plan, direct: dict, proxy: dict | None = None) -> list[dict]:
+    """Projected against measured at the target's budget: B_opt by the law, by the critical batch,
+    and (``proxy``, measured on the proxy at that budget) by B_opt's independence of width."""
     m = direct["compute_optimal_batch"]
     lo, hi = direct["compute_optimal_batch_interval"]
     out = []
+    if proxy is not None:
+        p, (plo, phi) = proxy["compute_optimal_batch"], proxy["compute_optimal_batch_interval"]
+        out.append({"route": f"the proxy (width {proxy['target_width']}) measured at this budget", "projected":
+                    f"{p:.1f} [{plo:.1f}, {phi:.1f}]", "measured at the target": f"{m:.1f} [{lo:.1f}, {hi:.1f}]",
+                    "off by": f"{p / m:.2f}x", "goal": f"within {GOAL:g}x", "met": "yes" if _met(p / m) else "**no**"})
     for what, value, ci in (("B_opt ~ D^p, projected from 3 proxy budgets", plan.compute_optimal_batch,
                              plan.compute_optimal_batch_interval),
                             ("critical batch (B_noise at the target's predicted loss)", plan.critical_batch,
@@ -132,7 +140,7 @@ def target_rows(plan, direct: dict) -> list[dict]:
     return out
 
 
-def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path) -> Path:
+def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path, proxy: dict | None = None) -> Path:
     from mutransfer.validation._plots import _pyplot, _save, _style_axes
 
     plt = _pyplot()
@@ -150,6 +158,10 @@ def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path) -> 
         ax.errorbar([tokens], [m], yerr=[[m - lo], [hi - m]], fmt="s", color="C3", capsize=3, ms=8,
                     label="B_opt measured at the target")
         ax.plot([tokens], [plan.compute_optimal_batch], "*", color="C0", ms=13, label="projected to the target")
+        if proxy is not None:
+            p, (lo, hi) = proxy["compute_optimal_batch"], proxy["compute_optimal_batch_interval"]
+            ax.errorbar([tokens * 1.06], [p], yerr=[[p - lo], [hi - p]], fmt="o", mfc="none", color="C0",
+                        capsize=3, label="B_opt measured on the proxy at the target's budget")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xlabel("token budget D", fontsize=8)
@@ -183,7 +195,9 @@ def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
     budgets.to_csv(out / "budgets.csv", index=False)
     runs = pd.read_csv(out / "direct.csv")
     direct = direct_plan_of(runs, cfg.model.width)
-    plot(plan, budgets, direct, tokens, out / "budgets.png")
+    at_budget = out / "direct-proxy.csv"
+    proxy = direct_plan_of(pd.read_csv(at_budget), cfg.sweep.width) if at_budget.exists() else None
+    plot(plan, budgets, direct, tokens, out / "budgets.png", proxy)
     shown = pd.DataFrame({
         "budget (tokens)": budgets["budget"],
         "B_opt measured": [f"{v:.1f} [{a:.1f}, {b:.1f}]" for v, a, b in zip(budgets.b_opt, budgets.b_opt_low, budgets.b_opt_high)],
@@ -206,10 +220,16 @@ def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
              f"seeds {list(DIRECT_SEEDS)}. B_opt is the largest batch whose best-lr loss lies within the "
              f"noise of the lowest (bootstrap intervals).", "",
              f"Fitted on the proxies: B_opt ~ D^{plan.budget_exponent:.2f} (95% [{lo:.2f}, {hi:.2f}]).", "",
-             "## At the target's budget", "", *markdown_table(pd.DataFrame(target_rows(plan, direct))), "",
+             "## At the target's budget", "", *markdown_table(pd.DataFrame(target_rows(plan, direct, proxy))), "",
+             *([f"The proxy's row is a diagnosis, not a route: it measures width {cfg.sweep.width} at the "
+                f"target's budget with the same batches, lrs and seeds as the target, so it separates the "
+                f"error of the D-law's extrapolation (law against proxy) from B_opt's dependence on width "
+                f"(proxy against target).", ""] if proxy else []),
              "![B_opt against the budget](budgets.png)", "",
              f"The direct runs at the target (seed-mean final loss over {len(DIRECT_SEEDS)} seeds; "
              "the best lr of each batch in bold):", "", *markdown_table(direct_table(runs)), "",
+             *([f"The same at the proxy's width {cfg.sweep.width}, at the target's budget:", "",
+                *markdown_table(direct_table(pd.read_csv(at_budget))), ""] if proxy else []),
              "## At each proxy budget: which route matched", "", *markdown_table(shown), "",
              "The critical batch is B_noise read at the loss the proxies reach at that budget; the law "
              "column fits B_opt ~ D^p on the other two budgets and reads it at this one.", "",
@@ -226,6 +246,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.what == "direct":
         run_direct(cfg, out / "direct.csv", reports)
+        run_direct(cfg, out / "direct-proxy.csv", reports, width=cfg.sweep.width)
     print(f"wrote {write(cfg, out, reports)}")
     return 0
 
