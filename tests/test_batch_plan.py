@@ -151,19 +151,19 @@ def test_explicit_steps_override_a_budget(tmp_path):
     assert train_target(cfg, plan, device="cpu").steps == 4096 // 32  # the budget, at the plan's batch
 
 
-def _budget_sweeps(budgets=(1024, 4096, 16384), seed=0):
+def _budget_sweeps(budgets=(1024, 4096, 16384), seed=0, b_opts=None, noise=0.002):
     """Trials at three budgets whose compute-optimal batch is known: B_opt(D) = 4 (D / 1024)^0.5
-    (4, 8, 16), a sharp minimum in log2 B, and eta*(B) = 2^-8 sqrt(B / 4)."""
+    (4, 8, 16) unless ``b_opts`` gives them, a sharp minimum in log2 B, and eta*(B) = 2^-8 sqrt(B / 4)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for D in budgets:
-        b_opt = 4 * (D / 1024) ** 0.5
+    for i, D in enumerate(budgets):
+        b_opt = 4 * (D / 1024) ** 0.5 if b_opts is None else b_opts[i]
         for B in (2, 4, 8, 16, 32, 64):
             x0 = -8 + 0.5 * np.log2(B / 4)
             for x in np.arange(x0 - 2.5, x0 + 2.6, 0.5):
                 loss = 2.0 - 0.05 * np.log2(D) + 0.1 * (np.log2(B) - np.log2(b_opt)) ** 2 + 0.06 * (x - x0) ** 2
                 for s in range(2):
-                    rows.append({"width": 32, "lr": 2 ** x, "batch_size": B, "loss": loss + rng.normal(0, 0.002),
+                    rows.append({"width": 32, "lr": 2 ** x, "batch_size": B, "loss": loss + rng.normal(0, noise),
                                  "budget": D, "tokens": D, "steps": D // B, "scheme": "mup", "optimizer": "adamw"})
     return pd.DataFrame(rows)
 
@@ -173,9 +173,20 @@ def test_the_compute_optimal_batch_is_fitted_across_budgets_and_projected_to_ano
     assert plan.budget_exponent == pytest.approx(0.5, abs=0.1)
     assert [r["budget"] for r in plan.budgets] == [1024, 4096, 16384]
     assert [round(r["b_opt"]) for r in plan.budgets] == pytest.approx([4, 8, 16], rel=0.3)
+    assert all(r["b_opt_low"] <= r["b_opt"] <= r["b_opt_high"] for r in plan.budgets)  # in batch units
     assert plan.compute_optimal_batch == pytest.approx(32, rel=0.5)  # 4 (64)^0.5 at 65536 tokens
     assert plan.batch_size == pytest.approx(plan.compute_optimal_batch, rel=0.5)
     assert any("B_opt ~ D^0.5" in w or "B_opt ~ D^0.4" in w for w in plan.warnings)
     assert "B_opt ~ D^p" in plan.summary() and plan.budget == 16384
     from mutransfer import TransferPlan
     assert TransferPlan.from_json(plan.to_json()).budgets == plan.budgets
+
+
+def test_a_budget_law_without_a_trend_says_so():
+    noisy = _budget_sweeps(b_opts=(4, 8, 4), noise=0.02)  # B_opt up, then down: no trend in D
+    plan = transfer(noisy, 64, tokens=65536, target_batch="auto")
+    assert plan.budget_exponent_interval[0] <= 1e-9 and plan.budget_exponent_interval[1] >= -1e-9
+    assert any("B_opt's trend in D is not resolved" in w and "measure the proxy at the target's budget" in w
+               for w in plan.warnings)
+    trend = transfer(_budget_sweeps(), 64, tokens=65536, target_batch="auto")
+    assert not any("not resolved" in w for w in trend.warnings)

@@ -417,8 +417,8 @@ def _across_budgets(frame, tokens, window, n_boot, rng, notes):
         edge = [n for n in quiet if "smallest swept batch" in n or "largest swept batch" in n]
         notes.extend(f"budget {b:.3g}: {n}" for n in edge)
         per.append(opt)
-        records.append({"budget": int(b), "b_opt": float(2 ** opt[0]), "b_opt_low": 2 ** _ci2(opt)[0],
-                        "b_opt_high": 2 ** _ci2(opt)[1], "at_edge": bool(edge)})
+        records.append({"budget": int(b), "b_opt": float(2 ** opt[0]), "b_opt_low": _ci2(opt)[0],
+                        "b_opt_high": _ci2(opt)[1], "at_edge": bool(edge)})
     x = np.log2(budgets)
     Y = np.stack(per, 1)  # (R+1, budgets)
     coef = np.array([np.polyfit(x, row, 1) for row in Y])  # (slope, intercept) per replicate
@@ -428,12 +428,27 @@ def _across_budgets(frame, tokens, window, n_boot, rng, notes):
                  f"B_opt ~ D^{coef[0, 0]:.2f} (95% [{interval(coef[1:, 0])[0]:.2f}, "
                  f"{interval(coef[1:, 0])[1]:.2f}]), projected to {2 ** target:.3g} tokens: "
                  f"{2 ** projected[0]:.3g}")
+    _unresolved_law(records, interval(coef[1:, 0]), notes)
     if not x.min() <= target <= x.max() + 2:
         notes.append(f"the target budget {2 ** target:.3g} lies more than 4x beyond the swept budgets: "
                      f"the B_opt(D) power law is extrapolated far")
     largest = frame[frame["budget"].astype(float) == budgets[-1]]
     return largest, {"projected": projected, "exponent": float(coef[0, 0]),
                      "interval": interval(coef[1:, 0]), "records": tuple(records)}
+
+
+def _unresolved_law(records, p_interval, notes):
+    """Say when the B_opt(D) law rests on no trend (p's interval spans 0) or on optima at a grid edge."""
+    edges = [f"{r['budget']:.3g}" for r in records if r["at_edge"]]
+    values = ", ".join(f"{r['b_opt']:.3g}" for r in records)
+    if p_interval[0] <= 1e-9 and p_interval[1] >= -1e-9:
+        notes.append(f"B_opt's trend in D is not resolved: the exponent's 95% interval [{p_interval[0]:.2f}, "
+                     f"{p_interval[1]:.2f}] includes 0 (per-budget B_opt {values}), so the power law projects "
+                     f"either no trend or the noise between budgets; measure the proxy at the target's budget "
+                     f"(a few batches near the projection, cheap at the proxy's width) or add seeds")
+    if edges:
+        notes.append(f"the B_opt(D) law rests on budgets {', '.join(edges)} whose optimum sits at a swept "
+                     f"batch's edge, where B_opt is only bounded; extend the batch grid past that edge")
 
 
 def _budget(ok):
