@@ -145,7 +145,7 @@ def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path, pro
 
     plt = _pyplot()
     with plt.style.context("default"):
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+        fig, ax = plt.subplots(figsize=(8.6, 4.0), layout="constrained")
         d = budgets["budget"].to_numpy(float)
         y = budgets["b_opt"].to_numpy(float)
         err = np.vstack([y - budgets["b_opt_low"].to_numpy(float), budgets["b_opt_high"].to_numpy(float) - y])
@@ -167,7 +167,7 @@ def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path, pro
         ax.set_xlabel("token budget D", fontsize=8)
         ax.set_ylabel("batch (sequences)", fontsize=8)
         _style_axes(ax)
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
         return _save(fig, path)
 
 
