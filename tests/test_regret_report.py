@@ -22,9 +22,7 @@ def test_regret_is_measured_by_training_the_target_at_the_transferred_lr(tmp_pat
     reports = tmp_path / "reports"
     validate(str(config), widths=[8, 32], schemes=["spectral"], optimizers=["adamw"],
              log2_lrs=[-9, -8, -7, -6, -5, -4, -3], seeds=2, device="cpu", reports_dir=reports, show_progress=False)
-    monkeypatch.setattr(regret, "CASES", (regret.Case("toy MLP", "adamw", str(config)),))
-    monkeypatch.setattr(regret, "PROXY", 8)
-    monkeypatch.setattr(regret, "TARGET", 32)
+    monkeypatch.setattr(regret, "CASES", (regret.Case("toy MLP", "adamw", str(config), proxy=8, target=32),))
     assert regret.main(["run", "--reports", str(reports)]) == 0
     runs = pd.read_csv(reports / "regret" / "targets.csv")
     assert set(runs.seed) == {0, 1} and set(runs.which) <= {"recommended", "eta*"}
@@ -32,7 +30,7 @@ def test_regret_is_measured_by_training_the_target_at_the_transferred_lr(tmp_pat
     row = table.iloc[0]
     assert math.isclose(row.regret_recommended, 100 * (row.loss_recommended - row.best_loss) / row.best_loss)
     assert "Regret = (the target's mean loss" in (reports / "regret" / "index.md").read_text()
-    assert row.why.startswith("the target's best grid lr lies ")
+    assert row.why.startswith("the target's best grid lr lies ") and row.widths == "8 -> 32"
 
 
 def test_why_names_the_gap_and_the_rise_on_the_side_of_the_transferred_lr():

@@ -1,14 +1,15 @@
 """Regret at 8x (reports/regret/index.md): the default (spectral) with AdamW and with Muon on three
-model families, the lr transferred from width 32 to width 256, trained there with 2 seeds and
-judged against the target's own best lr (its landscape's best seed-mean grid loss, 2 seeds).
+model families, the lr transferred from width 32 to width 256 (and GPT-2 from 64 to 512), trained
+there with 2 seeds and judged against the target's own best lr (its landscape's best seed-mean grid
+loss, 2 seeds).
 
 Each case reads the proxy's landscape from a committed ``mutransfer validate`` report
-(``reports/<name>/validate.csv``, the runs at width 32), transfers it with
+(``reports/<name>/validate.csv``, the runs at the case's proxy width), transfers it with
 :func:`mutransfer.transfer` (the recommended lr, risk-aware, and the plain eta*), trains the
-target at each of those lrs, and takes the target's best from the same report's width-256
-landscape:
+target at each of those lrs, and takes the target's best from the same report's landscape at the
+target width:
 
-    regret = (mean target loss at the transferred lr - best seed-mean loss at 256) / best
+    regret = (mean target loss at the transferred lr - best seed-mean loss at the target) / best
 
     python -m mutransfer.experiments.regret run     # the target runs (resumable CSV)
     python -m mutransfer.experiments.regret write   # reports/regret/index.md
@@ -26,7 +27,7 @@ from mutransfer.experiments._cli import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "python -m mutransfer.experiments.regret"
-SEEDS, PROXY, TARGET, GOAL = (0, 1), 32, 256, 1.0  # percent
+SEEDS, GOAL = (0, 1), 1.0  # percent
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Case:
     model: str
     optimizer: str
     config: str  # sweeps/<file>; its landscapes are in reports/<name>/validate.csv
+    proxy: int = 32
+    target: int = 256
 
 
 CASES = (
@@ -43,6 +46,7 @@ CASES = (
     Case("GPT-2 (tied)", "muon", "gpt2-cpu-300.toml"),
     Case("Llama", "adamw", "llama-cpu-300.toml"),
     Case("Llama", "muon", "llama-cpu-300.toml"),
+    Case("GPT-2 (tied)", "adamw", "gpt2-cpu-300-512.toml", proxy=64, target=512),
 )
 
 
@@ -58,31 +62,31 @@ def landscape(case: Case, reports: Path) -> tuple[object, pd.DataFrame]:
                          f"of sweeps/{Path(case.config).name} first")
     df = pd.read_csv(path)
     df = df[(df.scheme == "spectral") & (df.optimizer == case.optimizer)]
-    if not {PROXY, TARGET} <= set(df.width):
-        raise ValueError(f"{case.model} + {case.optimizer}: the study lacks widths {PROXY} and {TARGET}; "
-                         f"run the validate command in sweeps/{case.config} with --widths {PROXY},...,{TARGET}")
+    if not {case.proxy, case.target} <= set(df.width):
+        raise ValueError(f"{case.model} + {case.optimizer}: the study lacks widths {case.proxy} and {case.target}; "
+                         f"run the validate command in sweeps/{case.config} with --widths {case.proxy},...,{case.target}")
     return cfg, df
 
 
-def transferred(cfg, df: pd.DataFrame):
+def transferred(cfg, df: pd.DataFrame, case: Case):
     """The TransferPlan from the proxy's landscape (every seed's runs are trials)."""
     from mutransfer.projection import transfer
 
-    proxy = df[df.width == PROXY]
-    trials = pd.DataFrame({"width": PROXY, "lr": proxy.lr, "batch_size": cfg.train.batch_size,
+    proxy = df[df.width == case.proxy]
+    trials = pd.DataFrame({"width": case.proxy, "lr": proxy.lr, "batch_size": cfg.train.batch_size,
                            "loss": proxy.loss, "diverged": proxy.diverged, "scheme": "spectral",
                            "optimizer": cfg.parametrization.optimizer})
-    return transfer(trials, TARGET)
+    return transfer(trials, case.target)
 
 
-def target_curve(df: pd.DataFrame) -> pd.Series:
+def target_curve(df: pd.DataFrame, target: int) -> pd.Series:
     """The target landscape's seed-mean loss per log2 lr (diverged runs left out)."""
-    return df[(df.width == TARGET) & ~df.diverged].groupby("log2_lr").loss.mean()
+    return df[(df.width == target) & ~df.diverged].groupby("log2_lr").loss.mean()
 
 
-def target_best(df: pd.DataFrame) -> tuple[float, float]:
+def target_best(df: pd.DataFrame, target: int) -> tuple[float, float]:
     """(log2 lr, seed-mean loss) of the target landscape's best grid point."""
-    curve = target_curve(df)
+    curve = target_curve(df, target)
     return float(curve.idxmin()), float(curve.min())
 
 
@@ -116,13 +120,14 @@ def run(reports: Path, out: Path) -> pd.DataFrame:
         except ValueError as err:
             print(f"skipped: {err}")
             continue
-        plan = transferred(cfg, df)
+        plan = transferred(cfg, df, case)
         for which, lr in (("recommended", plan.lr), ("eta*", plan.eta_star)):
             for s in SEEDS:
-                todo.append({"case": i, "which": which, "log2_lr": round(math.log2(lr), 6), "seed": s, "cfg": cfg})
+                todo.append({"case": i, "which": which, "log2_lr": round(math.log2(lr), 6), "seed": s, "cfg": cfg,
+                             "width": case.target})
 
-    def one(case, which, log2_lr, seed, cfg):
-        res = run_trial(cfg, {"lr": 2.0 ** log2_lr}, width=TARGET, device="cpu", seed=seed)
+    def one(case, which, log2_lr, seed, cfg, width):
+        res = run_trial(cfg, {"lr": 2.0 ** log2_lr}, width=width, device="cpu", seed=seed)
         return {"case": case, "which": which, "log2_lr": log2_lr, "seed": seed, "loss": res.final_loss,
                 "diverged": res.diverged}
 
@@ -136,10 +141,11 @@ def table(reports: Path, runs: pd.DataFrame) -> pd.DataFrame:
         if mine.empty:
             continue
         cfg, df = landscape(case, reports)
-        plan = transferred(cfg, df)
-        best_x, best = target_best(df)
-        row = {"model": case.model, "optimizer": case.optimizer, "lr": plan.lr, "eta_star": plan.eta_star,
-               "best_log2_lr": best_x, "best_loss": best, "why": why(target_curve(df), math.log2(plan.lr))}
+        plan = transferred(cfg, df, case)
+        best_x, best = target_best(df, case.target)
+        row = {"model": case.model, "optimizer": case.optimizer, "widths": f"{case.proxy} -> {case.target}",
+               "lr": plan.lr, "eta_star": plan.eta_star, "best_log2_lr": best_x, "best_loss": best,
+               "why": why(target_curve(df, case.target), math.log2(plan.lr))}
         for which in ("recommended", "eta*"):
             losses = mine[(mine.which == which) & np.isclose(mine.log2_lr, round(math.log2(plan.lr if which == "recommended" else plan.eta_star), 6))].loss
             row[f"loss_{which}"] = float(losses.mean()) if len(losses) else math.nan
@@ -155,7 +161,7 @@ def write(reports: Path, out_dir: Path) -> Path:
     df = table(reports, runs)
     df.to_csv(out_dir / "regret.csv", index=False)
     shown = pd.DataFrame({
-        "model": df.model, "optimizer": df.optimizer,
+        "model": df.model, "optimizer": df.optimizer, "widths": df.widths,
         "lr (recommended) / eta*": [f"2^{math.log2(a):.2f} / 2^{math.log2(b):.2f}" for a, b in zip(df.lr, df.eta_star)],
         "target's best grid lr": [f"2^{v:g}" for v in df.best_log2_lr],
         "target loss at the lr (2 seeds)": df.loss_recommended.map("{:.4f}".format),
@@ -164,10 +170,10 @@ def write(reports: Path, out_dir: Path) -> Path:
         f"<= {GOAL:g}%": ["yes" if v <= GOAL else "**no**" for v in df.regret_recommended],
         "regret at eta*": [f"{v:.2f}%" for v in df["regret_eta*"]],
         "where the transferred lr sits": df.why})
-    lines = ["# Regret at 8x: width 32 -> 256, the default (spectral)", "",
+    lines = ["# Regret at 8x, the default (spectral)", "",
              f"Regenerate: `{MODULE} run` then `{MODULE} write`; the landscapes come from the validate "
-             f"commands at the top of each sweeps file (widths {PROXY} to {TARGET}, 2 seeds).", "",
-             "Regret = (the target's mean loss over 2 seeds at the lr transferred from width 32 - the "
+             f"commands at the top of each sweeps file (the widths in the table and between, 2 seeds).", "",
+             "Regret = (the target's mean loss over 2 seeds at the lr transferred from the proxy - the "
              "target's best seed-mean grid loss) / that best. Every number is a training run at the "
              "target, none is interpolated. Muon runs with the AdamW groups at the Muon lr "
              "(adam_lr_ratio 1, the default).", "", *markdown_table(shown), ""]
