@@ -251,6 +251,10 @@ def test_a_study_from_before_a_new_config_field_still_resumes(tiny, tmp_path):
     tiny.write_text(tiny.read_text().replace("[train]", '[train]\ndecay = "spectral"'))
     with pytest.raises(ValueError, match=r"train.decay: was None, now 'spectral'"):
         run_tiny(tiny, reports, **small)
+    tiny.write_text(tiny.read_text().replace('decay = "spectral"\n', ""))
+    with pytest.raises(ValueError) as err:  # the refusal names only what differs, not the new fields
+        run_tiny(tiny, reports, steps=4, **small)
+    assert "(train.steps: was 10, now 4)" in str(err.value) and "constants" not in str(err.value)
 
 
 def cli(*argv) -> int:

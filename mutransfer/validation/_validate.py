@@ -238,8 +238,8 @@ def open_study(cfg: ExperimentConfig, url: str, name: str):
     stored = study.user_attrs.get("setup")
     if stored is None:
         study.set_user_attr("setup", setup)
-    elif _older_defaults(stored, setup) != setup:
-        diff = ", ".join(_diff(stored, setup)[:4])
+    elif (filled := _older_defaults(stored, setup)) != setup:
+        diff = ", ".join(_diff(filled, setup)[:4])
         raise ValueError(f"study {name!r} in {url} holds runs of another training setup ({diff}); "
                          f"pass a new study name (--study {name}-2) or delete the old one: "
                          f"optuna delete-study --study-name {name} --storage {url}")
