@@ -195,8 +195,8 @@ def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
     budgets.to_csv(out / "budgets.csv", index=False)
     runs = pd.read_csv(out / "direct.csv")
     direct = direct_plan_of(runs, cfg.model.width)
-    at_budget = out / "direct-proxy.csv"
-    proxy = direct_plan_of(pd.read_csv(at_budget), cfg.sweep.width) if at_budget.exists() else None
+    at_budget = pd.read_csv(out / "direct-proxy.csv") if (out / "direct-proxy.csv").exists() else None
+    proxy = None if at_budget is None else direct_plan_of(at_budget, cfg.sweep.width)
     plot(plan, budgets, direct, tokens, out / "budgets.png", proxy)
     shown = pd.DataFrame({
         "budget (tokens)": budgets["budget"],
@@ -229,7 +229,7 @@ def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
              f"The direct runs at the target (seed-mean final loss over {len(DIRECT_SEEDS)} seeds; "
              "the best lr of each batch in bold):", "", *markdown_table(direct_table(runs)), "",
              *([f"The same at the proxy's width {cfg.sweep.width}, at the target's budget:", "",
-                *markdown_table(direct_table(pd.read_csv(at_budget))), ""] if proxy else []),
+                *markdown_table(direct_table(at_budget)), ""] if proxy else []),
              "## At each proxy budget: which route matched", "", *markdown_table(shown), "",
              "The critical batch is B_noise read at the loss the proxies reach at that budget; the law "
              "column fits B_opt ~ D^p on the other two budgets and reads it at this one.", "",
