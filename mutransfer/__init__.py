@@ -18,7 +18,8 @@ before it (``tests/test_layout.py`` keeps it so):
 | :mod:`mutransfer.core` | scaling rules, roles, constants, :func:`parametrize`, the Plan and its param groups |
 | :mod:`mutransfer.models` | the zoo (GPT, MLP, CNN) and transformers families |
 | :mod:`mutransfer.training` | data, the training loop (DDP/FSDP2 under torchrun, compile, checkpoints that resume), the teacher task |
-| :mod:`mutransfer.tuning` | configs, the trial, the Optuna sweep and its storage |
+| :mod:`mutransfer.runs` | the experiment config and the trial that every later stage repeats |
+| :mod:`mutransfer.tuning` | the Optuna sweep around the trial, its storage, workers and resume |
 | :mod:`mutransfer.projection` | landscape and law fits, :func:`transfer`, :class:`TransferPlan`, :func:`train_target` |
 | :mod:`mutransfer.validation` | coordinate check, validate, compare, exponents, plots, reports |
 | :mod:`mutransfer.cli`, ``experiments``, ``bench`` | the command line, scripted experiments, benchmarks |
@@ -39,7 +40,8 @@ from mutransfer.models import hf, zoo
 from mutransfer.optim import Muon, QKClip, QKPair, newton_schulz
 from mutransfer.projection import TransferPlan, train_target, transfer
 from mutransfer.training import TrainResult, data, train
-from mutransfer.tuning import ExperimentConfig, load_config, sweep
+from mutransfer.runs import ExperimentConfig, load_config
+from mutransfer.tuning import sweep
 from mutransfer.validation import (coord_check, coord_slopes, coord_verdict, plot_coord_check,
                                    plot_lr_landscape, plot_training, plot_transfer, validate,
                                    write_report)

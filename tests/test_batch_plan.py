@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from test_transfer import has, synth
 
-from mutransfer.tuning._config import budget_steps, load_config
-from mutransfer.tuning._objective import run_trial
+from mutransfer.runs import budget_steps, load_config
+from mutransfer.runs import run_trial
 from mutransfer.core._scaling import WD_POLICIES, group_weight_decay, timescale_weight_decay
 from mutransfer.tuning._sweep import sweep
 from mutransfer.projection._transfer import transfer

@@ -180,7 +180,7 @@ def test_writes_are_atomic_and_only_the_newest_checkpoint_stays(tmp_path):
 
 
 def test_fingerprints_and_bad_arguments(tmp_path):
-    from mutransfer.tuning import load_config
+    from mutransfer.runs import load_config
 
     with pytest.raises(ValueError, match=r"\[train\] checkpoint_every must be >= 1, got 0"):
         load_config(_config(tmp_path, "zero", every=0))
@@ -198,7 +198,7 @@ def test_fingerprints_and_bad_arguments(tmp_path):
 
 def test_sweep_trials_never_checkpoint(tmp_path, monkeypatch):
     """[train] checkpoint_every is the target run's: a proxy trial stays short and writes nothing."""
-    from mutransfer.tuning import load_config, run_trial
+    from mutransfer.runs import load_config, run_trial
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(_config(tmp_path, "sweep", every=1))

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.validation._compare import (arm_config, compare, meets_goal, read_compare, verdict,
+from mutransfer.validation._compare import (arm_config, compare, meets_goal, read_compare, compare_verdict,
                                             write_compare)
-from mutransfer.tuning._config import load_config
+from mutransfer.runs import load_config
 from tiny import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_compare_runs_three_arms_and_writes_its_report(tmp_path):
     assert table["loss"].tolist() == pytest.approx([sum(v) / 2 for v in table["seed_losses"]])
     level, cheap = meets_goal(table)
     assert level == (table["loss"].iloc[2] <= table["loss"].iloc[0]) and cheap == (table["compute_ratio"].iloc[2] <= 0.125)
-    assert verdict(table).startswith("transfer-constants (mup): target loss ")
+    assert compare_verdict(table).startswith("transfer-constants (mup): target loss ")
     path = write_compare(table, tmp_path / "out", "mutransfer compare x.toml")
     back = read_compare(tmp_path / "out" / "compare.csv")
     assert back["seed_losses"].tolist() == table["seed_losses"].tolist()
@@ -113,4 +113,4 @@ def test_the_verdict_names_which_part_of_the_goal_is_met(losses, ratio, part):
 
     table = pd.DataFrame({"arm": ["sp-direct", "transfer-constants"], "scheme": ["sp", "spectral"],
                           "loss": list(losses), "compute_ratio": [1.0, ratio]})
-    assert verdict(table).endswith(part) and "(spectral)" in verdict(table)
+    assert compare_verdict(table).endswith(part) and "(spectral)" in compare_verdict(table)

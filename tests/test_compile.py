@@ -19,7 +19,7 @@ from mutransfer import zoo
 from mutransfer.projection._target import train_target
 from mutransfer.projection._transfer import TransferPlan
 from mutransfer.training import wrap_model
-from mutransfer.tuning import load_config
+from mutransfer.runs import load_config
 
 GPT = functools.partial(zoo.gpt, depth=2, seq_len=8)
 SETTINGS = {"adamw": (1e-2, {"weight_decay": 0.1, "decay": "spectral"}),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mutransfer import Constants, parametrize, zoo
-from mutransfer.tuning._config import load_config
-from mutransfer.tuning._objective import run_trial
+from mutransfer.runs import load_config
+from mutransfer.runs import run_trial
 from mutransfer.core._plan import Plan
 from mutransfer.tuning._recipe import phase_totals
 from mutransfer.core._roles import Role
@@ -110,7 +110,7 @@ def test_bad_constants_are_named(kwargs, error, message):
 def test_config_constants_reach_the_trial(monkeypatch):
     cfg = load_config(MLP, {**STAGED, "sweep.recipe": "single", "sweep.sampler": "grid", "sweep.trials": 4,
                             "sweep.space": {"lr": GRID}, "parametrization.constants": {"lr_output": 3.0}})
-    module = importlib.import_module("mutransfer.tuning._objective")
+    module = importlib.import_module("mutransfer.runs._trial")
     real, plans = module.parametrize, []
     monkeypatch.setattr(module, "parametrize", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
     res = run_trial(cfg, {"lr": 0.01, "init_output": 2.0}, width=16, device="cpu", seed=0)

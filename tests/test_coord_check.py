@@ -15,7 +15,7 @@ from mutransfer.cli import coord_check as command
 from mutransfer.validation._coord_check import RECORD_COLUMNS, coord_check, module_roles
 from mutransfer.validation._verdict import coord_slopes, coord_verdict, fit_slope
 from mutransfer.core._parametrize import parametrize
-from mutransfer.validation._plots import plot_coord_check
+from mutransfer.validation import plot_coord_check
 
 WIDTHS = [64, 128, 256, 512]
 SEEDS = (0, 1)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mutransfer.tuning._config import load_config
+from mutransfer.runs import load_config
 from mutransfer.validation._exponents import (exponent_table, role_runs, table_exponent,
                                               write_exponents)
 
@@ -71,7 +71,7 @@ def test_bad_exponent_arguments(kwargs, message):
 
 def test_a_plan_fixes_the_lr_and_constants_the_roles_are_measured_around(tmp_path):
     from mutransfer.cli.exponents import tuned_config
-    from mutransfer.tuning._config import config_constants
+    from mutransfer.runs import config_constants
     from mutransfer.projection._transfer_plan import TransferPlan
 
     plan = TransferPlan(lr=0.0125, lr_interval=(0.01, 0.02), batch_size=16, target_width=256,

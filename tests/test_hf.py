@@ -113,8 +113,8 @@ def test_transformers_models_are_traced_with_an_input_built_from_their_config(ma
 @pytest.mark.parametrize("model_type, heads_key", [("gpt2", "n_head"), ("llama", "num_attention_heads")])
 def test_causal_lm_factory_grows_heads_at_a_fixed_head_dim_and_trains_from_a_toml(tmp_path, model_type, heads_key):
     from mutransfer.models.hf import causal_lm
-    from mutransfer.tuning._objective import run_trial
-    from mutransfer.tuning._config import load_config
+    from mutransfer.runs import run_trial
+    from mutransfer.runs import load_config
 
     small, wide = causal_lm(64, model_type=model_type), causal_lm(128, model_type=model_type)
     assert getattr(small.lm.config, heads_key) == 4 and getattr(wide.lm.config, heads_key) == 8

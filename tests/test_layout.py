@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "mutransfer"
 # The stages, lowest first; a module may import from its own stage and the ones before it.
-ORDER = ("optim", "core", "models", "training", "tuning", "projection", "validation")
+ORDER = ("optim", "core", "models", "training", "runs", "tuning", "projection", "validation")
 TOP = ("cli", "experiments", "bench")  # may import anything; nothing below may import them
 # The short public names of modules that live in a stage (mutransfer/__init__.py).
 ALIASES = {"zoo": "models", "hf": "models", "data": "training"}
@@ -74,6 +74,26 @@ def upward_imports(known: dict[str, Path]) -> list[str]:
     return bad
 
 
+def is_private(module: str) -> bool:
+    """Whether a dotted module is private: a part after the package's name starts with "_"."""
+    return any(part.startswith("_") and part not in ("__init__", "__main__", *ANYWHERE)
+               for part in module.split(".")[1:])
+
+
+def private_imports(known: dict[str, Path]) -> list[str]:
+    """Imports of another stage's private module (``mutransfer.tuning._sweep`` from projection):
+    stages talk through each other's public names only."""
+    bad = []
+    for name, path in known.items():
+        own = stage(name)
+        for target, line in imports(name, path, known):
+            theirs = stage(target)
+            if theirs != own and theirs not in ANYWHERE and is_private(target):
+                bad.append(f"{name}:{line} ({own or 'the top-level package'}) imports {target}, "
+                           f"private to {theirs}: import its public name from mutransfer.{theirs}")
+    return bad
+
+
 def circles(known: dict[str, Path]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan), each an import circle."""
     graph = {n: sorted({t for t, _ in imports(n, p, known) if t in known and t != n})
@@ -117,6 +137,33 @@ def test_no_module_imports_from_a_later_stage():
     assert bad == [], "imports that point up the path:\n" + "\n".join(bad)
 
 
+def test_no_stage_imports_another_stages_private_module():
+    bad = private_imports(modules())
+    assert bad == [], "imports of another stage's private module:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("source, caught", [
+    ("from mutransfer.optim._muon import Muon\n", True),
+    ("def f():\n    from mutransfer.models.zoo import gpt\n", False),   # a public module
+    ("from mutransfer.optim import Muon\n", False),
+    ("from mutransfer.core._roles import Role\n", False),               # its own stage
+    ("import mutransfer.training._loop\n", True),
+])
+def test_the_check_catches_a_private_import(tmp_path, source, caught):
+    pkg = tmp_path / "mutransfer"
+    for sub in ("core", "optim", "models", "training"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    for module in ("optim/_muon.py", "models/zoo.py", "core/_roles.py", "training/_loop.py"):
+        (pkg / module).write_text("")
+    (pkg / "core" / "_bad.py").write_text(source)
+    found = private_imports(modules(pkg))
+    assert len(found) == int(caught)
+    if caught:
+        assert "mutransfer.core._bad:" in found[0] and "import its public name" in found[0]
+
+
 def test_no_import_circles():
     found = circles(modules())
     assert found == [], f"import circles: {found}"
@@ -140,7 +187,7 @@ def test_no_public_function_shares_a_module_name():
 
 @pytest.mark.parametrize("source, expected", [
     ("from mutransfer.validation import validate\n", "imports mutransfer.validation"),
-    ("def f():\n    from mutransfer.tuning._config import load_config\n", "imports mutransfer.tuning._config"),
+    ("def f():\n    from mutransfer.runs._config import load_config\n", "imports mutransfer.runs._config"),
     ("import mutransfer.zoo\n", "imports mutransfer.zoo (models)"),
 ])
 def test_the_check_catches_an_upward_import(tmp_path, source, expected):

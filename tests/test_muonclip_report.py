@@ -23,7 +23,7 @@ def test_parts_and_write(tmp_path, monkeypatch):
 
 
 def test_target_loss_figure_plots_the_max_logit(tmp_path):
-    from mutransfer.validation._plots import plot_training
+    from mutransfer.validation import plot_training
 
     history = pd.DataFrame({"step": [1, 2, 3], "lr": [1e-3] * 3, "train_loss": [3.0, 2.5, 2.2],
                             "eval_loss": [float("nan"), float("nan"), 2.3], "tokens": [64, 128, 192],

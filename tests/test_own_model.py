@@ -7,7 +7,7 @@ from tiny import run_command
 
 from mutransfer.models import zoo
 from mutransfer.cli import describe as describe_cmd
-from mutransfer.tuning._config import load_config
+from mutransfer.runs import load_config
 from mutransfer.tuning._storage import default_storage
 from mutransfer.tuning._sweep import sweep
 
@@ -83,9 +83,9 @@ def test_a_trial_traces_roles_on_a_batch_of_the_configs_data(model_file, monkeyp
     gain `scale` (multiplied elementwise) gets its role from usage, not from its shape alone."""
     import importlib
 
-    from mutransfer.tuning._objective import run_trial
+    from mutransfer.runs import run_trial
 
-    module = importlib.import_module("mutransfer.tuning._objective")
+    module = importlib.import_module("mutransfer.runs._trial")
     real, plans = module.parametrize, []
     monkeypatch.setattr(module, "parametrize", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])
     cfg = load_config(MLP, {**TINY, "model.factory": f"{model_file}:make", "model.kwargs": {}})

@@ -24,7 +24,7 @@ from mutransfer.projection._target import train_target
 from mutransfer.projection._transfer import TransferPlan
 from mutransfer.training import init_parallel, local_batch, wrap_model
 from mutransfer.training._parallel import mean_over_ranks
-from mutransfer.tuning import load_config
+from mutransfer.runs import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GPT = functools.partial(zoo.gpt, depth=2, seq_len=8)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.tuning._config import load_config
+from mutransfer.runs import load_config
 from mutransfer.tuning._sweep import sweep
 
 pytestmark = pytest.mark.postgres

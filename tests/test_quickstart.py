@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mutransfer.cli import quickstart as qs
-from mutransfer.tuning._config import load_config
+from mutransfer.runs import load_config, to_toml
 from tiny import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def test_an_installed_package_falls_back_to_the_embedded_experiment(monkeypatch,
 def test_the_written_config_reads_back_identically(tmp_path):
     cfg = qs.quickstart_config(smoke=True)
     path = tmp_path / "config.toml"
-    path.write_text(qs.to_toml(cfg.to_dict()))
+    path.write_text(to_toml(cfg.to_dict()))
     assert load_config(path) == cfg
     with pytest.raises(TypeError, match="cannot write"):
-        qs.to_toml({"x": object()})
+        to_toml({"x": object()})

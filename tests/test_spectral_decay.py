@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mutransfer
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.optim._muon import Muon
 from mutransfer.core._scaling import WD_POLICIES, group_weight_decay
 from mutransfer.optim import SpectralDecayHook
@@ -179,7 +179,7 @@ def test_bad_toml_values_name_the_key(tmp_path, train_extra, space_extra, messag
 
 
 def test_run_trial_applies_qk_clip_and_spectral_decay(tmp_path):
-    from mutransfer.tuning._objective import run_trial
+    from mutransfer.runs import run_trial
 
     text = tiny_mlp_toml().replace('factory = "mutransfer.zoo:mlp"', 'factory = "mutransfer.zoo:gpt"')
     text = text.replace("kwargs = { depth = 2 }", "kwargs = { depth = 1 }")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mutransfer.tuning._config import load_config
+from mutransfer.runs import load_config
 from mutransfer.tuning._storage import open_storage, worker_devices
 from mutransfer.tuning._sweep import rerun, sweep
 

@@ -294,7 +294,7 @@ def test_laws_round_trip_and_momentum():
 
 
 def test_plot_transfer_draws_the_plan_and_refuses_an_empty_one(tmp_path):
-    from mutransfer.validation._plots import plot_transfer
+    from mutransfer.validation import plot_transfer
 
     plan = transfer(synth("sign"), 1024)
     path = plot_transfer(plan, tmp_path / "plan.png")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mutransfer import load_config, sweep, transfer
-from mutransfer.tuning._sweep import run_trial
+from mutransfer.runs import run_trial
 
 LOG2_LRS = [-11, -10, -9, -8, -7, -6, -5, -4, -3]
 CONFIG = """

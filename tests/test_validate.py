@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mutransfer.cli import validate as validate_cmd
-from mutransfer.tuning._config import load_config
-from mutransfer.projection._landscape import (check_runs, curve_means, drift, drift_slope,
+from mutransfer.runs import load_config
+from mutransfer.validation._landscape import (check_runs, curve_means, drift, drift_slope,
                                               eta_stars, fit_curve, loss_at, summarize)
 from mutransfer.validation._validate import command_line, make_grid, validate
 from tiny import run_command, write_tiny_mlp

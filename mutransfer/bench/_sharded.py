@@ -43,7 +43,7 @@ def _rank_step_times(rank: int, world: int, shapes, repeats: int, warmup: int,
     from torch.distributed.device_mesh import init_device_mesh
 
     from mutransfer.optim import Muon
-    from mutransfer.optim._shards import TRAFFIC
+    from mutransfer.optim import TRAFFIC
 
     mesh = init_device_mesh("cpu", (world,))
     steps = {design: Muon(_groups_by_alpha(_row_sharded(shapes, mesh)), ns_dtype=ns_dtype,

@@ -9,9 +9,9 @@ import pandas as pd
 
 def bench_sweep(args: argparse.Namespace) -> pd.DataFrame:
     """Sweep harness overhead over the training it runs, and trials per hour (medians)."""
-    from mutransfer.tuning._sweep import bench_overhead
+    from mutransfer.tuning import bench_overhead
 
-    from mutransfer.tuning import load_config
+    from mutransfer.runs import load_config
 
     trials = args.trials or load_config(args.config).sweep.trials
     runs = [bench_overhead(args.config, trials) for _ in range(args.repeats)]

@@ -31,9 +31,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.validation._compare import compare, meets_goal, verdict, write_compare
-    from mutransfer.tuning import load_config
-    from mutransfer.validation._validate import shell_path
+    from mutransfer.validation import compare, compare_verdict, meets_goal, write_compare
+    from mutransfer.runs import load_config
+    from mutransfer.validation import shell_path
 
     cfg = load_config(args.config)
     table = compare(cfg, seeds=args.seeds, scheme=args.scheme, workers=args.workers,
@@ -46,6 +46,6 @@ def run(args) -> int:
     path = write_compare(table, Path(args.reports) / cfg.name, command, stem=stem)
     shown = table[["arm", "tuned_at", "trials", "lr", "loss", "tuning_flops", "compute_ratio", "tuning_s"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(verdict(table))
+    print(compare_verdict(table))
     print(f"wrote {path}")
     return 1 if args.check and not all(meets_goal(table)) else 0

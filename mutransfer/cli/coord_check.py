@@ -58,7 +58,7 @@ def _config(args):
     """The CONFIG (or the defaults for --model) with the command-line overrides applied."""
     from dataclasses import replace
 
-    from mutransfer.tuning import _config as config
+    from mutransfer import runs as config
 
     if args.config:
         cfg = config.load_config(args.config)
@@ -86,7 +86,7 @@ def records(args, cfg):
     import pandas as pd
 
     from mutransfer.validation import coord_check
-    from mutransfer.tuning._objective import config_factory, make_dataset
+    from mutransfer.runs import config_factory, make_dataset
     from mutransfer.models.zoo import load_factory
 
     optimizer = args.optimizer or cfg.parametrization.optimizer
@@ -121,7 +121,7 @@ def _constants(pairs: list[str]) -> dict[str, float]:
 
 
 def _markdown(verdict, command: str, settings: str, seconds: float) -> str:
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     worst = verdict.worst.drop(columns=["optimizer", "rms_min", "rms_max"]).round(3)
     return "\n".join([
@@ -178,9 +178,9 @@ def run_depth(args) -> int:
     import functools
 
     from mutransfer.models.zoo import load_factory
-    from mutransfer.tuning._objective import config_factory, make_dataset
-    from mutransfer.validation._depth import depth_coord_check, depth_verdict
-    from mutransfer.validation._plots import plot_depth_coord
+    from mutransfer.runs import config_factory, make_dataset
+    from mutransfer.validation import depth_coord_check, depth_verdict
+    from mutransfer.validation import plot_depth_coord
 
     cfg = _config(args)
     if len(args.depths) < 2 or args.steps < 1 or args.seeds < 1:
@@ -217,7 +217,7 @@ def _depth_argv(args) -> list[str]:
 
 
 def _depth_markdown(verdict, cfg, args, scheme, optimizer, lr, command: str, seconds: float) -> str:
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     judged = verdict.slopes[verdict.slopes["judged"]]
     table = judged.pivot_table(index=["module", "kind", "step"], columns="depth_alpha", values="slope")

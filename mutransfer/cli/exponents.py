@@ -35,10 +35,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.tuning import load_config
-    from mutransfer.validation._exponents import exponent_table, role_runs, write_exponents
-    from mutransfer.tuning._config import config_constants
-    from mutransfer.validation._validate import shell_path
+    from mutransfer.runs import load_config
+    from mutransfer.validation import exponent_table, role_runs, write_exponents
+    from mutransfer.runs import config_constants
+    from mutransfer.validation import shell_path
 
     cfg = load_config(args.config)
     if args.plan:

@@ -14,7 +14,6 @@ The experiment is ``sweeps/quickstart.toml`` in a source checkout; an installed 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -121,7 +120,7 @@ def quickstart_config(smoke: bool = False):
 
     import mutransfer
 
-    from mutransfer.tuning import ExperimentConfig, load_config
+    from mutransfer.runs import ExperimentConfig, load_config
 
     shipped = Path(mutransfer.__file__).resolve().parent.parent / "sweeps" / "quickstart.toml"
     if shipped.is_file():
@@ -137,11 +136,10 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
         >>> quickstart("reports")
         PosixPath('reports/quickstart/index.md')
     """
-    from mutransfer.validation import plot_transfer
-    from mutransfer.validation import write_report
-    from mutransfer.tuning import sweep
     from mutransfer.projection import transfer
-    from mutransfer.validation import validate
+    from mutransfer.runs import to_toml
+    from mutransfer.tuning import sweep
+    from mutransfer.validation import plot_transfer, validate, write_report
 
     cfg = quickstart_config(smoke)
     size = SIZES["smoke" if smoke else "full"]
@@ -204,7 +202,7 @@ def _train_target(config: Path, folder: Path, width: int, device: str) -> None:
 
 def _coord_check(config: Path, widths: list[int], size: dict, folder: Path) -> None:
     """The coord-check command in-process: it owns coord.csv/png/md and their regeneration line."""
-    from mutransfer.tuning import load_config
+    from mutransfer.runs import load_config
     from mutransfer.cli import coord_check
 
     parser = argparse.ArgumentParser(prog="mutransfer")
@@ -215,30 +213,3 @@ def _coord_check(config: Path, widths: list[int], size: dict, folder: Path) -> N
                               "--seeds", str(size["coord_seeds"]), "--steps", str(size["coord_steps"]),
                               "--out", str(folder)])
     coord_check.run(args)
-
-
-def to_toml(data: dict) -> str:
-    """A config dict (``ExperimentConfig.to_dict()``) as TOML: scalars and inline tables/arrays;
-    None values are left out (they are the defaults).
-
-        >>> to_toml({"name": "x", "train": {"steps": 10, "betas": [0.9, 0.95]}})
-        'name = "x"\\n\\n[train]\\nsteps = 10\\nbetas = [0.9, 0.95]\\n'
-    """
-    top = [f"{k} = {_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
-    tables = [f"\n[{k}]\n" + "".join(f"{kk} = {_value(vv)}\n" for kk, vv in v.items() if vv is not None)
-              for k, v in data.items() if isinstance(v, dict)]
-    return "\n".join(top) + "\n" + "".join(tables)
-
-
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a TOML basic string uses the same escapes
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise TypeError(f"cannot write {v!r} ({type(v).__name__}) as TOML")

@@ -38,11 +38,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.tuning import load_config
+    from mutransfer.runs import load_config
     from mutransfer.projection import load_plan, train_target
     from mutransfer.training import is_main_process
-    from mutransfer.validation._target_report import summary_rows, write_training_report
-    from mutransfer.validation._validate import shell_path
+    from mutransfer.validation import summary_rows, write_training_report
+    from mutransfer.validation import shell_path
 
     cfg = load_config(args.config)
     plan_path = Path(args.plan or Path(args.reports) / cfg.name / "plan.json")

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from mutransfer.tuning import load_config
+    from mutransfer.runs import load_config
     from mutransfer.tuning import default_storage
     from mutransfer.validation import plot_transfer
     from mutransfer.projection import transfer
@@ -69,7 +69,7 @@ def run(args) -> int:
 def regenerate_command(args, studies: list[str], out: Path) -> str:
     """The command that rewrites this plan: the studies actually used, every option given
     (the storage URL is left out: it may hold a password)."""
-    from mutransfer.validation._validate import shell_path
+    from mutransfer.validation import shell_path
 
     flags = [("--studies", ",".join(studies)), ("--target-width", args.target_width),
              ("--target-depth", args.target_depth),
@@ -86,7 +86,7 @@ def load_studies(cfg, url: str, names: str | None) -> list:
     import optuna
 
     from mutransfer.tuning import open_storage
-    from mutransfer.tuning._sweep import STUDY_NAME
+    from mutransfer.tuning import STUDY_NAME
 
     storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval,
                            grace_period=cfg.sweep.grace_period)

@@ -78,9 +78,9 @@ def log2_grid(text: str) -> list[float]:
 
 
 def run(args) -> int:
-    from mutransfer.projection._landscape import MUP_SCHEMES
-    from mutransfer.validation._depth import depth_markdown
-    from mutransfer.validation._validate import landscape_markdown, validate
+    from mutransfer.validation import MUP_SCHEMES
+    from mutransfer.validation import depth_markdown
+    from mutransfer.validation import landscape_markdown, validate
 
     df = validate(args.config, widths=args.widths, schemes=args.schemes, optimizers=args.optimizers,
                   log2_lrs=args.lrs, seeds=args.seeds, steps=args.steps, storage=args.storage,
@@ -97,7 +97,7 @@ def run(args) -> int:
 
 def check(df, max_drift: float, schemes) -> int:
     """0 when every muP-family landscape drifts by at most ``max_drift``; else 1 and why."""
-    from mutransfer.projection._landscape import drift_slope, eta_stars
+    from mutransfer.validation import drift_slope, eta_stars
 
     etas = eta_stars(df[df["scheme"].isin(schemes)])
     failed = 0

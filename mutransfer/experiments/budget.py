@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-budget.toml"
 MODULE = "python -m mutransfer.experiments.budget"
@@ -67,7 +67,7 @@ def load_frame(cfg: ExperimentConfig, names, reports: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------- weight decay x batch
 def proxy_eta(frame: pd.DataFrame, width: int, batch: int) -> float:
     """log2 eta* of the budget sweep at (width, batch), seeds pooled (a quadratic fit)."""
-    from mutransfer.projection._laws import quadratic_optimum
+    from mutransfer.projection import quadratic_optimum
 
     sub = frame[(frame.width == width) & (frame.batch_size == batch) & ~frame.diverged]
     if sub.empty:
@@ -91,7 +91,7 @@ def resume(out: Path, keys: tuple[str, ...], todo: list[dict], run, desc: str) -
 def train_once(cfg: ExperimentConfig, width: int, batch_size: int, log2_lr: float, seed: int,
                log2_wd: float | None = None) -> dict:
     """One run at the budget (a trial outside any study): its final eval loss and settings."""
-    from mutransfer.tuning import run_trial
+    from mutransfer.runs import run_trial
 
     params = {"lr": 2.0 ** log2_lr, "batch_size": int(batch_size)}
     if log2_wd is not None:
@@ -124,7 +124,7 @@ def run_direct(cfg: ExperimentConfig, out: Path, seeds=(0,)) -> pd.DataFrame:
 
 def decay_optima(df: pd.DataFrame) -> pd.DataFrame:
     """lambda* per batch (quadratic fit in log2 lambda, bootstrap interval) and log2 (eta* lambda*)."""
-    from mutransfer.projection._laws import interval, quadratic_optimum
+    from mutransfer.projection import interval, quadratic_optimum
 
     rows = []
     for b, sub in df[~df.diverged.astype(bool)].groupby("batch_size"):
@@ -223,7 +223,7 @@ def direct_plan_of(df: pd.DataFrame, width: int | None = None) -> dict:
     """eta* per batch (quadratic fit, bootstrap interval) and the compute-optimal batch
     (:func:`mutransfer.projection._laws.flat_optimum` over the bootstrap losses) of a direct check's runs,
     in the fields of a plan (``optima``, ``compute_optimal_batch`` and its interval)."""
-    from mutransfer.projection._laws import flat_optimum, interval, quadratic_optimum
+    from mutransfer.projection import flat_optimum, interval, quadratic_optimum
 
     width = TARGET_WIDTH if width is None else width
     optima, losses, batches = [], [], []
@@ -244,9 +244,9 @@ def direct_plan_of(df: pd.DataFrame, width: int | None = None) -> dict:
 def plot(proxy_plan: dict, direct_plan: dict, table: pd.DataFrame, path: Path) -> Path:
     """Left: loss at eta* against batch per width, with the projected and measured B_opt; right:
     eta* against batch per width, with the projection for the target."""
-    from mutransfer.validation._plots import _pyplot, _save, _style_axes
+    from mutransfer.validation.style import pyplot, save, style_axes
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
     optima = pd.DataFrame(list(proxy_plan["optima"]) + list(direct_plan["optima"]))
     cmap = plt.get_cmap("viridis")
@@ -272,16 +272,16 @@ def plot(proxy_plan: dict, direct_plan: dict, table: pd.DataFrame, path: Path) -
         a.set_xlabel("batch size (sequences)")
         a.set_ylabel(ylabel)
         a.set_title(title)
-        _style_axes(a)
+        style_axes(a)
         a.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_decay(df: pd.DataFrame, opt: pd.DataFrame, path: Path) -> Path:
     """Loss against log2 lambda, one line per batch, lambda* marked."""
-    from mutransfer.validation._plots import _pyplot, _save, _style_axes
+    from mutransfer.validation.style import pyplot, save, style_axes
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     means = df[~df.diverged.astype(bool)].groupby(["batch_size", "log2_wd"]).loss.mean().reset_index()
     for (b, sub), colour in zip(means.groupby("batch_size"), plt.get_cmap("plasma")(np.linspace(0, 0.8, len(opt)))):
@@ -291,15 +291,15 @@ def plot_decay(df: pd.DataFrame, opt: pd.DataFrame, path: Path) -> Path:
     ax.set_xlabel("log2 weight decay (AdamW lambda)")
     ax.set_ylabel("eval loss (mean over seeds)")
     ax.set_title("weight decay at a fixed budget, lr = eta*(B)")
-    _style_axes(ax)
+    style_axes(ax)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # ---------------------------------------------------------------------- the report
 def write(cfg: ExperimentConfig, reports: Path) -> Path:
     """reports/<name>/index.md from the studies, the two plans and decay.csv."""
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     folder = reports / cfg.name
     proxy_plan = json.loads((folder / "plan.json").read_text())
@@ -392,7 +392,7 @@ def _plan_lines(proxy_plan: dict, direct_plan: dict | None) -> list[str]:
 
 
 def _decay_section(folder: Path) -> list[str]:
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     path = folder / "decay.csv"
     if not path.exists():
@@ -412,7 +412,7 @@ def _decay_section(folder: Path) -> list[str]:
 
 
 def _muon_section(folder: Path, reports: Path) -> list[str]:
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     cfg = load_config(MUON_CONFIG)
     plan_path, direct_path = reports / cfg.name / "plan.json", folder / "muon-direct.csv"
@@ -444,7 +444,7 @@ def _cost(proxy: pd.DataFrame, direct: pd.DataFrame) -> list[str]:
     rows = pd.DataFrame({"study": list(seconds), "trial-seconds": [round(v) for v in seconds.values()]})
     proxy_s = sum(proxy.attrs.get("seconds", {}).values())
     direct_s = sum(direct.attrs.get("seconds", {}).values())
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     return ["## Cost", "", *markdown_table(rows), "",
             f"Proxies: {proxy_s / 60:.1f} trial-minutes; the direct sweep at the target: {direct_s / 60:.1f} "

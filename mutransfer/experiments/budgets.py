@@ -21,7 +21,7 @@ import pandas as pd
 
 from mutransfer.experiments.budget import direct_plan_of, load_frame, resume, train_once
 from mutransfer.experiments._cli import parse
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-budgets.toml"
 MODULE = "python -m mutransfer.experiments.budgets"
@@ -141,9 +141,9 @@ def target_rows(plan, direct: dict, proxy: dict | None = None) -> list[dict]:
 
 
 def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path, proxy: dict | None = None) -> Path:
-    from mutransfer.validation._plots import _pyplot, _save, _style_axes
+    from mutransfer.validation.style import pyplot, save, style_axes
 
-    plt = _pyplot()
+    plt = pyplot()
     with plt.style.context("default"):
         fig, ax = plt.subplots(figsize=(8.6, 4.0), layout="constrained")
         d = budgets["budget"].to_numpy(float)
@@ -166,9 +166,9 @@ def plot(plan, budgets: pd.DataFrame, direct: dict, tokens: int, path: Path, pro
         ax.set_yscale("log", base=2)
         ax.set_xlabel("token budget D", fontsize=8)
         ax.set_ylabel("batch (sequences)", fontsize=8)
-        _style_axes(ax)
+        style_axes(ax)
         ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        return _save(fig, path)
+        return save(fig, path)
 
 
 def direct_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +186,7 @@ def direct_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def write(cfg: ExperimentConfig, out: Path, reports: Path) -> Path:
     """index.md (+ budgets.png, budgets.csv) from the proxy studies and the direct runs."""
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     frame = proxy_frame(cfg, reports)
     tokens = int(cfg.train.tokens)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mutransfer.experiments._cli import parse
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-depth-headline.toml"
 MODULE = "python -m mutransfer.experiments.depth"
@@ -73,7 +73,7 @@ def params(cfg: ExperimentConfig, width: int, depth: int | None) -> int:
     import torch
 
     from mutransfer.models import zoo
-    from mutransfer.tuning._objective import config_factory
+    from mutransfer.runs import config_factory
 
     with torch.device("meta"):
         model = config_factory(cfg, zoo.load_factory(cfg.model.factory))(width=width, depth=depth)
@@ -118,9 +118,9 @@ def table(out: Path) -> pd.DataFrame:
 
 
 def plot(df: pd.DataFrame, path: Path) -> Path:
-    from mutransfer.validation._plots import _pyplot, _save, _style_axes
+    from mutransfer.validation.style import pyplot, save, style_axes
 
-    plt = _pyplot()
+    plt = pyplot()
     with plt.style.context("default"):
         fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
         for i, r in df.iterrows():
@@ -130,14 +130,14 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("tuning compute vs SP tuned at the target", fontsize=8)
         ax.set_ylabel("target eval loss (seeds; mean as a square)", fontsize=8)
         ax.set_title("width 64 x 2 blocks -> width 256 x 8 blocks", fontsize=9)
-        _style_axes(ax)
+        style_axes(ax)
         ax.legend(fontsize=7, frameon=False)
-        return _save(fig, path)
+        return save(fig, path)
 
 
 def write(cfg: ExperimentConfig, out: Path) -> Path:
     """headline.csv, headline.png and headline.md from the stored arms."""
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     df = table(out)
     df.drop(columns="plan_warnings").to_csv(out / "headline.csv", index=False)

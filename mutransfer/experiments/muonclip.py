@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu.toml"
 OUT = Path("reports/muonclip")
@@ -41,7 +41,7 @@ def base_config(steps: int = STEPS) -> ExperimentConfig:
 def run_logits(widths=LOGIT_WIDTHS, log2_lrs=LOGIT_LOG2_LRS, tau: float = TAU,
                steps: int = STEPS) -> pd.DataFrame:
     """Per-step history (max_logit, losses) of each (width, lr, clip on/off), seed 0."""
-    from mutransfer.tuning import run_trial
+    from mutransfer.runs import run_trial
 
     frames = []
     for width in widths:
@@ -66,7 +66,7 @@ def run_decay(widths=DECAY_WIDTHS, log2_lr: float = DECAY_LOG2_LR, wd: float = D
     import torch
 
     from mutransfer.models import zoo
-    from mutransfer.tuning._objective import config_factory, make_dataset
+    from mutransfer.runs import config_factory, make_dataset
     from mutransfer.core import parametrize
     from mutransfer.training import train
 
@@ -121,9 +121,9 @@ def run_transfer(widths=TRANSFER_WIDTHS, log2_lrs=TRANSFER_LOG2_LRS, tau: float 
 # ---------------------------------------------------------------------- figures and index.md
 def plot_logits(df: pd.DataFrame, path: Path) -> Path:
     """Max logit (top) and train loss (bottom) per step, one column per (width, lr)."""
-    from mutransfer.validation._plots import _pyplot, _save, _style_axes
+    from mutransfer.validation.style import pyplot, save, style_axes
 
-    plt = _pyplot()
+    plt = pyplot()
     cases = list(df.groupby(["width", "log2_lr"]).groups)
     fig, axes = plt.subplots(2, len(cases), figsize=(3.0 * len(cases), 4.8), squeeze=False)
     for col, (width, log2_lr) in enumerate(cases):
@@ -139,19 +139,19 @@ def plot_logits(df: pd.DataFrame, path: Path) -> Path:
         axes[0, col].set_yscale("log")
         axes[1, col].set_xlabel("step", fontsize=8)
         for ax in axes[:, col]:
-            _style_axes(ax)
+            style_axes(ax)
     axes[0, 0].set_ylabel("max attention logit\n(before the clip)", fontsize=8)
     axes[1, 0].set_ylabel("train loss", fontsize=8)
     axes[0, 0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_sigma(df: pd.DataFrame, path: Path) -> Path:
     """sigma1 of block 0's W_q against step, decoupled vs spectral, one panel per width."""
-    from mutransfer.validation._plots import _pyplot, _save, _style_axes
+    from mutransfer.validation.style import pyplot, save, style_axes
 
-    plt = _pyplot()
+    plt = pyplot()
     widths = sorted(df.width.unique())
     fig, axes = plt.subplots(1, len(widths), figsize=(3.4 * len(widths), 2.8), squeeze=False)
     colors = {"none": "#7f7f7f", "decoupled": "#d62728", "spectral": "#1f77b4"}
@@ -161,10 +161,10 @@ def plot_sigma(df: pd.DataFrame, path: Path) -> Path:
                     label=f"{decay}, seed {seed}")
         ax.set_title(f"width {width}: sigma1(W_q), block 0", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
-        _style_axes(ax)
+        style_axes(ax)
     axes[0, 0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def logit_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -200,7 +200,7 @@ def decay_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
     """Drift, eta* per width and regret of each landscape (``mutransfer.landscape``)."""
-    from mutransfer.projection import eta_stars, summarize
+    from mutransfer.validation import eta_stars, summarize
 
     rows = []
     for clip, runs in df.groupby("qk_clip"):
@@ -217,7 +217,7 @@ def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def write(out: Path = OUT) -> Path:
     """Figures and index.md from the CSVs the parts wrote (missing parts are said missing)."""
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     lines = ["# MuonClip on CPU: QK-Clip and spectral weight decay", "",
              "Zoo GPT (depth 2, muP attention scale) on pycorpus, batch 16 x seq 64, cosine "

@@ -52,7 +52,7 @@ CASES = (
 
 def landscape(case: Case, reports: Path) -> tuple[object, pd.DataFrame]:
     """(the case's config at its optimizer and spectral, the validate report's runs of it)."""
-    from mutransfer.tuning import load_config
+    from mutransfer.runs import load_config
 
     cfg = load_config(ROOT / "sweeps" / case.config)  # an absolute path stays itself
     cfg = cfg.override({"parametrization.scheme": "spectral", "parametrization.optimizer": case.optimizer})
@@ -111,7 +111,7 @@ def why(curve: pd.Series, log2_lr: float) -> str:
 def run(reports: Path, out: Path) -> pd.DataFrame:
     """Train every case's target at the recommended lr and at eta* (each seed), resumably."""
     from mutransfer.experiments.budget import resume
-    from mutransfer.tuning import run_trial
+    from mutransfer.runs import run_trial
 
     todo = []
     for i, case in enumerate(CASES):
@@ -155,7 +155,7 @@ def table(reports: Path, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def write(reports: Path, out_dir: Path) -> Path:
-    from mutransfer.validation._markdown import markdown_table
+    from mutransfer.validation import markdown_table
 
     runs = pd.read_csv(out_dir / "targets.csv")
     df = table(reports, runs)

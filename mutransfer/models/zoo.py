@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mutransfer.core import attention_scale
-from mutransfer.core._checks import check_choice
+from mutransfer.core import check_choice
 
 ATTENTIONS = ("mup", "sp")
 DEFAULT_N_HEADS = 4  # with d_head=None the head count stays 4 and d_head = width / 4 grows

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.projection._transfer_plan import TransferPlan
 
 
@@ -61,7 +61,7 @@ def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
 
 
 def _alpha(value: float | None) -> float:
-    from mutransfer.core._scaling import DEFAULT_DEPTH_ALPHA
+    from mutransfer.core import DEFAULT_DEPTH_ALPHA
 
     return DEFAULT_DEPTH_ALPHA if value is None else float(value)
 
@@ -69,7 +69,7 @@ def _alpha(value: float | None) -> float:
 def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
     """Refuse a plan whose constants differ from those the config fixes (a constant the config
     sweeps is free: the plan's tuned value is applied)."""
-    from mutransfer.tuning._config import config_constants
+    from mutransfer.runs import config_constants
     from mutransfer.core import Constants
 
     fixed = {k: v for k, v in config_constants(cfg).items() if k not in cfg.sweep.space}
@@ -133,7 +133,7 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
         >>> res.final_loss, res.history.tail()
     """
     from mutransfer.training import Checkpoints
-    from mutransfer.tuning import run_trial
+    from mutransfer.runs import run_trial
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     plan = load_plan(plan)

@@ -48,9 +48,9 @@ from mutransfer.projection import _laws as laws
 from mutransfer.projection._laws import N_BOOT, VAR_FLOOR, WINDOW, interval
 from mutransfer.core import WD_POLICIES, timescale_weight_decay
 from mutransfer.core import OPTIMIZERS, SCHEMES
-from mutransfer.core._checks import check_choice
+from mutransfer.core import check_choice
 from mutransfer.projection._transfer_plan import TransferPlan, json_ready
-from mutransfer.tuning._trials import DEFAULT_BETA1, trials_frame
+from mutransfer.tuning import DEFAULT_BETA1, trials_frame
 
 DRIFT_LIMIT = 0.15  # octaves per doubling: more than this and the parametrization is suspect
 NOISE_MISMATCH = 4.0  # the law's B_noise and the measured B_simple may differ by this factor

@@ -275,7 +275,7 @@ def _match_saved_optimizer_state(optim_state: dict, metadata, model) -> None:
 
 
 def _param_of(fqn: str, params: dict):
-    from mutransfer.core._groups import plan_name
+    from mutransfer.core import plan_name
 
     own = [n for n in params if plan_name(n, {fqn}) == fqn]
     return params[own[0]] if own else None

@@ -24,7 +24,7 @@ import os
 import torch
 from torch import nn
 
-from mutransfer.core._checks import check_choice
+from mutransfer.core import check_choice
 
 PARALLEL = ("none", "ddp", "fsdp")
 LAUNCH = "torchrun --nproc_per_node=N -m mutransfer train CONFIG"

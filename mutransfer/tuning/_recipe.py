@@ -21,7 +21,7 @@ within an octave of eta*.
 """
 from __future__ import annotations
 
-from mutransfer.tuning._config import ExperimentConfig, swept_constants
+from mutransfer.runs import ExperimentConfig, swept_constants
 
 STAGES = ("lr", "constants", "lr-again")
 

@@ -1,8 +1,8 @@
 """Tune the small proxy with Optuna: samplers, pruners, the study, workers, resume and rerun.
 
-Each trial (:mod:`mutransfer.tuning._objective`) builds the model at the proxy width, parametrizes it as
+Each trial (:func:`mutransfer.runs.run_trial`) builds the model at the proxy width, parametrizes it as
 configured, trains it and returns the final eval loss, reported at every eval for pruning. A
-diverged run is not an error: it is COMPLETE with the value ``DIVERGED_FACTOR * (largest finite
+diverged run is not an error: it is COMPLETE with the value ``DIVERGED_PENALTY * (largest finite
 loss it saw)`` (at least twice its loss at initialization, so worse than not training at all;
 finite, so the sampler learns to avoid the region) and its reason in ``user_attrs``. Storage
 and worker plumbing live in :mod:`mutransfer.tuning._storage`, the files a sweep leaves in
@@ -17,9 +17,9 @@ import re
 import time
 from pathlib import Path
 
-from mutransfer.tuning._config import ExperimentConfig, load_config
+from mutransfer.runs import DIVERGED_PENALTY, ExperimentConfig, load_config, run_trial, trial_value
 from mutransfer.tuning._locks import start_lock
-from mutransfer.tuning._objective import DIVERGED_FACTOR, make_objective, run_trial, trial_value
+from mutransfer.tuning._objective import make_objective
 from mutransfer.tuning._sweep_reports import best_table, write_reports
 from mutransfer.tuning._storage import (counts, default_storage, open_storage, run_worker,
                                         threads_per_worker, worker_devices)
@@ -151,7 +151,7 @@ def _phases(study, cfg: ExperimentConfig):
     if cfg.sweep.recipe != "staged":
         yield cfg.sweep.trials
         return
-    from mutransfer.tuning._config import config_constants
+    from mutransfer.runs import config_constants
     from mutransfer.tuning._recipe import enqueue_phase_, phase_totals
 
     for phase, total in enumerate(phase_totals(cfg)):
@@ -298,5 +298,5 @@ def bench_overhead(config_path: str | Path, trials: int, *, width: int | None = 
             "trials_per_hour": 3600 * n / sweep_s}
 
 
-__all__ = ["sweep", "run_trial", "rerun", "trial_value", "make_objective", "write_reports",
-           "best_table", "bench_overhead", "default_storage", "DIVERGED_FACTOR"]
+__all__ = ["sweep", "rerun", "make_objective", "write_reports", "best_table", "bench_overhead",
+           "default_storage"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 
 ARMS = ("sp-direct", "transfer-lr", "transfer-constants")
 
@@ -185,7 +185,7 @@ def n_params(cfg: ExperimentConfig, width: int) -> int:
     import torch
 
     from mutransfer.models import zoo
-    from mutransfer.tuning._objective import config_factory
+    from mutransfer.runs import config_factory
 
     with torch.device("meta"):
         model = config_factory(cfg, zoo.load_factory(cfg.model.factory))(width=width)
@@ -204,7 +204,7 @@ def meets_goal(table: pd.DataFrame) -> tuple[bool, bool]:
     return bool(c["loss"] <= a["loss"]), bool(c["compute_ratio"] <= 1 / 8)
 
 
-def verdict(table: pd.DataFrame) -> str:
+def compare_verdict(table: pd.DataFrame) -> str:
     """One sentence: how ``transfer-constants`` compares with ``sp-direct`` in loss and compute,
     and which part of the goal (level at <= 1/8 of the compute) it meets."""
     t = table.set_index("arm")
@@ -236,7 +236,7 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
 
         >>> write_compare(table, "reports/quickstart", "mutransfer compare sweeps/quickstart.toml")
     """
-    from mutransfer.validation._plots import plot_compare
+    from mutransfer.validation._fig_compare import plot_compare
     from mutransfer.validation._markdown import markdown_table, write_markdown
 
     folder = Path(folder)
@@ -253,7 +253,7 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
         "tuning FLOPs": table["tuning_flops"].map("{:.3g}".format),
         "compute vs sp-direct": table["compute_ratio"].map("{:.3f}x".format),
         "tuning s (wall)": table["tuning_s"].map("{:.1f}".format)})
-    text = [*markdown_table(shown), "", verdict(table), "", f"![compare]({stem}.png)", "",
+    text = [*markdown_table(shown), "", compare_verdict(table), "", f"![compare]({stem}.png)", "",
             "Tuning compute is 6 x parameters x training tokens summed over each arm's tuning "
             "trials (the wall seconds beside it depend on what else the machine ran); the target's "
             "training runs are not counted. `sp-direct` tunes the config's lr grid at the target "
@@ -264,4 +264,4 @@ def write_compare(table: pd.DataFrame, folder: str | Path, command: str, stem: s
                           command, text)
 
 
-__all__ = ["ARMS", "arm_config", "compare", "meets_goal", "read_compare", "verdict", "write_compare"]
+__all__ = ["ARMS", "arm_config", "compare", "meets_goal", "read_compare", "compare_verdict", "write_compare"]

@@ -43,7 +43,7 @@ def _as_width(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _alpha(value) -> float:
-    from mutransfer.core._scaling import DEFAULT_DEPTH_ALPHA
+    from mutransfer.core import DEFAULT_DEPTH_ALPHA
 
     return DEFAULT_DEPTH_ALPHA if value is None or value != value else float(value)
 
@@ -55,7 +55,7 @@ def depth_summary(df: pd.DataFrame) -> pd.DataFrame:
 
         >>> depth_summary(pd.read_csv("reports/gpt-cpu-depth/depth.csv"))
     """
-    from mutransfer.projection._landscape import summarize
+    from mutransfer.validation._landscape import summarize
 
     rows = []
     runs = df.assign(depth_alpha=df["depth_alpha"].map(_alpha))
@@ -68,7 +68,7 @@ def depth_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def depth_etas(df: pd.DataFrame) -> pd.DataFrame:
     """eta* and the best loss per (scheme, optimizer, width, depth_alpha, depth)."""
-    from mutransfer.projection._landscape import eta_stars
+    from mutransfer.validation._landscape import eta_stars
 
     runs = df.assign(depth_alpha=df["depth_alpha"].map(_alpha))
     parts = [eta_stars(_as_width(g)).rename(columns={"width": "depth"}).assign(width=int(w), depth_alpha=a)
@@ -82,7 +82,7 @@ def write_depth_outputs(df: pd.DataFrame, folder: str | Path, *, commands: Seque
 
         >>> write_depth_outputs(pd.read_csv("reports/gpt-cpu-depth/depth.csv"), "reports/gpt-cpu-depth")
     """
-    from mutransfer.validation._plots import plot_depth_landscapes
+    from mutransfer.validation._fig_landscape import plot_depth_landscapes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def write_depth_outputs(df: pd.DataFrame, folder: str | Path, *, commands: Seque
 def depth_markdown(df: pd.DataFrame, etas: pd.DataFrame | None = None) -> str:
     """The depth validation's tables: per alpha the drift, regret and best loss at the deepest
     model against alpha 0's, then eta* per depth."""
-    from mutransfer.projection._landscape import MUP_MAX_DRIFT, MUP_MAX_REGRET
+    from mutransfer.validation._landscape import MUP_MAX_DRIFT, MUP_MAX_REGRET
     from mutransfer.validation._markdown import markdown_table
 
     summary = depth_summary(df)
@@ -146,7 +146,7 @@ def _depth_rows(summary: pd.DataFrame, etas: pd.DataFrame) -> pd.DataFrame:
 def _probe(model: nn.Module, names: Sequence[str], x) -> dict[str, torch.Tensor]:
     """Outputs of ``names`` on one forward; a branch end's before its multiplier (the hook runs
     ahead of the plan's :class:`~mutransfer.core._depth.ResidualScale`)."""
-    from mutransfer.core._usage import call_with
+    from mutransfer.core import call_with
 
     got, handles = {}, []
     modules = dict(model.named_modules())
@@ -170,7 +170,7 @@ def _rms(t: torch.Tensor) -> float:
 
 def _structure(model: nn.Module, make_model: Callable[..., nn.Module], depth: int, x):
     """(last block of each grown list, branch ends per block) of ``model`` at ``depth`` blocks."""
-    from mutransfer.core._depth import Depth, branch_ends, match_depth
+    from mutransfer.core import Depth, branch_ends, match_depth
 
     with torch.device("meta"):
         grown = match_depth(make_model(depth=2 * depth), make_model(depth=depth))

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.core import Role
 
 KINDS = ("lr", "init")
@@ -35,7 +35,7 @@ def table_exponent(kind: str, role: str, optimizer: str, readout_exponent: float
         >>> table_exponent("lr", "hidden", "adamw")
         -1.0
     """
-    from mutransfer.core._scaling import INIT_EXPONENT, LR_EXPONENT
+    from mutransfer.core import INIT_EXPONENT, LR_EXPONENT
 
     r = Role(role)
     if scheme == "sp":
@@ -60,8 +60,8 @@ def role_runs(config: ExperimentConfig | str | Path, *, widths: Sequence[int], r
     """
     from tqdm.auto import tqdm
 
-    from mutransfer.tuning._config import config_constants
-    from mutransfer.tuning import run_trial
+    from mutransfer.runs import config_constants
+    from mutransfer.runs import run_trial
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     _check(kind, roles, widths, log2_mults, seeds)
@@ -111,7 +111,7 @@ def exponent_table(df: pd.DataFrame, *, optimizer: str, readout_exponent: float 
 
         >>> exponent_table(df, optimizer="adamw")[["role", "table", "measured", "agrees"]]
     """
-    from mutransfer.projection import drift, eta_stars
+    from mutransfer.validation._landscape import drift, eta_stars
 
     rows = []
     for (kind, role), g in df.groupby(["kind", "role"], sort=False):
@@ -140,7 +140,7 @@ def write_exponents(df: pd.DataFrame, table: pd.DataFrame, folder: str | Path, c
 
         >>> write_exponents(df, exponent_table(df, optimizer="adamw"), "reports/x", "mutransfer exponents ...")
     """
-    from mutransfer.validation._plots import plot_role_landscapes
+    from mutransfer.validation._fig_landscape import plot_role_landscapes
     from mutransfer.validation._markdown import markdown_table, write_markdown
 
     folder = Path(folder)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.validation._markdown import markdown_table
 from mutransfer.validation._validate import shell_path
 
@@ -91,7 +91,7 @@ def run_section(cfg: ExperimentConfig, source: Path | None) -> list[str]:
 def _describe_data(cfg: ExperimentConfig) -> str:
     """The dataset's own description: for a corpus its sha256, bytes and files; for a synthetic
     task its seed and sizes."""
-    from mutransfer.tuning._objective import make_dataset
+    from mutransfer.runs import make_dataset
 
     info = make_dataset(cfg.data).describe()
     return ", ".join(f"{k} `{v}`" for k, v in info.items() if len(str(v)) <= 80)
@@ -133,7 +133,7 @@ def sweep_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> li
 
 def _study_order(folder: Path) -> tuple:
     """Studies by width, then seed (w64 before w128), unknown names last."""
-    from mutransfer.tuning._sweep import STUDY_NAME
+    from mutransfer.tuning import STUDY_NAME
 
     m = STUDY_NAME.match(folder.name)
     return (0, int(m["width"]), int(m["seed"] or -1), "") if m else (1, 0, 0, folder.name)
@@ -141,7 +141,7 @@ def _study_order(folder: Path) -> tuple:
 
 def _sweep_flags(study: str, cfg: ExperimentConfig) -> str:
     """The ``--width``/``--seed`` flags that recreate study ``<name>-w<W>[-s<S>]``."""
-    from mutransfer.tuning._sweep import STUDY_NAME
+    from mutransfer.tuning import STUDY_NAME
 
     m = STUDY_NAME.match(study)
     if m is None or m["name"] != cfg.name:

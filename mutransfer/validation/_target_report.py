@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from mutransfer.projection import TransferPlan
-from mutransfer.validation._plots import plot_training
+from mutransfer.validation._fig_training import plot_training
 from mutransfer.validation._markdown import markdown_table
 
 

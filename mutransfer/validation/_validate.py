@@ -26,9 +26,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from mutransfer.tuning import ExperimentConfig, load_config
+from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.core import OPTIMIZERS, SCHEMES
-from mutransfer.tuning._storage import default_storage, fail_stale, open_storage
+from mutransfer.tuning import default_storage, fail_stale, open_storage
 from mutransfer.validation._markdown import markdown_table
 
 # one trial per point of their product; depth and depth_alpha are None where the config has no
@@ -252,7 +252,7 @@ def _older_defaults(stored: dict, setup: dict) -> dict:
     before it still resumes."""
     import dataclasses
 
-    from mutransfer.tuning._config import SECTIONS
+    from mutransfer.runs import SECTIONS
 
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in stored.items()}
     for section, cls in SECTIONS.items():
@@ -335,7 +335,7 @@ def _run_grid(study, cfg: ExperimentConfig, grid: list[dict], device: str, show:
 def make_objective(cfg: ExperimentConfig, device: str):
     """The Optuna objective of one grid point: trains it and returns the sweeper's value
     (final eval loss; a large finite value when diverged)."""
-    from mutransfer.tuning import run_trial, trial_value
+    from mutransfer.runs import run_trial, trial_value
 
     def objective(trial) -> float:
         # Fixed ranges, not the grid's values: a study's distributions may not change when a
@@ -400,7 +400,7 @@ def write_outputs(df: pd.DataFrame, folder: str | Path, *, commands: Sequence[st
 
         >>> write_outputs(pd.read_csv("reports/quickstart/validate.csv"), "reports/quickstart")
     """
-    from mutransfer.validation._plots import plot_best_loss, plot_lr_landscape
+    from mutransfer.validation._fig_landscape import plot_best_loss, plot_lr_landscape
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -420,8 +420,8 @@ def landscape_markdown(df: pd.DataFrame, *, max_drift: float | None = None) -> s
 
         >>> print(landscape_markdown(df))
     """
-    from mutransfer.projection._landscape import MUP_MAX_DRIFT, MUP_MAX_REGRET, eta_stars, summarize
-    from mutransfer.projection._laws import CI_LEVEL
+    from mutransfer.validation._landscape import MUP_MAX_DRIFT, MUP_MAX_REGRET, eta_stars, summarize
+    from mutransfer.projection import CI_LEVEL
 
     max_drift = MUP_MAX_DRIFT if max_drift is None else max_drift
     summary = summarize(df, max_drift=max_drift)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mutransfer.validation._coord_check import RECORD_COLUMNS
-from mutransfer.core._checks import require_columns
+from mutransfer.core import require_columns
 from mutransfer.core import Role
 
 FIT_KEYS = ["scheme", "optimizer", "module", "role", "step", "kind"]

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from mutransfer.core._checks import require_columns
+from mutransfer.core import require_columns
 
 MUP_MAX_DRIFT = 0.25  # octaves of eta* per doubling of width (issue 7's target)
 MUP_MAX_REGRET = 1.0  # percent of the best loss at the largest width
@@ -81,7 +81,7 @@ def fit_curve(log2_lr, loss, *, seed: int = 0) -> dict:
         >>> fit_curve([-10, -9, -8, -7, -6], [3.1, 2.8, 2.7, 2.8, 3.2])["log2_eta"]
         -8.0
     """
-    from mutransfer.projection._laws import interval, quadratic_optimum
+    from mutransfer.projection import interval, quadratic_optimum
 
     x, y = np.asarray(log2_lr, float), np.asarray(loss, float)
     ok = np.isfinite(y)
@@ -166,7 +166,7 @@ def drift(df: pd.DataFrame, *, seed: int = 0) -> tuple[float, float, float]:
 
         >>> d, lo, hi = drift(df.query("scheme == 'mup' and optimizer == 'adamw'"))
     """
-    from mutransfer.projection._laws import fit_line, interval
+    from mutransfer.projection import fit_line, interval
 
     fits = [(key[2], fit) for key, fit in _curve_fits(df, seed) if math.isfinite(fit["log2_eta"])]
     d = drift_slope([w for w, _ in fits], [f["log2_eta"] for _, f in fits])

@@ -1,0 +1,163 @@
+"""The trial: build the config's model at a width, parametrize it, train it, score it.
+
+:func:`run_trial` is the one training path that the sweep's objective, ``--rerun``, validation,
+the coordinate check and the target run share; :func:`resolve_knobs` lays a trial's swept values
+over the config's fixed ones, :func:`config_factory` and :func:`make_dataset` build what the
+config names, and :func:`trial_value` scores the result.
+
+    >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
+    >>> trial_value(res)
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import Any, Callable
+
+from mutransfer.core import CONSTANT_NAMES, Constants, Role, parametrize
+from mutransfer.models import zoo
+from mutransfer.runs._config import DataConfig, ExperimentConfig, config_constants
+from mutransfer.training import data as datasets
+from mutransfer.training import train
+
+DIVERGED_PENALTY = 2.0  # a diverged trial's value: this times the largest finite loss it saw
+
+
+def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, seed: int,
+              callback: Callable | None = None, progress: bool = False, depth: int | None = None,
+              parallel: str = "none", compile: bool = False, checkpoint=None):
+    """Train the model of ``cfg`` at ``width`` with the swept ``params`` (one trial, no Optuna).
+
+    ``depth`` (blocks, passed to the factory as ``depth=``) parametrizes against a base of
+    ``[model] base_depth`` blocks with the depth rules; None builds the factory's own depth.
+    Knobs missing from ``params`` take ``cfg.train``/``cfg.parametrization`` values;
+    ``init_scale`` multiplies the init of every input/hidden/output weight after muP's rewrite.
+    ``qk_clip`` (tau) turns on :class:`~mutransfer.optim.QKClip` (``[train] log_max_logit``
+    records the max logit without clipping), ``decay`` picks the weight-decay kind.
+    With a token budget (``[train] tokens`` or a swept ``tokens``) the run takes
+    ``cfg.steps_for(batch_size, tokens)`` = tokens / (batch_size * seq_len) steps.
+    Every trial is evaluated on the same ``eval_batches`` x ``[train] batch_size`` val examples,
+    whatever batch size it trains with, so losses compare across a swept batch size.
+    ``parallel`` ("ddp", "fsdp": under torchrun), ``compile`` and ``checkpoint`` (a
+    :class:`~mutransfer.training.Checkpoints`) are for the target run (:func:`train_target`);
+    a sweep's trials keep the defaults: one process, eager, no checkpoints.
+
+        >>> res = run_trial(cfg, {"lr": 3e-3, "batch_size": 16}, width=64, device="cpu", seed=0)
+        >>> res.final_loss
+    """
+    import torch
+
+    from mutransfer.training import init_parallel, wrap_model
+
+    k = resolve_knobs(cfg, params)
+    dev = init_parallel(parallel, device)
+    torch.manual_seed(seed)
+    factory = config_factory(cfg, zoo.load_factory(cfg.model.factory))
+    p = cfg.parametrization
+    data = make_dataset(cfg.data)
+    seq_len = None if cfg.data.source == "synthetic" else cfg.train.seq_len
+    # the roles are traced on a batch of the config's own data (any factory, no example_input needed)
+    example = data.batch("train", 2, seq_len, torch.Generator().manual_seed(0))[0]
+    depths = {} if depth is None else {"depth": depth, "base_depth": cfg.model.base_depth or depth}
+    plan = parametrize(factory, width=width, base_width=cfg.model.base_width, scheme=p.scheme,
+                       optimizer=p.optimizer, muon_scale=p.muon_scale, readout=p.readout,
+                       constants=trial_constants(k), seed=seed, example=example,
+                       depth_alpha=p.depth_alpha, **depths)
+    _scale_init_(plan, k["init_scale"])
+    t = cfg.train
+    # wrapped (FSDP2 shards the parameters) before the optimizer takes them
+    model = wrap_model(plan.model.to(dev), parallel, compile=compile)
+    opt = plan.optimizer(k["lr"], model=model, weight_decay=k["weight_decay"], betas=t.betas,
+                         eps=t.eps, momentum=k["momentum"], adam_lr=k["adam_lr"],
+                         wd_policy=t.wd_policy, decay=k["decay"])
+    qk_clip = None
+    if k["qk_clip"] is not None or t.log_max_logit:
+        from mutransfer.optim import QKClip
+
+        qk_clip = QKClip(plan.model, k["qk_clip"])
+    steps = cfg.steps_for(k["batch_size"], k["tokens"])
+    return train(model, opt, data, steps=steps, batch_size=k["batch_size"], seq_len=seq_len,
+                 schedule=t.schedule, warmup=k["warmup"], clip=t.clip, device=dev, dtype=t.dtype,
+                 grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, steps // 10),
+                 eval_batches=t.eval_batches, eval_batch_size=t.batch_size, seed=seed, callback=callback,
+                 measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip,
+                 parallel=parallel, checkpoint=checkpoint)
+
+
+def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:
+    """The trial's settings: swept ``params`` over the config's fixed values."""
+    t = cfg.train
+    fixed = {"lr": t.lr, "batch_size": t.batch_size, "adam_lr": t.adam_lr,
+             "weight_decay": t.weight_decay, "warmup": t.warmup, "momentum": t.momentum,
+             **config_constants(cfg), "init_scale": 1.0, "qk_clip": t.qk_clip, "decay": t.decay,
+             "tokens": t.tokens}
+    return {**fixed, **params}
+
+
+def trial_constants(knobs: dict) -> Constants:
+    """The :class:`~mutransfer.Constants` among a trial's resolved knobs."""
+    return Constants.coerce({k: knobs[k] for k in CONSTANT_NAMES if k in knobs})
+
+
+def config_factory(cfg: ExperimentConfig, factory: Callable) -> Callable:
+    """The factory with the config's kwargs; sizes the data fixes (seq_len, in_dim, out_dim)
+    default to the data's so a GPT's context matches ``train.seq_len``.
+
+        >>> make = config_factory(cfg, mutransfer.zoo.gpt)
+        >>> model = make(width=128)
+    """
+    kwargs = dict(cfg.model.kwargs)
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    implied = ({"in_dim": cfg.data.in_dim, "out_dim": cfg.data.out_dim}
+               if cfg.data.source == "synthetic" else {"seq_len": cfg.train.seq_len})
+    for key, value in implied.items():
+        if key in accepted and key not in kwargs:
+            kwargs[key] = value
+    return functools.partial(factory, **kwargs)
+
+
+def _scale_init_(plan, scale: float) -> None:
+    if scale == 1.0:
+        return
+    import torch
+
+    named = dict(plan.model.named_parameters())
+    with torch.no_grad():
+        for name, role in plan.roles.items():
+            if role in (Role.INPUT, Role.HIDDEN, Role.OUTPUT):
+                named[name].mul_(scale)
+
+
+@functools.lru_cache(maxsize=4)
+def make_dataset(data: DataConfig):
+    """The dataset ``data`` describes (cached per process: pycorpus reads ~the whole stdlib)."""
+    if data.source == "pycorpus":
+        return datasets.pycorpus()
+    if data.source == "textfile":
+        return datasets.textfile(data.path)
+    return datasets.synthetic(kind=data.kind, in_dim=data.in_dim, out_dim=data.out_dim, seed=data.seed)
+
+
+def trial_value(res) -> float:
+    """The objective: final eval loss, or ``DIVERGED_PENALTY`` times the largest finite loss the
+    run saw when it diverged (train or eval; its first train loss is the loss at init):
+    value = loss_final, or DIVERGED_PENALTY x max(finite losses) when diverged.
+
+        >>> res = run_trial(cfg, {"lr": 1e-3})
+        >>> trial_value(res)          # res.final_loss unless the run diverged
+    """
+    if not res.diverged and math.isfinite(res.final_loss):
+        return float(res.final_loss)
+    import pandas as pd
+
+    h = res.history
+    seen = [pd.to_numeric(h[col], errors="coerce") for col in ("train_loss", "eval_loss") if col in h]
+    finite = [float(v) for col in seen for v in col if math.isfinite(v)]  # drops NaN/inf/None
+    if not finite:
+        raise ValueError("the run diverged before producing a single finite loss: the model's "
+                         "init is broken (check it at lr=0)")
+    return DIVERGED_PENALTY * max(finite)
