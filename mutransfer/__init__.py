@@ -24,6 +24,20 @@ before it (``tests/test_layout.py`` keeps it so):
 | :mod:`mutransfer.validation` | coordinate check, validate, compare, exponents, plots, reports |
 | :mod:`mutransfer.cli`, ``experiments``, ``bench`` | the command line, scripted experiments, benchmarks |
 
+The nouns, one meaning each:
+
+| noun | meaning |
+|---|---|
+| base | the model at ``base_width`` (and ``base_depth``) where muP equals the user's standard parametrization: every multiplier is 1 |
+| proxy | the small model that is swept: the config's ``[sweep] width`` (and proxy depth) |
+| target | the large model the result is carried to: ``[model] width``, usually a longer budget and larger batch |
+| role | what a parameter is to width scaling (:class:`Role`: input, hidden, output, vector, fixed), from its module or its traced usage |
+| usage | how one traced forward consumes a parameter: a :class:`~mutransfer.core.Use` per op (matmul, lookup, add); a module's slot for it is a ``ModuleSlot`` |
+| plan | :class:`Plan`: one model parametrized for muP, with each parameter's role and multipliers; builds the optimizer's param groups |
+| transfer plan | :class:`TransferPlan`: what :func:`transfer` projects from the proxy's study to the target (lr, batch, constants, weight decay, with intervals) |
+| trial | one training run of the config at a width with one set of knobs (:func:`mutransfer.runs.run_trial`); in a sweep, one Optuna trial |
+| study | the Optuna study holding a sweep's trials in its storage (SQLite, journal file or PostgreSQL) |
+
 Each subpackage re-exports its public names from private modules, so no public function shares
 its name with a module (``mutransfer.sweep`` is the function). ``mutransfer.zoo``,
 ``mutransfer.hf`` and ``mutransfer.data`` are the public modules of ``models`` and ``training``

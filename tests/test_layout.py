@@ -208,3 +208,12 @@ def test_the_check_catches_a_circle(tmp_path):
     (pkg / "core" / "_a.py").write_text("def f():\n    from mutransfer.core._b import g\n")
     (pkg / "core" / "_b.py").write_text("from mutransfer.core._a import f\n")
     assert circles(modules(pkg)) == [["mutransfer.core._a", "mutransfer.core._b"]]
+
+
+def test_the_package_docstring_defines_each_noun():
+    """The glossary: every noun the package uses in more than one sense elsewhere has one row."""
+    import mutransfer
+
+    rows = {line.split("|")[1].strip() for line in mutransfer.__doc__.splitlines() if line.startswith("| ")}
+    nouns = {"plan", "transfer plan", "role", "usage", "proxy", "base", "target", "trial", "study"}
+    assert nouns <= rows, f"missing from the glossary: {sorted(nouns - rows)}"

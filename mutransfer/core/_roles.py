@@ -52,8 +52,10 @@ _KNOWN = (nn.Linear, nn.Embedding, nn.EmbeddingBag, nn.MultiheadAttention) + _CO
 
 
 @dataclass(frozen=True)
-class Usage:
-    """How one module uses a parameter: its fans in that module and whether it is an embedding."""
+class ModuleSlot:
+    """How one module holds a parameter (its slot): the attribute, the kind the module type gives
+    it and its fans there. Not a traced :class:`~mutransfer.core.Use` (one op of the forward that
+    consumes the parameter)."""
 
     module: str
     attr: str
@@ -145,52 +147,52 @@ def _effectively_1d(shape: tuple[int, ...]) -> bool:
     return sum(1 for s in shape if s != 1) <= 1
 
 
-def usages(model: nn.Module) -> dict[int, list[tuple[str, Usage, torch.Tensor]]]:
+def module_slots(model: nn.Module) -> dict[int, list[tuple[str, ModuleSlot, torch.Tensor]]]:
     """Every (module, attribute) use of each parameter, keyed by ``id(param)``; tied weights
     appear once per module that holds them, under their canonical (first) name."""
     canonical = {id(p): n for n, p in model.named_parameters()}
-    out: dict[int, list[tuple[str, Usage, torch.Tensor]]] = {}
+    out: dict[int, list[tuple[str, ModuleSlot, torch.Tensor]]] = {}
     for mname, module in model.named_modules(remove_duplicate=False):
         for attr, p in module.named_parameters(recurse=False):
             kind, fi, fo = _fans(module, attr, p)
             known = kind in _MODULE_KINDS or isinstance(module, _KNOWN) or _is_hf_conv1d(module, "weight")
             source = "module" if known else "shape"
-            use = Usage(mname, attr, kind, fi, fo, p.numel(), p.ndim, source)
+            use = ModuleSlot(mname, attr, kind, fi, fo, p.numel(), p.ndim, source)
             entries = out.setdefault(id(p), [])
             if all((u.module, u.attr) != (mname, attr) for _, u, _ in entries):
                 entries.append((canonical[id(p)], use, p))
     return out
 
 
-def _by_name(model: nn.Module) -> dict[str, tuple[torch.Tensor, list[Usage]]]:
-    return {entries[0][0]: (entries[0][2], [u for _, u, _ in entries]) for entries in usages(model).values()}
+def _by_name(model: nn.Module) -> dict[str, tuple[torch.Tensor, list[ModuleSlot]]]:
+    return {entries[0][0]: (entries[0][2], [u for _, u, _ in entries]) for entries in module_slots(model).values()}
 
 
 _PRIORITY = ("matmul", "lookup", "add", "conv_dw", "mul", "other")
 
 
-def _traced(use: Usage, p: torch.Tensor, found: list) -> Usage:
+def _traced(use: ModuleSlot, p: torch.Tensor, found: list) -> ModuleSlot:
     """The module-less ``use`` of ``p`` rewritten from how the forward consumed it (usage.py)."""
     t = min(found, key=lambda u: _PRIORITY.index(u.kind))
     shape, ndim = tuple(p.shape), p.ndim
     fields = dict(module=use.module, attr=use.attr, numel=p.numel(), ndim=ndim, source="usage")
     if ndim <= 1 or _effectively_1d(shape):
-        return Usage(kind="vector", fan_in=1, fan_out=p.numel(), **fields)
+        return ModuleSlot(kind="vector", fan_in=1, fan_out=p.numel(), **fields)
     if t.kind == "matmul" and t.in_dims and t.out_dims:
         fan_in, fan_out, _ = t.fans(shape)
         lead = len(t.expert_dims)
         if lead and t.expert_dims == tuple(range(lead)) and ndim - lead == 2:
-            return Usage(kind="experts", fan_in=fan_in, fan_out=fan_out, expert_dims=lead, **fields)
+            return ModuleSlot(kind="experts", fan_in=fan_in, fan_out=fan_out, expert_dims=lead, **fields)
         # Muon flattens (dim 0, rest): a matrix up to transpose only when dim 0 is all of in or out
         kind = "generic" if not lead and (ndim == 2 or (0,) in (t.in_dims, t.out_dims)) else "tensor"
-        return Usage(kind=kind, fan_in=fan_in, fan_out=fan_out, **fields)
+        return ModuleSlot(kind=kind, fan_in=fan_in, fan_out=fan_out, **fields)
     if t.kind == "lookup":
-        return Usage(kind="embedding", fan_in=1, fan_out=t.fans(shape)[1], **fields)
+        return ModuleSlot(kind="embedding", fan_in=1, fan_out=t.fans(shape)[1], **fields)
     if t.kind == "add":  # a positional table added to the residual stream (features last)
-        return Usage(kind="embedding", fan_in=1, fan_out=shape[-1], **fields)
+        return ModuleSlot(kind="embedding", fan_in=1, fan_out=shape[-1], **fields)
     if t.kind == "conv_dw":
-        return Usage(kind="depthwise", fan_in=math.prod(shape[1:]), fan_out=shape[0], **fields)
-    return Usage(kind="gain", fan_in=1, fan_out=p.numel(), **fields)
+        return ModuleSlot(kind="depthwise", fan_in=math.prod(shape[1:]), fan_out=shape[0], **fields)
+    return ModuleSlot(kind="gain", fan_in=1, fan_out=p.numel(), **fields)
 
 
 def _with_usage(by_name: dict, traced: dict) -> dict:
@@ -377,11 +379,11 @@ def _check_same_architecture(model: dict, other: dict, label: str) -> None:
             )
 
 
-def _scales(get, use: Usage, base: Usage, delta: Usage | None) -> bool:
+def _scales(get, use: ModuleSlot, base: ModuleSlot, delta: ModuleSlot | None) -> bool:
     return get(use) != get(base) or (delta is not None and get(delta) != get(base))
 
 
-def _usage_role(use: Usage, base: Usage, delta: Usage | None) -> Role:
+def _usage_role(use: ModuleSlot, base: ModuleSlot, delta: ModuleSlot | None) -> Role:
     if use.kind in NUMEL_KINDS:
         return Role.VECTOR if _scales(lambda u: u.numel, use, base, delta) else Role.FIXED
     ins = _scales(lambda u: u.fan_in, use, base, delta)
@@ -394,7 +396,7 @@ def _ratio(a: float, b: float) -> float:
     return float(a) / float(b)
 
 
-def _info(name: str, p, role: Role, use: Usage, base: Usage, tied: bool, readouts) -> ParamInfo:
+def _info(name: str, p, role: Role, use: ModuleSlot, base: ModuleSlot, tied: bool, readouts) -> ParamInfo:
     if role is Role.INPUT:
         m = _ratio(use.fan_out, base.fan_out)
     elif role in (Role.HIDDEN, Role.OUTPUT):
