@@ -64,7 +64,6 @@ def test_data_path_is_relative_to_the_config(tmp_path):
 @pytest.mark.parametrize("old, new, message", [
     ("steps = 10", "steps = 'ten'", r"x\.toml: \[train\] steps must be an int, got 'ten'"),
     ("steps = 10", "steps = 10\nstepz = 3", r"x\.toml: unknown key 'stepz' in \[train\]; allowed keys: steps"),
-    ("[parametrization]\n", "", r"x\.toml: missing section \[parametrization\]"),
     ('source = "synthetic"', 'source = "imagenet"', r"\[data\] source must be one of pycorpus, textfile, synthetic, got 'imagenet'"),
     ("[parametrization]", "[parametrization]\nscheme = 'ntk'", r"\[parametrization\] scheme must be one of sp, mup, spectral"),
     ("[sweep]", "[sweep]\npruner = 'asha'", r"\[sweep\] pruner must be one of median, hyperband, none"),
@@ -82,6 +81,34 @@ def test_bad_config_names_file_key_and_form(tmp_path, old, new, message):
     assert old in MINIMAL
     with pytest.raises(ValueError, match=message):
         load_config(write(tmp_path, MINIMAL.replace(old, new, 1)))
+
+
+@pytest.mark.parametrize("knob, spec, message", [
+    ("lr", "{ low = 0, high = 0.1 }", r"\[sweep.space\] lr: every value must be > 0, got 0"),
+    ("lr", "[0.01, -0.1]", r"\[sweep.space\] lr: every value must be > 0, got -0.1; e\.g\. lr = \{low"),
+    ("batch_size", "[0, 16]", r"\[sweep.space\] batch_size: every value must be >= 1, got 0"),
+    ("weight_decay", "{ low = -0.1, high = 0.1 }", r"weight_decay: every value must be >= 0, got -0.1"),
+    ("warmup", "[-1, 0.05]", r"warmup: every value must be >= 0, got -1"),
+    ("momentum", "[0.9, 1.0]", r"momentum: every value must be in \[0, 1\), got 1.0"),
+    ("adam_lr", "{ low = 1e-3, high = 1e-3 }", r"adam_lr: need 0 < low < high .* empty range"),
+    ("init_input", "[1.0, 0.0]", r"init_input: 0.0 cannot be trained with: constant init_input must be > 0"),
+    ("readout_exponent", "[-1.0, 1.0]", r"readout_exponent: 1.0 cannot be trained with: readout_exponent must lie in \[-2, 0\]"),
+])
+def test_a_space_no_trial_could_run_is_refused_at_load(tmp_path, knob, spec, message):
+    """Refused by load_config, naming the key and the allowed form, not when a trial samples it."""
+    text = MINIMAL.replace("log = true }", f"log = true }}\n{knob} = {spec}", 1) if knob != "lr" else \
+        MINIMAL.replace("lr = { low = 1e-3, high = 1e-1, log = true }", f"lr = {spec}")
+    with pytest.raises(ValueError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_a_section_of_defaults_may_be_left_out(tmp_path):
+    """Every field of [model], [data], [train], [parametrization] and [sweep] has a default."""
+    cfg = load_config(write(tmp_path, 'name = "bare"\n[sweep.space]\nlr = [1e-3, 1e-2]\n'))
+    assert cfg.parametrization == ExperimentConfig.from_dict({"name": "x", "sweep": {"space": {"lr": [1e-3]}}}).parametrization
+    assert cfg.model.factory == "mutransfer.zoo:gpt" and cfg.train.steps == 100
+    text = MINIMAL.replace("[parametrization]\n", "")
+    assert load_config(write(tmp_path, text)).parametrization.scheme == "spectral"
 
 
 def test_grid_larger_than_trials_is_rejected(tmp_path):

@@ -39,6 +39,13 @@ RECIPES = ("single", "staged")
 SPACE_KEYS = ("lr", "batch_size", "adam_lr", "weight_decay", "warmup", "init_scale",
               "momentum", "qk_clip", "decay", "tokens") + CONSTANT_NAMES  # constants: mutransfer.Constants
 INT_SPACE_KEYS = ("batch_size", "tokens")
+# The values a knob can train with (muP's constants: mutransfer.Constants checks each value);
+# a range or choice outside them is refused at load, not when a trial samples it.
+KNOB_DOMAINS = {"lr": ("> 0", lambda v: v > 0), "adam_lr": ("> 0", lambda v: v > 0),
+                "batch_size": (">= 1", lambda v: v >= 1), "tokens": (">= 1", lambda v: v >= 1),
+                "init_scale": ("> 0", lambda v: v > 0), "qk_clip": ("> 0", lambda v: v > 0),
+                "weight_decay": (">= 0", lambda v: v >= 0), "warmup": (">= 0", lambda v: v >= 0),
+                "momentum": ("in [0, 1)", lambda v: 0 <= v < 1)}
 CHOICE_SPACE_KEYS = {"decay": DECAY_KINDS}  # knobs whose values are names, not numbers
 
 
@@ -253,8 +260,7 @@ def _build(raw: dict, source: str, root: Path) -> ExperimentConfig:
                          f"got {raw.get('name')!r}")
     sections = {}
     for key, cls in SECTIONS.items():
-        if key not in raw:
-            raise ValueError(f"{source}: missing section [{key}]; add it (see sweeps/quickstart.toml)")
+        raw.setdefault(key, {})  # every field has a default: a section may be left out
         if not isinstance(raw[key], dict):
             raise ValueError(f"{source}: [{key}] must be a table, got {raw[key]!r}")
         sections[key] = _section(cls, raw[key], key, source)
@@ -421,6 +427,8 @@ def _check_choices_list(spec: list, name: str, where: str) -> None:
     if not spec or not all(isinstance(v, number) and not isinstance(v, bool) for v in spec):
         kind = "ints" if name in INT_SPACE_KEYS else "numbers"
         raise ValueError(f"{where} must be a non-empty list of {kind}, got {spec!r}")
+    for value in spec:
+        _check_domain(name, value, where)
 
 
 def _check_range(spec: dict, name: str, where: str) -> None:
@@ -432,13 +440,36 @@ def _check_range(spec: dict, name: str, where: str) -> None:
     nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
     if not nums or not isinstance(log, bool):
         raise ValueError(f"{where} must be {{low = <number>, high = <number>, log = true|false}}, got {spec!r}")
-    if name == "qk_clip" and nums and low <= 0:
-        raise ValueError(f"{where}: tau must be > 0, got low={low!r}")
     if not low < high or (log and low <= 0):
-        raise ValueError(f"{where}: need 0 < low < high for log = true (low < high otherwise), "
+        raise ValueError(f"{where}: need 0 < low < high for log = true (low < high otherwise; "
+                         f"low = high is an empty range: give one value as a list), "
                          f"got low={low!r} high={high!r}")
+    for value in (low, high):
+        _check_domain(name, value, where)
     if name in INT_SPACE_KEYS and not all(isinstance(v, int) for v in (low, high)):
         raise ValueError(f"{where}: {name} is an int; give int bounds or a list, got {spec!r}")
+
+
+def _check_domain(name: str, value, where: str) -> None:
+    """Refuse a value no trial could run with: the message names the knob, the value and its
+    allowed form."""
+    if name in CONSTANT_NAMES:
+        try:
+            Constants.coerce({name: value})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {value!r} cannot be trained with: {err}") from None
+        return
+    if name in KNOB_DOMAINS:
+        form, ok = KNOB_DOMAINS[name]
+        if not ok(value):
+            raise ValueError(f"{where}: every value must be {form}, got {value!r}; "
+                             f"e.g. {name} = {_EXAMPLES.get(name, '[...]')}")
+
+
+_EXAMPLES = {"lr": "{low = 1e-4, high = 1e-1, log = true}", "adam_lr": "{low = 1e-4, high = 1e-2, log = true}",
+             "batch_size": "[8, 16, 32]", "tokens": "[65536, 131072]", "init_scale": "{low = 0.5, high = 2.0, log = true}",
+             "qk_clip": "[50, 100]", "weight_decay": "{low = 0.0, high = 0.1}", "warmup": "[0.0, 0.05]",
+             "momentum": "[0.9, 0.95]"}
 
 
 def _check_grid(sweep: SweepConfig, source: str) -> None:
