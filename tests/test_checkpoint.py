@@ -162,16 +162,17 @@ def test_a_checkpoint_of_another_config_or_plan_is_refused_naming_the_difference
                     "--steps", "4", "--resume")
 
 
-def test_writes_are_atomic_and_only_the_newest_checkpoint_stays(tmp_path):
+def test_writes_are_atomic_and_the_newest_two_checkpoints_stay(tmp_path):
     folder = tmp_path / "o" / "checkpoints"
     (folder / ".tmp-step-000099").mkdir(parents=True)  # a crash mid-write
     (folder / ".tmp-step-000099" / "__0_0.distcp").write_bytes(b"partial")
     (folder / "step-000002").mkdir()  # no meta.json: not complete, never read (and replaced)
-    assert latest_checkpoint(folder) is None
+    with pytest.warns(UserWarning, match=r"step-000002 is damaged \(meta\.json: FileNotFoundError"):
+        assert latest_checkpoint(folder) is None
     cfg, plan = _config(tmp_path, "atomic", every=2), _plan(tmp_path)
     assert run_command(train_cmd, "train", str(cfg), "--plan", str(plan), "--out",
                        str(tmp_path / "o"), "--steps", "5") == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["step-000005"]  # the end's; older ones gone
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000004", "step-000005"]  # older ones gone
     assert latest_checkpoint(folder) == folder / "step-000005"
     with pytest.raises(ValueError, match=r"holds checkpoints of an earlier run \(newest: step-000005\); "
                                          r"continue it with --resume"):
@@ -205,3 +206,27 @@ def test_sweep_trials_never_checkpoint(tmp_path, monkeypatch):
     res = run_trial(cfg, {"lr": 0.01, "adam_lr": 1e-3}, width=16, device="cpu", seed=0)
     assert res.steps == STEPS
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow_mlp.py", "sweep-none.toml"]
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    """A power cut after the rename can leave the newest checkpoint cut short: its files no longer
+    match the SHA-256 in meta.json, and --resume goes on from the previous one with a warning."""
+    import json
+
+    cfg, plan = _config(tmp_path, "cut", optimizer="adamw", decay="decoupled", every=2), _plan(tmp_path, "adamw")
+    out, whole = tmp_path / "o", tmp_path / "whole"
+    assert run_command(train_cmd, *_argv(cfg, plan, whole, "--steps", "6")) == 0
+    assert run_command(train_cmd, *_argv(cfg, plan, out, "--steps", "6")) == 0
+    folder = out / "checkpoints"
+    meta = json.loads((folder / "step-000006" / "meta.json").read_text())
+    assert set(meta["sha256"]) == {str(p.relative_to(folder / "step-000006"))
+                                   for p in (folder / "step-000006").rglob("*") if p.name != "meta.json"}
+    loop = folder / "step-000006" / "loop.pt"
+    loop.write_bytes(loop.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match=r"step-000006 is damaged \(loop\.pt: SHA-256 differs"):
+        assert latest_checkpoint(folder) == folder / "step-000004"
+    (out / "history.csv").unlink()
+    with pytest.warns(UserWarning, match="falling back to an older one"):
+        assert run_command(train_cmd, *_argv(cfg, plan, out, "--steps", "6", "--resume")) == 0
+    pd.testing.assert_frame_equal(_history(out), _history(whole), check_exact=True)
+    assert latest_checkpoint(folder) == folder / "step-000006"  # rewritten whole

@@ -13,9 +13,13 @@ A checkpoint is a folder ``step-<N>/`` in the run's checkpoint folder, holding
   run depends on (config, plan, width, steps, seed). A resume with other settings is refused,
   naming each one that differs.
 
-Writes are atomic: everything goes to ``.tmp-step-<N>/``, which is renamed to ``step-<N>/`` once
-complete; only then are older checkpoints removed. A crash mid-write leaves a ``.tmp-`` folder,
-which is never read, and the last good checkpoint.
+Writes are atomic and survive a power cut: everything goes to ``.tmp-step-<N>/``, each file and the
+folder are fsynced, and only then is it renamed to ``step-<N>/`` (the parent fsynced too); the
+newest :data:`KEEP` complete checkpoints stay, older ones are removed. ``meta.json`` holds a
+SHA-256 of every other file, so a truncated or corrupt newest checkpoint is detected and a resume
+falls back to the one before, with a warning. A crash mid-write leaves a ``.tmp-`` folder, which
+is never read. Like any pickle, a checkpoint folder runs code when read (DCP's ``.metadata``,
+``loop.pt`` is read with ``weights_only``): resume only from folders you trust.
 
     >>> ckpt = Checkpoints("reports/gpt/train-w512/checkpoints", every=100, fingerprint={"lr": 0.01})
     >>> res = train(model, opt, data, steps=1000, batch_size=32, seq_len=64, checkpoint=ckpt)
@@ -40,6 +44,7 @@ STEP_DIR = re.compile(r"step-(\d+)")
 TMP_PREFIX = ".tmp-"
 META = "meta.json"
 LOOP = "loop.pt"
+KEEP = 2  # complete checkpoints kept: the newest may be cut short by a power cut after its rename
 
 
 @dataclass(frozen=True)
@@ -112,19 +117,53 @@ def fingerprint_difference(saved: dict, now: dict) -> list[str]:
             for k in keys if not same(saved.get(k, "-"), now.get(k, "-"))]
 
 
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step in ``folder`` (``step-<N>/`` with its
-    ``meta.json``), or None; unfinished ``.tmp-`` folders are ignored.
+def checkpoints_newest_first(folder: str | Path) -> list[Path]:
+    """Every ``step-<N>/`` folder in ``folder``, newest first (complete or not: see :func:`damage`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_DIR.fullmatch(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def damage(path: str | Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be trusted (no or unreadable ``meta.json``, a file
+    missing, or one whose SHA-256 differs from the one ``meta.json`` recorded), or None.
+    Checkpoints written before checksums existed are checked for their meta.json only.
+
+        >>> damage("ckpt/step-000300")
+        'loop.pt: SHA-256 differs from meta.json (truncated or corrupt)'
+    """
+    path = Path(path)
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError) as err:
+        return f"{META}: {type(err).__name__}: {err}"
+    for name, digest in meta.get("sha256", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name}: missing"
+        if _sha256(file) != digest:
+            return f"{name}: SHA-256 differs from {META} (truncated or corrupt)"
+    return None
+
+
+def latest_checkpoint(folder: str | Path, *, warn: bool = True) -> Path | None:
+    """The newest sound checkpoint in ``folder`` (``step-<N>/`` whose files match the checksums
+    in its ``meta.json``), or None; unfinished ``.tmp-`` folders are ignored, and a damaged newer
+    one is passed over with a :class:`UserWarning` naming it and why.
 
         >>> latest_checkpoint("reports/gpt/train-w512/checkpoints")
         PosixPath('reports/gpt/train-w512/checkpoints/step-000300')
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir()
-             if (m := STEP_DIR.fullmatch(p.name)) and (p / META).is_file()]
-    return max(found)[1] if found else None
+    for path in checkpoints_newest_first(folder):
+        why = damage(path)
+        if why is None:
+            return path
+        if warn:
+            warnings.warn(f"checkpoint {path} is damaged ({why}); falling back to an older one",
+                          UserWarning, stacklevel=2)
+    return None
 
 
 def _barrier(collective: bool) -> None:
@@ -173,20 +212,48 @@ def save_checkpoint(folder: str | Path, step: int, model, optimizer, loop_state:
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp,
                  no_dist=not collective)
     if rank == 0:
-        torch.save(loop_state, tmp / LOOP)
+        with open(tmp / LOOP, "wb") as f:
+            torch.save(loop_state, f)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for file in files:  # DCP's shards and loop.pt reach the disk before the rename
+            _fsync_file(file)
         meta = {"step": step, "world_size": world, "parallel": parallel,
-                "torch": torch.__version__, "fingerprint": fingerprint}
+                "torch": torch.__version__, "fingerprint": fingerprint,
+                "sha256": {str(f.relative_to(tmp)): _sha256(f) for f in files}}
         _write_synced(tmp / META, json.dumps(meta, indent=1))
+        _fsync_dir(tmp)
         if final.exists():  # an unfinished folder of that name (complete ones are refused earlier)
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(folder)
-        for old in folder.iterdir():
-            m = STEP_DIR.fullmatch(old.name)
-            if m and old != final and int(m.group(1)) < step:
-                shutil.rmtree(old, ignore_errors=True)
+        _remove_older(folder, keep=KEEP)
     _barrier(collective)  # no rank goes on (or ends) before the checkpoint is complete
     return final
+
+
+def _remove_older(folder: Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` sound checkpoints (damaged ones never count as kept)."""
+    sound = 0
+    for path in checkpoints_newest_first(folder):
+        if sound >= keep:
+            shutil.rmtree(path, ignore_errors=True)
+        elif damage(path) is None:
+            sound += 1
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -430,7 +430,7 @@ def _save(run: _Run, checkpoint: Checkpoints, state: _Progress, sched, gen, mete
 def _refuse_earlier_run(folder) -> None:
     """A new run would mix its checkpoints with an earlier run's (whose newer steps a later
     resume would pick): resume that run or move its checkpoints out of the way first."""
-    found = latest_checkpoint(folder)
+    found = latest_checkpoint(folder, warn=False)
     if found is not None:
         raise ValueError(f"{folder} holds checkpoints of an earlier run (newest: {found.name}); "
                          f"continue it with --resume (resume=True), or remove that folder (or "
