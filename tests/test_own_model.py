@@ -60,6 +60,24 @@ def test_a_factory_file_imports_its_sibling_module(model_file, capsys):
     assert "source" in out and "up.weight" in out
 
 
+def test_a_sibling_named_like_a_standard_module_shadows_nothing(model_file, tmp_path):
+    """A json.py (already imported) and a colorsys.py (not yet) beside the factory: the factory
+    still imports its own sibling, and the process keeps the standard modules."""
+    import importlib
+    import json
+    import sys
+
+    folder = tmp_path / "user_project"
+    (folder / "json.py").write_text("raise ImportError('the user json.py was imported')\n")
+    (folder / "colorsys.py").write_text("raise ImportError('the user colorsys.py was imported')\n")
+    sys.modules.pop("colorsys", None)
+    factory = zoo.load_factory(f"{model_file}:make")
+    assert type(factory(width=16)).__name__ == "LlamaLike"
+    assert sys.path[-1] == str(folder.resolve()) and str(folder.resolve()) not in sys.path[:-1]
+    assert importlib.import_module("json") is json and json.dumps({"a": 1}) == '{"a": 1}'
+    assert importlib.import_module("colorsys").__file__ != str(folder / "colorsys.py")
+
+
 def test_a_trial_that_raises_records_its_exception(model_file, tmp_path, capsys):
     import optuna
 

@@ -235,9 +235,10 @@ def cnn(width: int, depth: int = 2, in_channels: int = 3, classes: int = 10, ima
 
 def load_factory(spec: str) -> Callable[..., nn.Module]:
     """Resolve a factory string: ``"package.module:function"`` (imported) or
-    ``"path/to/file.py:function"`` (loaded from the file the way Python runs a script: the
-    file's folder goes on ``sys.path``, so it may import its sibling modules). The factory must
-    accept ``width=``.
+    ``"path/to/file.py:function"`` (loaded by its path with an importlib spec; the file's folder
+    goes at the *end* of ``sys.path``, so it may import its sibling modules while a sibling named
+    like an installed or standard module, a ``json.py`` say, never shadows it for the rest of the
+    process). The factory must accept ``width=``.
 
         >>> load_factory("mutransfer.zoo:gpt") is gpt
         True
@@ -270,8 +271,8 @@ def _load_file(path: str):
         raise ValueError(f"factory file {path!r} not found (resolved: {file.resolve()}); "
                          f"give a path to an existing .py file, relative to the working directory")
     folder = str(file.resolve().parent)
-    if folder not in sys.path:  # as `python mymodel.py` would: sibling modules import
-        sys.path.insert(0, folder)
+    if folder not in sys.path:  # last: siblings import, installed modules keep their names
+        sys.path.append(folder)
     name = f"mutransfer_user_{abs(hash(str(file.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
