@@ -12,11 +12,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from mutransfer.runs import load_config
+from mutransfer.tuning import open_storage
 from mutransfer.tuning._sweep import sweep
 
 pytestmark = pytest.mark.postgres
@@ -77,6 +80,45 @@ def test_sweep_on_postgres_with_two_workers(postgres_url, tmp_path):
     assert {t.user_attrs["seed"] for t in trials} == {cfg.sweep.seed + t.number for t in trials}
     assert (tmp_path / cfg.name / study.study_name / "trials.csv").is_file()
     assert all(t.user_attrs["config"]["sweep"]["storage"] is None for t in trials), "no URL stored"
+
+
+def test_no_worker_shows_the_storage_password_on_its_command_line(postgres_url, tmp_path):
+    """Any local user can read /proc/PID/cmdline (ps): the workers get the URL from the
+    environment, which only their owner can read. The server trusts any password here."""
+    import threading
+
+    secret = "s3cret-PW-4417"
+    url = postgres_url.replace("mutransfer@", f"mutransfer:{secret}@")
+    cfg = load_config(SWEEPS / "mlp-synthetic.toml", {**TINY, "train.steps": 40})
+    done, seen, leaked = threading.Event(), set(), []
+
+    def run():
+        try:
+            sweep(cfg, trials=4, storage=url, workers=2, device="cpu", show_progress=False,
+                  reports_dir=tmp_path, study_name="secret")
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    while not done.is_set():
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:  # gone, or not a process folder
+                continue
+            if "_worker_main" in cmdline:
+                seen.add(proc.name)
+                if secret in cmdline:
+                    leaked.append(cmdline)
+        time.sleep(0.02)
+    thread.join()
+    assert len(seen) == 2, f"expected to watch both workers, saw {seen}"
+    assert leaked == []
+    study = optuna.load_study(study_name="secret", storage=open_storage(url, heartbeat_interval=30,
+                                                                         grace_period=120))
+    assert len(study.trials) == 4
+    assert all(t.user_attrs["config"]["sweep"]["storage"] is None for t in study.trials)
 
 
 def test_resume_on_postgres_continues_the_study(postgres_url, tmp_path):

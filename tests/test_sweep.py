@@ -122,6 +122,32 @@ def test_grid_workers_with_different_seeds_never_repeat_a_point():
     assert len(set(asked)) == len(asked) == len(lrs) - 1
 
 
+def test_tpe_lies_about_running_trials_so_parallel_workers_spread_out():
+    """constant_liar: a RUNNING trial counts as a bad value while another worker samples."""
+    from mutransfer.tuning import make_sampler
+
+    assert make_sampler(tiny(), 0)._constant_liar is True
+
+
+@pytest.mark.parametrize("overrides, shortest, longest", [
+    ({}, 12, 12),                                                    # [train] steps
+    ({"train.tokens": 16 * 24}, 12, 24),                             # batch_size in [16, 32]: 24 or 12 steps
+    ({"train.tokens": 16 * 24, "sweep.space": {"lr": [1e-3], "batch_size": {"low": 8, "high": 32},
+                                               "tokens": [16 * 24, 16 * 96]}}, 12, 192),
+])
+def test_the_pruners_use_the_real_step_counts_under_a_token_budget(overrides, shortest, longest):
+    import optuna
+
+    from mutransfer.tuning import make_pruner, run_steps
+
+    cfg = tiny(**{"train.eval_every": None, **overrides})
+    assert run_steps(cfg) == (shortest, longest)
+    median = make_pruner(cfg)
+    assert isinstance(median, optuna.pruners.MedianPruner) and median._n_warmup_steps == longest // 4
+    hyperband = make_pruner(cfg.override({"sweep.pruner": "hyperband"}))
+    assert hyperband._max_resource == longest and hyperband._min_resource == max(1, shortest // 10)
+
+
 def _beating_and_done(db: Path) -> tuple[int, int]:
     """(RUNNING trials with a heartbeat, COMPLETE + PRUNED trials), read straight from SQLite."""
     if not db.exists():

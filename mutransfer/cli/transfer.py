@@ -85,8 +85,7 @@ def load_studies(cfg, url: str, names: str | None) -> list:
     """The named studies (comma-separated), or every ``<cfg.name>-w<width>[-s<seed>]`` study in ``url``."""
     import optuna
 
-    from mutransfer.tuning import open_storage
-    from mutransfer.tuning import STUDY_NAME
+    from mutransfer.tuning import STUDY_NAME, open_storage, redact
 
     storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval,
                            grace_period=cfg.sweep.grace_period)
@@ -97,7 +96,7 @@ def load_studies(cfg, url: str, names: str | None) -> list:
     missing = [n for n in wanted if n not in present]
     if not wanted or missing:
         what = f"no study {missing[0]!r}" if missing else f"no study named {prefix}<width>"
-        raise ValueError(f"{what} in {url} (studies there: {present or 'none'}); run "
+        raise ValueError(f"{what} in {redact(url)} (studies there: {present or 'none'}); run "
                          "`mutransfer sweep CONFIG` first, or pass --studies/--storage")
     return [optuna.load_study(study_name=n, storage=storage) for n in wanted]
 

@@ -38,6 +38,23 @@ def default_storage(cfg, reports_dir: str | Path = "reports") -> str:
     return f"sqlite:///{folder / 'study.db'}"
 
 
+STORAGE_ENV = "MUTRANSFER_STORAGE_URL"  # how a sweep hands its workers the URL: never on a command line
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs.
+
+        >>> redact("postgresql://me:s3cret@db-host/optuna")
+        'postgresql://me:***@db-host/optuna'
+    """
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: say nothing of its parts
+        return url if "@" not in str(url) else "<storage URL>"
+
+
 def open_storage(url: str, *, heartbeat_interval: int, grace_period: int):
     """An ``optuna.storages.RDBStorage`` for any SQLAlchemy URL, with heartbeats and one retry.
 
@@ -51,7 +68,7 @@ def open_storage(url: str, *, heartbeat_interval: int, grace_period: int):
 
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(f"storage must be an SQLAlchemy URL such as sqlite:///study.db or "
-                         f"postgresql://user@host/db; got {url!r}")
+                         f"postgresql://user@host/db; got {redact(url)!r}")
     url = _postgres_driver(url)
     sqlite = url.startswith("sqlite:///")
     if sqlite:

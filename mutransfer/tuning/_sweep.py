@@ -13,6 +13,7 @@ and worker plumbing live in :mod:`mutransfer.tuning._storage`, the files a sweep
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -21,8 +22,8 @@ from mutransfer.runs import DIVERGED_PENALTY, ExperimentConfig, load_config, run
 from mutransfer.tuning._locks import start_lock
 from mutransfer.tuning._objective import make_objective
 from mutransfer.tuning._sweep_reports import best_table, write_reports
-from mutransfer.tuning._storage import (counts, default_storage, open_storage, run_worker,
-                                        threads_per_worker, worker_devices)
+from mutransfer.tuning._storage import (STORAGE_ENV, counts, default_storage, open_storage, redact,
+                                        run_worker, threads_per_worker, worker_devices)
 
 
 
@@ -40,21 +41,44 @@ def make_sampler(cfg: ExperimentConfig, seed: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "qmc":
         return optuna.samplers.QMCSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)  # constant_liar: parallel workers spread out
+    # constant_liar: a RUNNING trial counts as a bad result, so workers sampling at the same time
+    # (processes here, or machines on one PostgreSQL study) spread out instead of drawing the same
+    # point; one worker never samples beside a running trial, so it changes nothing there.
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def make_pruner(cfg: ExperimentConfig):
-    """Median (after a quarter of the steps: early losses rank lrs poorly), Hyperband over
-    steps, or none."""
+    """Median (after a quarter of the longest run's steps: early losses rank lrs poorly),
+    Hyperband over steps up to the longest run's, or none. Under a token budget a run's steps
+    are tokens / (batch x seq_len), so they come from the space's batch sizes and budgets, not
+    from ``[train] steps``."""
     import optuna
 
-    steps = cfg.train.steps
+    shortest, longest = run_steps(cfg)
     if cfg.sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=steps // 4)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=longest // 4)
     if cfg.sweep.pruner == "hyperband":
-        eval_every = cfg.train.eval_every or max(1, steps // 10)
-        return optuna.pruners.HyperbandPruner(min_resource=eval_every, max_resource=steps)
+        eval_every = cfg.train.eval_every or max(1, shortest // 10)
+        return optuna.pruners.HyperbandPruner(min_resource=eval_every, max_resource=longest)
     return optuna.pruners.NopPruner()
+
+
+def run_steps(cfg: ExperimentConfig) -> tuple[int, int]:
+    """The fewest and the most optimizer steps a trial of the sweep can take:
+    ``steps_for(batch, tokens)`` over the extremes of the swept (or fixed) batch size and budget.
+
+        >>> run_steps(cfg.override({"train.tokens": 65536, "sweep.space.batch_size": [8, 32]}))
+        (32, 128)
+    """
+    def extremes(name: str, fixed):
+        spec = cfg.sweep.space.get(name)
+        if spec is None:
+            return [fixed]
+        return list(spec) if isinstance(spec, list) else [spec["low"], spec["high"]]
+
+    steps = [cfg.steps_for(b, t) for b in extremes("batch_size", cfg.train.batch_size)
+             for t in extremes("tokens", cfg.train.tokens)]
+    return min(steps), max(steps)
 
 
 def _sampler_seed(cfg: ExperimentConfig, n_existing: int, worker: int) -> int:
@@ -76,11 +100,15 @@ def _load_study(cfg, url, study_name, worker: int):
     return study, start_lock(storage, study_name)
 
 
-def _worker_main(cfg_dict: dict, url: str, study_name: str, width: int, device: str,
+def _worker_main(cfg_dict: dict, study_name: str, width: int, device: str,
                  threads: int, worker: int, deadline: float | None, total: int) -> None:
-    """Entry point of a spawned worker process."""
+    """Entry point of a spawned worker process; the storage URL is in ``$MUTRANSFER_STORAGE_URL``."""
+    import os
+
     import optuna
     import torch
+
+    url = os.environ[STORAGE_ENV]
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -184,11 +212,14 @@ def _spawn(cfg, url, name, devices, deadline, study, progress, total: int) -> No
 
     threads = threads_per_worker(len(devices))
     package_root = str(Path(__file__).resolve().parents[2])  # the folder holding mutransfer/: importable without an install
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
-                                                                     os.environ.get("PYTHONPATH")]))}
+    # The URL (it may hold a password) goes through the environment, which only this user can
+    # read (/proc/PID/environ is 0400), never on the command line, which every user can (ps).
+    env = {**os.environ, STORAGE_ENV: url,
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    cfg_dict = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, storage=None)).to_dict()
     code = "import json, sys; from mutransfer.tuning._sweep import _worker_main; _worker_main(**json.loads(sys.argv[1]))"
     procs = [subprocess.Popen([sys.executable, "-c", code, json.dumps(
-        {"cfg_dict": cfg.to_dict(), "url": url, "study_name": name, "width": cfg.sweep.width,
+        {"cfg_dict": cfg_dict, "study_name": name, "width": cfg.sweep.width,
          "device": dev, "threads": threads, "worker": i + 1, "deadline": deadline,
          "total": total})], env=env)
         for i, dev in enumerate(devices)]
@@ -250,7 +281,7 @@ def rerun(config: ExperimentConfig | str | Path, trial_number: int, *, storage: 
     study = optuna.load_study(study_name=name, storage=url)
     found = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
     if not found:
-        raise ValueError(f"study {name!r} in {url} has no trial {trial_number}; "
+        raise ValueError(f"study {name!r} in {redact(url)} has no trial {trial_number}; "
                          f"it has {len(study.trials)} trials numbered from 0")
     t = found[0]
     if t.state.name not in ("COMPLETE", "PRUNED") or "config" not in t.user_attrs:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.core import OPTIMIZERS, SCHEMES
-from mutransfer.tuning import default_storage, fail_stale, open_storage
+from mutransfer.tuning import default_storage, fail_stale, open_storage, redact
 from mutransfer.validation._markdown import markdown_table
 
 # one trial per point of their product; depth and depth_alpha are None where the config has no
@@ -240,9 +240,9 @@ def open_study(cfg: ExperimentConfig, url: str, name: str):
         study.set_user_attr("setup", setup)
     elif (filled := _older_defaults(stored, setup)) != setup:
         diff = ", ".join(_diff(filled, setup)[:4])
-        raise ValueError(f"study {name!r} in {url} holds runs of another training setup ({diff}); "
+        raise ValueError(f"study {name!r} in {redact(url)} holds runs of another training setup ({diff}); "
                          f"pass a new study name (--study {name}-2) or delete the old one: "
-                         f"optuna delete-study --study-name {name} --storage {url}")
+                         f"optuna delete-study --study-name {name} --storage {redact(url)}")
     return study
 
 
