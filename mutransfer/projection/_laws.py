@@ -36,6 +36,16 @@ def interval(reps) -> tuple[float, float]:
     return float(np.nanpercentile(reps, q)), float(np.nanpercentile(reps, 100 - q))
 
 
+def exp2_interval(log2_reps) -> tuple[float, float]:
+    """2 ** the :func:`interval` of log2 replicates 1.. (row 0, the fit to the data, is left out).
+
+        >>> exp2_interval(np.log2([100.0, 90.0, 110.0]))
+        (90.4..., 109.4...)
+    """
+    lo, hi = interval(np.asarray(log2_reps)[1:])
+    return float(2 ** lo), float(2 ** hi)
+
+
 def momentum_c(beta1: float) -> float:
     """c = (1 - beta1) / (1 + beta1): momentum averages about 1/c batches, so a batch of B acts
     like B / c in the eta*(B) laws (scaling.md section 6).
@@ -248,17 +258,23 @@ class Law:
     """One eta*(B) law: everything :func:`fit_law`, :func:`fit_laws` and the plots need.
 
     theta = (log2 eta_max, log2 B_noise, ...) with B the effective batch (B / c with momentum).
-    ``log2_eta(log2_b (n,), theta (R, k)) -> (R, n)``; ``start(lb, Y, W) -> (R, k)`` a starting
-    point from a linearised fit (lb centred near 0); ``jacobian(log2_b, theta) -> (R, n, k)`` the
-    derivatives of log2_eta in theta, or None when the start is already the exact weighted
-    least-squares fit (a law linear in theta); ``batch_params``: the indices of theta in log2
-    batch units (shifted with the batches, kept within ``B_NOISE_MARGIN`` of them).
+    :func:`fit_law` hands the law log2 batches centred on their mean (for conditioning):
 
-    To add a law, write its log2 eta*, a start and a Jacobian, and register the record; every
-    fit, AIC choice and plot then knows it:
+    - ``log2_eta(log2_b (n,), theta (R, k)) -> (R, n)``: the law;
+    - ``start(lb, Y, W) -> (R, k)``: a starting point, e.g. from a linearised fit;
+    - ``jacobian(log2_b, theta) -> (R, n, k)``: d log2_eta / d theta, or None when ``start`` is
+      already the exact weighted least-squares fit (a law linear in theta);
+    - ``batch_params``: the indices of theta in log2 batch units, kept within ``B_NOISE_MARGIN``
+      octaves of the batches and shifted back by the centre after the fit;
+    - ``uncentre(theta, centre) -> theta``: only for a law whose other parameters depend on the
+      origin of log2 B (default: shift ``batch_params`` by the centre).
 
-        >>> LAWS["sqrt"] = Law("sqrt", "eta_max * sqrt(B / (B + B_noise))", log2_eta=..., start=...,
-        ...                    jacobian=..., n_params=2)
+    To add a law, write these and register the record; every fit, AIC choice and plot then
+    knows it. A power law eta* = eta_1 B^s (linear in theta, so no Jacobian):
+
+        >>> LAWS["power"] = Law("power", "eta_1 * B^s", lambda lb, t: t[:, :1] + t[:, 1:2] * lb[None],
+        ...     start=lambda lb, Y, W: wls(np.c_[np.ones_like(lb), lb], Y, W), jacobian=None, n_params=2,
+        ...     batch_params=(), uncentre=lambda t, c: np.c_[t[:, 0] - t[:, 1] * c, t[:, 1]])
     """
 
     name: str
@@ -268,6 +284,7 @@ class Law:
     jacobian: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(repr=False)
     n_params: int
     batch_params: tuple[int, ...] = (1,)
+    uncentre: Callable[[np.ndarray, float], np.ndarray] | None = field(default=None, repr=False)
 
 
 LAWS: dict[str, Law] = {law.name: law for law in (
@@ -335,6 +352,8 @@ def fit_law(law: str | Law, log2_b, Y: np.ndarray, weights, iters: int = 60):
     chi2 = _chi2(rec, lbc, Y, W, theta)
     if rec.jacobian is not None:
         theta, chi2 = _levenberg_marquardt(rec, lbc, Y, W, theta, chi2, bounds, iters)
+    if rec.uncentre is not None:
+        return rec.uncentre(theta, centre), chi2
     theta[:, bp] += centre
     return theta, chi2
 
