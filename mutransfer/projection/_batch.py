@@ -177,13 +177,17 @@ def across_budgets(frame, tokens, window, n_boot, rng, notes):
 
 
 def choose_batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes):
+    """(the target's batch, its interval or None): ``target_batch`` as given; None: the widest
+    proxy's best trial's; "auto": the compute-optimal batch when there is one, else B_noise at
+    the target's loss, rounded (:func:`_round_batch`) and capped at ``max_batch``."""
     if target_batch is None:
         widest = ok[ok["width"] == ok["width"].max()]
         return int(widest.loc[widest["loss"].idxmin(), "batch_size"]), None
     if target_batch != "auto":
         return int(target_batch), None
     if b_opt is not None:
-        return _capped(_round_batch(2 ** b_opt[0]), "compute-optimal batch", b_opt, max_batch, notes), exp2_interval(b_opt)
+        batch = _capped(_round_batch(2 ** b_opt[0]), "compute-optimal batch", b_opt, max_batch, notes)
+        return batch, exp2_interval(b_opt)
     if bn_target is None:
         raise ValueError("target_batch='auto' needs noise statistics ([train] measure_noise = true) or "
                          f"trials at >= 3 batch sizes (got {sorted(groups['batch_size'].unique().tolist())}) "
