@@ -7,14 +7,19 @@ May import every package below it: :mod:`mutransfer.optim`, :mod:`mutransfer.cor
 :mod:`mutransfer.models`, :mod:`mutransfer.training`, :mod:`mutransfer.runs` and
 :mod:`mutransfer.tuning`.
 
+The laws it fits are records: the eta*(B) laws in :data:`LAWS` (one :class:`Law` each) and
+the B_opt(D) law of the token budget, :func:`fit_budget_law` (B_opt = b0 * D^p).
+
     >>> plan = mutransfer.projection.transfer(study, target_width=1024)
     >>> print(plan.summary())
 """
-from mutransfer.projection._laws import (CI_LEVEL, fit_line, flat_optimum, interval, law_log2_eta, momentum_c,
-                                         quadratic_optimum)
+from mutransfer.projection._budget_laws import BudgetLaw, fit_budget_law
+from mutransfer.projection._laws import (CI_LEVEL, LAWS, Law, fit_law, fit_laws, fit_line, flat_optimum, interval,
+                                         law_log2_eta, momentum_c, quadratic_optimum)
 from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 
-__all__ = ["CI_LEVEL", "TransferPlan", "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan",
-           "momentum_c", "quadratic_optimum", "train_target", "transfer"]
+__all__ = ["BudgetLaw", "CI_LEVEL", "LAWS", "Law", "TransferPlan", "fit_budget_law", "fit_law", "fit_laws",
+           "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan", "momentum_c", "quadratic_optimum",
+           "train_target", "transfer"]

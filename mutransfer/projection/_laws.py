@@ -1,5 +1,9 @@
 """The fits behind :func:`mutransfer.transfer` (scaling.md section 6), as pure numpy.
 
+The eta*(B) laws are one :class:`Law` record each (formula, log2 eta*, start, Jacobian,
+parameter count) in the registry :data:`LAWS`; the B_opt(D) law of the token budget is in
+:mod:`mutransfer.projection._budget_laws`.
+
 Every fit runs on a stack of bootstrap replicates at once: row 0 is the fit to the trials as
 observed, rows 1..R refit resampled trials, and an interval is the percentile range of rows
 1..R. Learning rates, batch sizes and widths live in log2 space throughout, so a slope is in
@@ -11,6 +15,7 @@ octaves per doubling.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -18,8 +23,6 @@ N_BOOT = 200  # bootstrap resamples: enough for a 95% percentile interval, cheap
 WINDOW = 2.0  # octaves either side of the best lr that the quadratic fit uses
 CI_LEVEL = 0.95
 VAR_FLOOR = 0.05 ** 2  # octaves^2: no eta* is trusted to better than 0.05 octaves
-LAWS = ("constant", "sgd", "sign", "surge")
-N_PARAMS = {"constant": 1, "sgd": 2, "sign": 2, "surge": 2}
 B_NOISE_MARGIN = 12.0  # octaves beyond the swept batches where a fitted B_noise is unidentified
 
 
@@ -31,6 +34,16 @@ def interval(reps) -> tuple[float, float]:
     """
     q = 100 * (1 - CI_LEVEL) / 2
     return float(np.nanpercentile(reps, q)), float(np.nanpercentile(reps, 100 - q))
+
+
+def exp2_interval(log2_reps) -> tuple[float, float]:
+    """2 ** the :func:`interval` of log2 replicates 1.. (row 0, the fit to the data, is left out).
+
+        >>> exp2_interval(np.log2([100.0, 90.0, 110.0]))
+        (90.4..., 109.4...)
+    """
+    lo, hi = interval(np.asarray(log2_reps)[1:])
+    return float(2 ** lo), float(2 ** hi)
 
 
 def momentum_c(beta1: float) -> float:
@@ -172,10 +185,139 @@ def _parabola_min(coef: np.ndarray, lo: float, hi: float):
     return cand[rows, i], vals[rows, i], outside
 
 
-def law_log2_eta(law: str, log2_b, theta: np.ndarray) -> np.ndarray:
+# ----- the eta*(B) laws: one record per law -----
+
+def _bend(log2_b, theta) -> tuple[np.ndarray, np.ndarray]:
+    """(log2 eta_max (R, 1), d = log2 B_noise - log2 B (R, n)) of the two-parameter laws."""
+    return theta[:, :1], theta[:, 1:2] - np.asarray(log2_b, float)[None]
+
+
+def _bend_jacobian(dt1: Callable[[np.ndarray], np.ndarray]):
+    """The (R, n, 2) Jacobian of a two-parameter law: 1 for log2 eta_max, ``dt1(d)`` for log2 B_noise."""
+    def jacobian(log2_b, theta):
+        dt = dt1(_bend(log2_b, theta)[1])
+        return np.stack([np.ones_like(dt), dt], -1)
+    return jacobian
+
+
+def _bend_fallback(lb, Y) -> np.ndarray:
+    """Where a linearised fit fails: eta_max at the largest eta*, B_noise mid-range."""
+    return np.c_[Y.max(1), np.full(len(Y), np.median(lb))]
+
+
+def _start_inverse_power(power: int):
+    """sgd (power 1) and sign (power 2) linearised: eta^-power = a + s / B, so
+    log2 eta_max = -log2(a) / power and B_noise = s / a (scaling.md section 6)."""
+    def start(lb, Y, W):
+        b = 2.0 ** lb
+        coef = wls(np.c_[np.ones_like(b), 1 / b], 2.0 ** (-power * Y), W)
+        a, s = coef[:, 0], coef[:, 1]
+        ok = (a > 0) & (s > 0)
+        guess = np.c_[-np.log2(np.abs(a)) / power, np.log2(np.abs(s / a))]
+        return np.where(ok[:, None] & np.isfinite(guess), guess, _bend_fallback(lb, Y))
+    return start
+
+
+def _start_surge(lb, Y, W) -> np.ndarray:
+    """surge linearised: 1 / eta = p B^-1/2 + q B^1/2, so eta_max = 1 / (2 sqrt(p q)), B_noise = p / q."""
+    b = 2.0 ** lb
+    coef = wls(np.c_[b ** -0.5, b ** 0.5], 2.0 ** -Y, W)
+    p, q = coef[:, 0], coef[:, 1]
+    ok = (p > 0) & (q > 0)
+    guess = np.c_[-np.log2(2 * np.sqrt(np.abs(p * q))), np.log2(np.abs(p / q))]
+    return np.where(ok[:, None] & np.isfinite(guess), guess, _bend_fallback(lb, Y))
+
+
+def _start_constant(lb, Y, W) -> np.ndarray:
+    """The weighted mean of log2 eta*: already the constant law's least-squares fit."""
+    return ((W * Y).sum(1) / W.sum(1))[:, None]
+
+
+def _log2_eta_constant(log2_b, theta):
+    t0 = theta[:, :1]
+    return np.broadcast_to(t0, (len(theta), np.size(log2_b))).copy()
+
+
+def _log2_eta_sgd(log2_b, theta):
+    t0, d = _bend(log2_b, theta)
+    return t0 - np.logaddexp2(0, d)
+
+
+def _log2_eta_sign(log2_b, theta):
+    t0, d = _bend(log2_b, theta)
+    return t0 - 0.5 * np.logaddexp2(0, d)
+
+
+def _log2_eta_surge(log2_b, theta):
+    t0, d = _bend(log2_b, theta)
+    return 1 + t0 - np.logaddexp2(d / 2, -d / 2)
+
+
+@dataclass(frozen=True)
+class Law:
+    """One eta*(B) law: everything :func:`fit_law`, :func:`fit_laws` and the plots need.
+
+    theta = (log2 eta_max, log2 B_noise, ...) with B the effective batch (B / c with momentum).
+    :func:`fit_law` hands the law log2 batches centred on their mean (for conditioning):
+
+    - ``log2_eta(log2_b (n,), theta (R, k)) -> (R, n)``: the law;
+    - ``start(lb, Y, W) -> (R, k)``: a starting point, e.g. from a linearised fit;
+    - ``jacobian(log2_b, theta) -> (R, n, k)``: d log2_eta / d theta, or None when ``start`` is
+      already the exact weighted least-squares fit (a law linear in theta);
+    - ``batch_params``: the indices of theta in log2 batch units, kept within ``B_NOISE_MARGIN``
+      octaves of the batches and shifted back by the centre after the fit;
+    - ``uncentre(theta, centre) -> theta``: only for a law whose other parameters depend on the
+      origin of log2 B (default: shift ``batch_params`` by the centre).
+
+    To add a law, write these and register the record; every fit, AIC choice and plot then
+    knows it. A power law eta* = eta_1 B^s (linear in theta, so no Jacobian):
+
+        >>> LAWS["power"] = Law("power", "eta_1 * B^s", lambda lb, t: t[:, :1] + t[:, 1:2] * lb[None],
+        ...     start=lambda lb, Y, W: wls(np.c_[np.ones_like(lb), lb], Y, W), jacobian=None, n_params=2,
+        ...     batch_params=(), uncentre=lambda t, c: np.c_[t[:, 0] - t[:, 1] * c, t[:, 1]])
+    """
+
+    name: str
+    formula: str  # eta*(B) as text, for docs, summaries and plot labels
+    log2_eta: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+    start: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+    jacobian: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(repr=False)
+    n_params: int
+    batch_params: tuple[int, ...] = (1,)
+    uncentre: Callable[[np.ndarray, float], np.ndarray] | None = field(default=None, repr=False)
+
+
+LAWS: dict[str, Law] = {law.name: law for law in (
+    Law("constant", "eta_max (no batch dependence over the swept range)", _log2_eta_constant,
+        _start_constant, None, 1, ()),
+    Law("sgd", "eta_max / (1 + B_noise / B)", _log2_eta_sgd, _start_inverse_power(1),
+        _bend_jacobian(lambda d: -1 / (1 + 2.0 ** -d)), 2),
+    Law("sign", "eta_max / sqrt(1 + B_noise / B)  (Adam, Muon without surge)", _log2_eta_sign,
+        _start_inverse_power(2), _bend_jacobian(lambda d: -0.5 / (1 + 2.0 ** -d)), 2),
+    Law("surge", "2 eta_max / (sqrt(B_noise / B) + sqrt(B / B_noise))  (eta_max = eta_peak at B = B_noise)",
+        _log2_eta_surge, _start_surge, _bend_jacobian(lambda d: -0.5 * np.tanh(d * np.log(2) / 2)), 2),
+)}
+
+
+def get_law(law: str | Law) -> Law:
+    """The :class:`Law` record named ``law`` (a record passes through); an unknown name is an error.
+
+        >>> get_law("sign").formula
+        'eta_max / sqrt(1 + B_noise / B)  (Adam, Muon without surge)'
+    """
+    if isinstance(law, Law):
+        return law
+    if isinstance(law, str) and law in LAWS:
+        return LAWS[law]
+    raise ValueError(f"unknown batch law {law!r}; the known laws are {', '.join(LAWS)} "
+                     f"(a new one is a Law record added to mutransfer.projection.LAWS)")
+
+
+def law_log2_eta(law: str | Law, log2_b, theta: np.ndarray) -> np.ndarray:
     """log2 eta*(B) of a batch law for parameters ``theta`` (R, k) at log2 B (n,) -> (R, n).
 
-    theta = (log2 eta_max, log2 B_noise) with B the effective batch (B / c with momentum):
+    theta = (log2 eta_max, log2 B_noise) with B the effective batch (B / c with momentum);
+    the formulas are the records' in :data:`LAWS`:
       sgd:   eta_max / (1 + B_noise / B)
       sign:  eta_max / sqrt(1 + B_noise / B)                 (Adam, Muon without surge)
       surge: 2 eta_max / (sqrt(B_noise / B) + sqrt(B / B_noise))  (eta_max = eta_peak at B_noise = B_peak)
@@ -184,100 +326,74 @@ def law_log2_eta(law: str, log2_b, theta: np.ndarray) -> np.ndarray:
         >>> law_log2_eta("sgd", np.log2([64.0]), np.array([[-10.0, 6.0]]))
         array([[-11.]])
     """
-    theta = np.atleast_2d(theta)
-    t0 = theta[:, :1]
-    if law == "constant":
-        return np.broadcast_to(t0, (len(theta), np.size(log2_b))).copy()
-    d = theta[:, 1:2] - np.asarray(log2_b, float)[None]
-    if law == "sgd":
-        return t0 - np.logaddexp2(0, d)
-    if law == "sign":
-        return t0 - 0.5 * np.logaddexp2(0, d)
-    if law == "surge":
-        return 1 + t0 - np.logaddexp2(d / 2, -d / 2)
-    raise ValueError(f"unknown batch law {law!r}; choose one of {', '.join(LAWS)}")
+    return get_law(law).log2_eta(log2_b, np.atleast_2d(theta))
 
 
-def _law_dt1(law: str, d: np.ndarray) -> np.ndarray:
-    """d log2 eta* / d log2 B_noise, with d = log2 B_noise - log2 B."""
-    if law == "sgd":
-        return -1 / (1 + 2.0 ** -d)
-    if law == "sign":
-        return -0.5 / (1 + 2.0 ** -d)
-    return -0.5 * np.tanh(d * np.log(2) / 2)
-
-
-def _law_start(law: str, lb: np.ndarray, Y: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """The linearised fits of scaling.md section 6 as starting points (lb centred near 0):
-    sgd 1/eta linear in 1/B; sign 1/eta^2 linear in 1/B; surge 1/eta = p B^-1/2 + q B^1/2."""
-    fallback = np.c_[Y.max(1), np.full(len(Y), np.median(lb))]
-    b = 2.0 ** lb
-    if law == "surge":
-        coef = wls(np.c_[b ** -0.5, b ** 0.5], 2.0 ** -Y, W)
-        p, q = coef[:, 0], coef[:, 1]
-        ok = (p > 0) & (q > 0)
-        start = np.c_[-np.log2(2 * np.sqrt(np.abs(p * q))), np.log2(np.abs(p / q))]
-    else:
-        power = 1 if law == "sgd" else 2
-        coef = wls(np.c_[np.ones_like(b), 1 / b], 2.0 ** (-power * Y), W)
-        a, s = coef[:, 0], coef[:, 1]
-        ok = (a > 0) & (s > 0)
-        start = np.c_[-np.log2(np.abs(a)) / power, np.log2(np.abs(s / a))]
-    return np.where(ok[:, None] & np.isfinite(start), start, fallback)
-
-
-def fit_law(law: str, log2_b, Y: np.ndarray, weights, iters: int = 60):
+def fit_law(law: str | Law, log2_b, Y: np.ndarray, weights, iters: int = 60):
     """Fit one batch law to log2 eta* (rows of ``Y``, (R, n)) at effective log2 batches ``log2_b``.
 
-    Weighted least squares in log2 eta (weights ~ 1 / var), Levenberg-Marquardt from the
-    linearised start, vectorised over the rows. log2 B_noise is kept within ``B_NOISE_MARGIN``
-    octaves of the swept batches. Returns (theta (R, k), chi2 (R,)).
+    Minimises chi2 = sum_j W_j (Y_j - log2 eta*(B_j; theta))^2 (weights ~ 1 / var) by
+    Levenberg-Marquardt from the law's linearised start, vectorised over the rows. log2 B_noise
+    is kept within ``B_NOISE_MARGIN`` octaves of the swept batches. Returns (theta (R, k), chi2 (R,)).
 
         >>> theta, chi2 = fit_law("sign", np.log2(B / c), log2_eta[None], 1 / var)
+        >>> 2 ** theta[0]  # eta_max, B_noise
     """
+    rec = get_law(law)
     lb = np.asarray(log2_b, float)
     Y = np.atleast_2d(Y)
     W = np.broadcast_to(np.asarray(weights, float), Y.shape)
     centre = float(lb.mean())  # centring keeps the linearised fits well conditioned
     lbc = lb - centre
-    if law == "constant":
-        t0 = (W * Y).sum(1) / W.sum(1)
-        theta = t0[:, None]
-        return theta, (W * (Y - t0[:, None]) ** 2).sum(1)
-    theta = _law_start(law, lbc, Y, W)
+    theta = rec.start(lbc, Y, W)
+    bp = list(rec.batch_params)
     bounds = (lbc.min() - B_NOISE_MARGIN, lbc.max() + B_NOISE_MARGIN)
-    theta[:, 1] = np.clip(theta[:, 1], *bounds)
-    chi2 = _chi2(law, lbc, Y, W, theta)
+    theta[:, bp] = np.clip(theta[:, bp], *bounds)
+    chi2 = _chi2(rec, lbc, Y, W, theta)
+    if rec.jacobian is not None:
+        theta, chi2 = _levenberg_marquardt(rec, lbc, Y, W, theta, chi2, bounds, iters)
+    if rec.uncentre is not None:
+        return rec.uncentre(theta, centre), chi2
+    theta[:, bp] += centre
+    return theta, chi2
+
+
+def _levenberg_marquardt(rec: Law, lb, Y, W, theta, chi2, bounds, iters: int):
+    """Damped Gauss-Newton steps per row, each kept only where it lowers that row's chi2."""
+    bp, eye = list(rec.batch_params), np.eye(rec.n_params)
     lam = np.full(len(Y), 1e-2)
     for _ in range(iters):
-        r = Y - law_log2_eta(law, lbc, theta)
-        J = np.stack([np.ones_like(r), _law_dt1(law, theta[:, 1:2] - lbc[None])], -1)
+        r = Y - rec.log2_eta(lb, theta)
+        J = rec.jacobian(lb, theta)
         A = np.einsum("rn,rni,rnj->rij", W, J, J)
         g = np.einsum("rn,rni,rn->ri", W, J, r)
-        damp = lam[:, None, None] * (A * np.eye(2) + 1e-9 * np.eye(2))
+        damp = lam[:, None, None] * (A * eye + 1e-9 * eye)
         step = np.linalg.solve(A + damp, g[..., None])[..., 0]
         new = theta + step
-        new[:, 1] = np.clip(new[:, 1], *bounds)
-        chi_new = _chi2(law, lbc, Y, W, new)
+        new[:, bp] = np.clip(new[:, bp], *bounds)
+        chi_new = _chi2(rec, lb, Y, W, new)
         better = chi_new < chi2
         theta = np.where(better[:, None], new, theta)
         chi2 = np.where(better, chi_new, chi2)
         lam = np.where(better, lam / 3, lam * 4)
-    theta[:, 1] += centre
     return theta, chi2
 
 
-def _chi2(law, lb, Y, W, theta) -> np.ndarray:
-    return (W * (Y - law_log2_eta(law, lb, theta)) ** 2).sum(1)
+def _chi2(rec: Law, lb, Y, W, theta) -> np.ndarray:
+    return (W * (Y - rec.log2_eta(lb, theta)) ** 2).sum(1)
 
 
 def aic(chi2, n: int, k: int):
-    """Akaike's criterion for a Gaussian fit of unknown scale: n log(chi2 / n) + 2 k."""
+    """Akaike's criterion for a Gaussian fit of unknown scale: n log(chi2 / n) + 2 k.
+
+        >>> aic(np.array([0.5]), n=7, k=LAWS["sign"].n_params)
+        array([-14.47...])
+    """
     return n * np.log(np.maximum(chi2, 1e-12) / n) + 2 * k
 
 
 def fit_laws(log2_b, Y: np.ndarray, weights) -> dict:
-    """Fit every law of :data:`LAWS`; choose by AIC on the data row (row 0).
+    """Fit every law of :data:`LAWS`; choose by AIC (n log(chi2 / n) + 2 k) on the data row (row 0).
 
     Returns {"law", "theta" (R, 2; constant -> B_noise NaN), "aic": {law: value},
     "support": {law: fraction of bootstrap rows it wins}, "fits": {law: theta}}.
@@ -287,17 +403,20 @@ def fit_laws(log2_b, Y: np.ndarray, weights) -> dict:
     """
     Y = np.atleast_2d(Y)
     n = Y.shape[1]
+    names = list(LAWS)
     fits, scores = {}, {}
-    for law in LAWS:
-        theta, chi2 = fit_law(law, log2_b, Y, weights)
-        fits[law] = theta
-        scores[law] = aic(chi2, n, N_PARAMS[law])
-    table = np.stack([scores[law] for law in LAWS], 1)
+    for name in names:
+        theta, chi2 = fit_law(name, log2_b, Y, weights)
+        fits[name] = theta
+        scores[name] = aic(chi2, n, LAWS[name].n_params)
+    table = np.stack([scores[name] for name in names], 1)
     winner = np.argmin(table, 1)
-    law = LAWS[winner[0]]
+    law = names[winner[0]]
     support = {name: float(np.mean(winner[1:] == i)) if len(Y) > 1 else float(i == winner[0])
-               for i, name in enumerate(LAWS)}
-    theta = fits[law] if law != "constant" else np.c_[fits[law], np.full(len(Y), np.nan)]
+               for i, name in enumerate(names)}
+    theta = fits[law]
+    if theta.shape[1] < 2:  # a law without B_noise: its column is NaN, so every theta is (R, 2)
+        theta = np.c_[theta, np.full((len(Y), 2 - theta.shape[1]), np.nan)]
     return {"law": law, "theta": theta, "aic": {k: float(v[0]) for k, v in scores.items()},
             "support": support, "fits": fits}
 
