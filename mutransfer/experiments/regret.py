@@ -110,7 +110,7 @@ def why(curve: pd.Series, log2_lr: float) -> str:
 
 def run(reports: Path, out: Path) -> pd.DataFrame:
     """Train every case's target at the recommended lr and at eta* (each seed), resumably."""
-    from mutransfer.experiments.budget import resume
+    from mutransfer.experiments.batch_at_budget import resume
     from mutransfer.runs import run_trial
 
     todo = []

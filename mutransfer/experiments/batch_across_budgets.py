@@ -8,8 +8,8 @@ two budgets.
 The proxy sweeps are ``mutransfer sweep sweeps/gpt-cpu-budgets.toml --seed S`` (S = 0, 1000);
 this module adds the direct runs at the target and the report:
 
-    python -m mutransfer.experiments.budgets direct   # widths 256 and 32 at 8D: 5 batches x 4+ lrs x 2 seeds
-    python -m mutransfer.experiments.budgets write    # index.md, budgets.png, budgets.csv
+    python -m mutransfer.experiments.batch_across_budgets direct   # widths 256 and 32 at 8D: 5 batches x 4+ lrs x 2 seeds
+    python -m mutransfer.experiments.batch_across_budgets write    # index.md, budgets.png, budgets.csv
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mutransfer.experiments.budget import direct_plan_of, load_frame, resume, train_once
+from mutransfer.experiments.batch_at_budget import direct_plan_of, load_frame, resume, train_once
 from mutransfer.experiments._cli import parse
 from mutransfer.runs import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-budgets.toml"
-MODULE = "python -m mutransfer.experiments.budgets"
+MODULE = "python -m mutransfer.experiments.batch_across_budgets"
 SEEDS = (0, 1000)  # the proxy studies' sweep seeds
 DIRECT_BATCHES, DIRECT_SEEDS, DIRECT_LRS_PER_BATCH = (2, 4, 8, 16, 32), (0, 1), 4
 GOAL = 2.0  # projected B_opt within this factor of the measured one
@@ -38,7 +38,7 @@ def proxy_frame(cfg: ExperimentConfig, reports: Path) -> pd.DataFrame:
 def direct_lrs(frame: pd.DataFrame, batch: int, grid) -> list[float]:
     """The ``DIRECT_LRS_PER_BATCH`` grid lrs (log2) nearest the proxies' eta* at ``batch`` at their
     largest budget (spectral's eta* does not move with width)."""
-    from mutransfer.experiments.budget import proxy_eta
+    from mutransfer.experiments.batch_at_budget import proxy_eta
 
     top = frame[frame.budget.astype(float) == frame.budget.astype(float).max()]
     eta = proxy_eta(top, int(top.width.max()), batch)

@@ -6,9 +6,9 @@ its top); this module adds what the CLI does not: the check of the projected com
 and eta* against the target's own measurement, the optimal weight decay at 3 batch sizes (does
 lambda* eta* grow like B, as the AdamW timescale tau = B / (eta lambda D) says?), and the report.
 
-    python -m mutransfer.experiments.budget decay        # lambda x batch at the proxy width (CSV)
-    python -m mutransfer.experiments.budget muon-direct  # Muon at the target: 3 batches x the lrs
-    python -m mutransfer.experiments.budget write        # figures + index.md from studies, plans, CSV
+    python -m mutransfer.experiments.batch_at_budget decay        # lambda x batch at the proxy width (CSV)
+    python -m mutransfer.experiments.batch_at_budget muon-direct  # Muon at the target: 3 batches x the lrs
+    python -m mutransfer.experiments.batch_at_budget write        # figures + index.md from studies, plans, CSV
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pandas as pd
 from mutransfer.runs import ExperimentConfig, load_config
 
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-budget.toml"
-MODULE = "python -m mutransfer.experiments.budget"
+MODULE = "python -m mutransfer.experiments.batch_at_budget"
 PROXY_WIDTHS, SEEDS, TARGET_WIDTH = (32, 64), (0, 1000), 256
 DECAY_WIDTH, DECAY_BATCHES, DECAY_LOG2_WDS, DECAY_SEEDS = 32, (8, 32, 128), tuple(range(-5, 4)), (0, 1)
 MUON_CONFIG, MUON_BATCHES = CONFIG.with_name("gpt-cpu-budget-muon.toml"), (4, 16, 64)

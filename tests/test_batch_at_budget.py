@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mutransfer.experiments.budget as budget
+import mutransfer.experiments.batch_at_budget as budget
 from mutransfer.cli import sweep as sweep_cmd
 from mutransfer.cli import transfer as transfer_cmd
 from tiny import run_command
