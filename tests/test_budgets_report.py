@@ -60,6 +60,8 @@ def test_widen_adds_the_next_grid_lr_beyond_an_edge_best_only():
 def test_direct_table_marks_the_best_lr_of_each_batch():
     runs = pd.DataFrame({"batch_size": [2, 2, 2, 2], "log2_lr": [-7.0, -7.0, -6.0, -6.0], "seed": [0, 1, 0, 1],
                          "loss": [1.0, 1.2, 1.5, 1.5], "diverged": [False, False, False, False]})
-    table = budgets.direct_table(runs)
+    from mutransfer.validation._report_budgets import direct_table
+
+    table = direct_table(runs)
     assert list(table.columns) == ["batch", "2^-7", "2^-6"]
     assert table.iloc[0]["2^-7"] == "**1.1000**" and table.iloc[0]["2^-6"] == "1.5000"
