@@ -30,6 +30,7 @@ from mutransfer.validation._report import write_report
 from mutransfer.validation._report_budget import (direct_plan_of, load_trials, study_names,
                                                   write_budget_report)
 from mutransfer.validation._report_budgets import write_budgets_report
+from mutransfer.validation._report_muonclip import write_muonclip_report
 from mutransfer.validation._report_regret import REGRET_COLUMNS, write_regret_report
 from mutransfer.validation._target_report import summary_rows, write_training_report
 from mutransfer.validation._validate import landscape_markdown, shell_path, validate
@@ -45,4 +46,4 @@ __all__ = ["CoordVerdict", "MUP_MAX_DRIFT", "MUP_MAX_REGRET", "MUP_SCHEMES", "RE
            "style", "summarize", "summary_rows", "survivors", "validate", "write_compare",
            "write_depth_outputs", "write_exponents", "write_markdown", "write_report",
            "write_training_report", "direct_plan_of", "load_trials", "study_names", "write_budget_report",
-           "write_budgets_report", "write_regret_report"]
+           "write_budgets_report", "write_muonclip_report", "write_regret_report"]
