@@ -10,11 +10,11 @@ May import every package below it: :mod:`mutransfer.optim`, :mod:`mutransfer.cor
     >>> plan = mutransfer.projection.transfer(study, target_width=1024)
     >>> print(plan.summary())
 """
-from mutransfer.projection._laws import (CI_LEVEL, fit_line, flat_optimum, interval, law_log2_eta, momentum_c,
-                                         quadratic_optimum)
+from mutransfer.projection._laws import (CI_LEVEL, VAR_FLOOR, fit_laws, fit_line, flat_optimum, interval,
+                                         law_log2_eta, momentum_c, quadratic_optimum)
 from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 
-__all__ = ["CI_LEVEL", "TransferPlan", "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan",
+__all__ = ["CI_LEVEL", "TransferPlan", "VAR_FLOOR", "fit_laws", "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan",
            "momentum_c", "quadratic_optimum", "train_target", "transfer"]
