@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mutransfer.experiments.budget as budget
+import mutransfer.experiments.batch_at_budget as budget
+from mutransfer.validation import direct_plan_of, load_trials, study_names, write_budget_report
 from mutransfer.cli import sweep as sweep_cmd
 from mutransfer.cli import transfer as transfer_cmd
 from tiny import run_command
@@ -33,7 +34,7 @@ def toy(tmp_path, monkeypatch):
     adam, muon = tmp_path / "toy-budget.toml", tmp_path / "toy-budget-muon.toml"
     adam.write_text(toy_toml("toy-budget"))
     muon.write_text(toy_toml("toy-budget-muon", "muon"))
-    for name, value in {"CONFIG": adam, "MUON_CONFIG": muon, "PROXY_WIDTHS": (8, 16), "SEEDS": (0, 7),
+    for name, value in {"PROXY_WIDTHS": (8, 16), "SEEDS": (0, 7),
                         "TARGET_WIDTH": 32, "MUON_BATCHES": (4, 16), "DECAY_WIDTH": 8,
                         "DECAY_BATCHES": (4, 16), "DECAY_LOG2_WDS": (-4, -2, 0), "DECAY_SEEDS": (0,)}.items():
         monkeypatch.setattr(budget, name, value)
@@ -52,25 +53,27 @@ def test_parts_and_write(toy):
             _sweep(adam, w, s, reports)
         _sweep(muon, w, 0, reports)
     _sweep(adam, 32, 0, reports)
-    names = ",".join(budget.study_names(budget.load_config(adam), (8, 16), (0, 7)))
+    names = ",".join(study_names(budget.load_config(adam), (8, 16), (0, 7)))
     folder = reports / "toy-budget"
     assert run_command(transfer_cmd, "transfer", str(adam), "--studies", names, "--target-batch", "auto",
                        "--reports", str(reports)) == 0
     assert run_command(transfer_cmd, "transfer", str(adam), "--studies", "toy-budget-w32", "--target-batch",
                        "auto", "--out", str(folder / "plan-direct-w256.json"), "--reports", str(reports)) == 0
-    assert "Not run" in budget.write(budget.load_config(adam), reports).read_text()  # decay, muon not yet
+    write = dict(muon_config=muon, proxy_widths=(8, 16), seeds=(0, 7), target_width=32)
+    assert "Not run" in write_budget_report(folder, adam, **write).read_text()  # decay, muon not yet
 
-    assert budget.main(["decay", "--config", str(adam), "--reports", str(reports)]) == 0
+    args = ["--config", str(adam), "--muon-config", str(muon), "--reports", str(reports)]
+    assert budget.main(["decay", *args]) == 0
     decay = pd.read_csv(folder / "decay.csv")
     assert len(decay) == 6 and set(decay.batch_size) == {4, 16}
-    assert budget.main(["decay", "--config", str(adam), "--reports", str(reports)]) == 0  # resumes: no rerun
+    assert budget.main(["decay", *args]) == 0  # resumes: no rerun
     assert pd.read_csv(folder / "decay.csv").equals(decay)
     assert run_command(transfer_cmd, "transfer", str(muon), "--target-batch", "auto",
                        "--reports", str(reports)) == 0
-    assert budget.main(["muon-direct", "--config", str(adam), "--reports", str(reports)]) == 0
+    assert budget.main(["muon-direct", *args]) == 0
     assert len(pd.read_csv(folder / "muon-direct.csv")) == 6
 
-    index = budget.write(budget.load_config(adam), reports).read_text()
+    index = write_budget_report(folder, adam, **write).read_text()
     assert "Not run" not in index and "compute-optimal batch (B_opt at the budget)" in index
     for png in ("budget.png", "decay.png", "muon.png"):
         assert (folder / png).stat().st_size > 0 and f"]({png})" in index
@@ -90,17 +93,19 @@ def test_direct_plan_picks_the_flat_bottoms_largest_batch():
             for seed in (0, 1):
                 rows.append({"batch_size": b, "log2_lr": x, "seed": seed, "diverged": False,
                              "loss": floor + 0.1 * (x + 6.5) ** 2 + 0.001 * seed})
-    plan = budget.direct_plan_of(pd.DataFrame(rows), width=64)
+    plan = direct_plan_of(pd.DataFrame(rows), width=64)
     assert 16 <= plan["compute_optimal_batch"] < 64 and not plan["edge"]
     assert [round(math.log2(o["lr"]), 1) for o in plan["optima"]] == [-6.5, -6.5, -6.5]
 
 
 def test_timescale_slope_is_one_when_lambda_eta_grows_like_b():
     opt = pd.DataFrame({"batch_size": [8, 32, 128], "log2_eta_wd": [-3.0, -1.0, 1.0]})
-    assert budget.decay_slope(opt) == pytest.approx(1.0)
+    from mutransfer.validation._report_budget import decay_slope
+
+    assert decay_slope(opt) == pytest.approx(1.0)
 
 
 def test_missing_studies_are_named(toy):
     adam, _, reports = toy
     with pytest.raises(ValueError, match=r"studies \['toy-budget-w8'\] are not in"):
-        budget.load_frame(budget.load_config(adam), ["toy-budget-w8"], reports)
+        load_trials(budget.load_config(adam), ["toy-budget-w8"], reports)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-import mutransfer.experiments.budgets as budgets
+import mutransfer.experiments.batch_across_budgets as budgets
 from mutransfer.cli import sweep as sweep_cmd
 from tiny import run_command
 
@@ -40,7 +40,7 @@ def test_sweeps_direct_runs_and_the_report(tmp_path, monkeypatch):
     assert list(table.budget) == [192, 384, 768] and table.b_opt.gt(0).all()
     text = (folder / "index.md").read_text()
     assert "B_opt ~ D^p, projected from 3 proxy budgets" in text and "which route matched" in text
-    assert "python -m mutransfer.experiments.budgets direct" in text
+    assert "python -m mutransfer.experiments.batch_across_budgets direct" in text
     assert "the proxy (width 8) measured at this budget" in text and "The same at the proxy's width 8" in text
     assert (folder / "budgets.png").stat().st_size > 5000
 
@@ -60,6 +60,8 @@ def test_widen_adds_the_next_grid_lr_beyond_an_edge_best_only():
 def test_direct_table_marks_the_best_lr_of_each_batch():
     runs = pd.DataFrame({"batch_size": [2, 2, 2, 2], "log2_lr": [-7.0, -7.0, -6.0, -6.0], "seed": [0, 1, 0, 1],
                          "loss": [1.0, 1.2, 1.5, 1.5], "diverged": [False, False, False, False]})
-    table = budgets.direct_table(runs)
+    from mutransfer.validation._report_budgets import direct_table
+
+    table = direct_table(runs)
     assert list(table.columns) == ["batch", "2^-7", "2^-6"]
     assert table.iloc[0]["2^-7"] == "**1.1000**" and table.iloc[0]["2^-6"] == "1.5000"

@@ -12,7 +12,11 @@ target width:
     regret = (mean target loss at the transferred lr - best seed-mean loss at the target) / best
 
     python -m mutransfer.experiments.regret run     # the target runs (resumable CSV)
-    python -m mutransfer.experiments.regret write   # reports/regret/index.md
+    python -m mutransfer.experiments.regret write   # regret.csv, then index.md
+
+It reads the cases' sweeps files from ``--config`` (a folder, default ``sweeps``) and their
+landscapes from ``--reports`` (default ``reports``), and writes to ``--out`` (default
+``reports/regret``); the page is :func:`mutransfer.validation.write_regret_report`.
 """
 from __future__ import annotations
 
@@ -23,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mutransfer.experiments._cli import parse
+from mutransfer.experiments._cli import out_folder, parse
 
-ROOT = Path(__file__).resolve().parents[2]
 MODULE = "python -m mutransfer.experiments.regret"
-SEEDS, GOAL = (0, 1), 1.0  # percent
+SWEEPS, OUT = "sweeps", "reports/regret"  # resolved against the current directory
+SEEDS = (0, 1)
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,12 @@ CASES = (
 )
 
 
-def landscape(case: Case, reports: Path) -> tuple[object, pd.DataFrame]:
-    """(the case's config at its optimizer and spectral, the validate report's runs of it)."""
+def landscape(case: Case, reports: Path, sweeps: str | Path = SWEEPS) -> tuple[object, pd.DataFrame]:
+    """(the case's config at its optimizer and spectral, the validate report's runs of it); the
+    config is ``sweeps/<case.config>`` (an absolute ``case.config`` stays itself)."""
     from mutransfer.runs import load_config
 
-    cfg = load_config(ROOT / "sweeps" / case.config)  # an absolute path stays itself
+    cfg = load_config(Path(sweeps) / case.config)
     cfg = cfg.override({"parametrization.scheme": "spectral", "parametrization.optimizer": case.optimizer})
     path = Path(reports) / cfg.name / "validate.csv"
     if not path.exists():
@@ -108,15 +113,15 @@ def why(curve: pd.Series, log2_lr: float) -> str:
             f"{'above' if gap < 0 else 'below'} its best the loss is {rise:.1f}% higher")
 
 
-def run(reports: Path, out: Path) -> pd.DataFrame:
+def run(reports: Path, out: Path, sweeps: str | Path = SWEEPS) -> pd.DataFrame:
     """Train every case's target at the recommended lr and at eta* (each seed), resumably."""
-    from mutransfer.experiments.budget import resume
+    from mutransfer.experiments.batch_at_budget import resume
     from mutransfer.runs import run_trial
 
     todo = []
     for i, case in enumerate(CASES):
         try:
-            cfg, df = landscape(case, reports)
+            cfg, df = landscape(case, reports, sweeps)
         except ValueError as err:
             print(f"skipped: {err}")
             continue
@@ -134,13 +139,15 @@ def run(reports: Path, out: Path) -> pd.DataFrame:
     return resume(out, ("case", "log2_lr", "seed"), todo, one, "targets")
 
 
-def table(reports: Path, runs: pd.DataFrame) -> pd.DataFrame:
+def table(reports: Path, runs: pd.DataFrame, sweeps: str | Path = SWEEPS) -> pd.DataFrame:
+    """One row per case with target runs: the transferred lrs, the target's best, the losses at
+    the lrs and the regrets (the columns of ``mutransfer.validation.REGRET_COLUMNS``)."""
     rows = []
     for i, case in enumerate(CASES):
         mine = runs[runs.case == i]
         if mine.empty:
             continue
-        cfg, df = landscape(case, reports)
+        cfg, df = landscape(case, reports, sweeps)
         plan = transferred(cfg, df, case)
         best_x, best = target_best(df, case.target)
         row = {"model": case.model, "optimizer": case.optimizer, "widths": f"{case.proxy} -> {case.target}",
@@ -154,42 +161,25 @@ def table(reports: Path, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write(reports: Path, out_dir: Path) -> Path:
-    from mutransfer.validation import markdown_table
-
-    runs = pd.read_csv(out_dir / "targets.csv")
-    df = table(reports, runs)
-    df.to_csv(out_dir / "regret.csv", index=False)
-    shown = pd.DataFrame({
-        "model": df.model, "optimizer": df.optimizer, "widths": df.widths,
-        "lr (recommended) / eta*": [f"2^{math.log2(a):.2f} / 2^{math.log2(b):.2f}" for a, b in zip(df.lr, df.eta_star)],
-        "target's best grid lr": [f"2^{v:g}" for v in df.best_log2_lr],
-        "target loss at the lr (2 seeds)": df.loss_recommended.map("{:.4f}".format),
-        "target's best": df.best_loss.map("{:.4f}".format),
-        "regret": [f"{v:.2f}%" for v in df.regret_recommended],
-        f"<= {GOAL:g}%": ["yes" if v <= GOAL else "**no**" for v in df.regret_recommended],
-        "regret at eta*": [f"{v:.2f}%" for v in df["regret_eta*"]],
-        "where the transferred lr sits": df.why})
-    lines = ["# Regret at 8x, the default (spectral)", "",
-             f"Regenerate: `{MODULE} run` then `{MODULE} write`; the landscapes come from the validate "
-             f"commands at the top of each sweeps file (the widths in the table and between, 2 seeds).", "",
-             "Regret = (the target's mean loss over 2 seeds at the lr transferred from the proxy - the "
-             "target's best seed-mean grid loss) / that best. Every number is a training run at the "
-             "target, none is interpolated. Muon runs with the AdamW groups at the Muon lr "
-             "(adam_lr_ratio 1, the default).", "", *markdown_table(shown), ""]
-    path = out_dir / "index.md"
-    path.write_text("\n".join(lines) + "\n")
+def store(reports: Path, out: Path, sweeps: str | Path = SWEEPS) -> Path:
+    """``out/regret.csv``: :func:`table` of the stored target runs ``out/targets.csv``."""
+    targets = out / "targets.csv"
+    if not targets.is_file():
+        raise ValueError(f"no {targets}: run `{MODULE} run` first")
+    path = out / "regret.csv"
+    table(reports, pd.read_csv(targets), sweeps).to_csv(path, index=False)
     return path
 
 
 def main(argv=None) -> int:
-    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), argv)
-    reports = Path(args.reports)
-    out = reports / "regret"
-    out.mkdir(parents=True, exist_ok=True)
+    from mutransfer.validation import write_regret_report
+
+    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), argv, config=SWEEPS, out=OUT)
+    reports, out = Path(args.reports), out_folder(args)
     if args.what == "run":
-        run(reports, out / "targets.csv")
-    print(f"wrote {write(reports, out)}")
+        run(reports, out / "targets.csv", args.config)
+    store(reports, out, args.config)
+    print(f"wrote {write_regret_report(out, command=MODULE)}")
     return 0
 
 

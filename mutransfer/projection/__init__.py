@@ -14,12 +14,13 @@ the B_opt(D) law of the token budget, :func:`fit_budget_law` (B_opt = b0 * D^p).
     >>> print(plan.summary())
 """
 from mutransfer.projection._budget_laws import BudgetLaw, fit_budget_law
-from mutransfer.projection._laws import (CI_LEVEL, LAWS, Law, fit_law, fit_laws, fit_line, flat_optimum, interval,
-                                         law_log2_eta, momentum_c, quadratic_optimum)
+from mutransfer.projection._laws import (CI_LEVEL, LAWS, VAR_FLOOR, Law, fit_law, fit_laws, fit_line,
+                                         flat_optimum, interval, law_log2_eta, momentum_c,
+                                         quadratic_optimum)
 from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 
-__all__ = ["BudgetLaw", "CI_LEVEL", "LAWS", "Law", "TransferPlan", "fit_budget_law", "fit_law", "fit_laws",
-           "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan", "momentum_c", "quadratic_optimum",
-           "train_target", "transfer"]
+__all__ = ["BudgetLaw", "CI_LEVEL", "LAWS", "Law", "TransferPlan", "VAR_FLOOR", "fit_budget_law",
+           "fit_law", "fit_laws", "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan",
+           "momentum_c", "quadratic_optimum", "train_target", "transfer"]

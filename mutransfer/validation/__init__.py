@@ -27,11 +27,16 @@ from mutransfer.validation._landscape import (MUP_MAX_DRIFT, MUP_MAX_REGRET, MUP
                                               loss_at, regret, summarize, survivors)
 from mutransfer.validation._markdown import markdown_table, write_markdown
 from mutransfer.validation._report import write_report
+from mutransfer.validation._report_budget import (direct_plan_of, load_trials, study_names,
+                                                  write_budget_report)
+from mutransfer.validation._report_budgets import write_budgets_report
+from mutransfer.validation._report_muonclip import write_muonclip_report
+from mutransfer.validation._report_regret import REGRET_COLUMNS, write_regret_report
 from mutransfer.validation._target_report import summary_rows, write_training_report
 from mutransfer.validation._validate import landscape_markdown, shell_path, validate
 from mutransfer.validation._verdict import CoordVerdict, coord_slopes, coord_verdict
 
-__all__ = ["CoordVerdict", "MUP_MAX_DRIFT", "MUP_MAX_REGRET", "MUP_SCHEMES", "check_runs", "compare",
+__all__ = ["CoordVerdict", "MUP_MAX_DRIFT", "MUP_MAX_REGRET", "MUP_SCHEMES", "REGRET_COLUMNS", "check_runs", "compare",
            "compare_verdict", "coord_check", "coord_slopes", "coord_verdict", "curve_means",
            "depth_coord_check", "depth_etas", "depth_markdown", "depth_summary", "depth_verdict", "drift",
            "drift_slope", "eta_stars", "exponent_table", "fit_curve", "landscape_markdown", "loss_at",
@@ -40,4 +45,5 @@ __all__ = ["CoordVerdict", "MUP_MAX_DRIFT", "MUP_MAX_REGRET", "MUP_SCHEMES", "ch
            "plot_training", "plot_transfer", "read_compare", "regret", "role_runs", "shell_path",
            "style", "summarize", "summary_rows", "survivors", "validate", "write_compare",
            "write_depth_outputs", "write_exponents", "write_markdown", "write_report",
-           "write_training_report"]
+           "write_training_report", "direct_plan_of", "load_trials", "study_names", "write_budget_report",
+           "write_budgets_report", "write_muonclip_report", "write_regret_report"]

@@ -1,7 +1,8 @@
-"""What the silent guess cost, and what tracing without example= gives back (index.md). Run from
-the repository root (4.5 min on 2 cores, one torch thread):
+"""What the silent guess cost, and what tracing without example= gives back (index.md), 4.5 min
+on 2 cores, one torch thread; ``run`` is resumable (results.json in ``--out``, default
+``reports/bare-table``), ``write`` rewrites index.md from results.json:
 
-    PYTHONPATH=$PWD python reports/bare-table/measure.py
+    python -m mutransfer.experiments.bare_table run
 
 The zoo GPT (depth 2, pycorpus, 300 steps of batch 16 x 64 bytes) with its positional embedding
 turned into a bare ``(seq_len, width)`` Parameter, spectral + Muon, widths 32 -> 256. Two plans,
@@ -28,7 +29,10 @@ from torch import nn
 import mutransfer
 from mutransfer.models.zoo import GPT
 
-OUT = Path(__file__).resolve().parent
+from mutransfer.experiments._cli import out_folder, parse
+
+OUT = "reports/bare-table"  # resolved against the current directory
+MODULE = "python -m mutransfer.experiments.bare_table"
 PROXY, TARGET, SEQ, STEPS, BATCH = 32, 256, 64, 300, 16
 LOG2_LRS = (-7, -6, -5, -4, -3)
 SEEDS = (0, 1)
@@ -74,9 +78,10 @@ def run(name: str, width: int, log2_lr: float, seed: int, data) -> float:
     return float(res.final_loss) if not res.diverged else math.inf
 
 
-def main() -> None:
+def measure(out: Path) -> dict:
+    """Tune both plans at the proxy and train their best lr at the target (resumable JSON)."""
     data = mutransfer.data.pycorpus()
-    path = OUT / "results.json"
+    path = out / "results.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     for name in PLANS:
         plan = plan_of(name, TARGET)
@@ -96,10 +101,23 @@ def main() -> None:
                 path.write_text(json.dumps(done, indent=1))
         print(name, "proxy best 2^", best, [done[f"{name}|target|{best}|{s}"] for s in SEEDS])
     path.write_text(json.dumps(done, indent=1))
-    write(done)
+    return done
 
 
-def write(done: dict) -> None:
+def main(argv=None) -> int:
+    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), argv, out=OUT)
+    out = out_folder(args)
+    if args.what == "run":
+        measure(out)
+    path = out / "results.json"
+    if not path.is_file():
+        raise ValueError(f"no {path}: run `{MODULE} run` first")
+    write(json.loads(path.read_text()), out)
+    print(f"wrote {out / 'index.md'}")
+    return 0
+
+
+def write(done: dict, out: Path) -> None:
     """index.md from results.json."""
     rows, means = [], {}
     for name in PLANS:
@@ -119,7 +137,7 @@ def write(done: dict) -> None:
                   "with width. " if proxy_best["shape guess"] <= proxy_best["traced"] else ". "))
     text = [
         "# A bare positional table: the silent shape guess against the traced role", "",
-        "Regenerate (4.5 min on 2 cores, one torch thread): `PYTHONPATH=$PWD python reports/bare-table/measure.py`", "",
+        f"Regenerate (4.5 min on 2 cores, one torch thread): `{MODULE} run`", "",
         "\n\n".join(__doc__.split("\n\n")[2:4]).strip(), "",
         f"Both plans are tuned alike: the lr grid 2^{LOG2_LRS[0]}..2^{LOG2_LRS[-1]} at width {PROXY} (seed 0), "
         f"the best lr carried unchanged to width {TARGET} (muP), trained there with seeds {list(SEEDS)}; "
@@ -130,8 +148,8 @@ def write(done: dict) -> None:
         "`parametrize` never takes it silently: without `example=` it builds token ids for the first "
         "Embedding and traces the table as a table; where no input can be built it raises a ValueError "
         "naming the parameter, both readings and the fix (`tests/test_examples.py`).", ""]
-    (OUT / "index.md").write_text("\n".join(text))
+    (out / "index.md").write_text("\n".join(text))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,13 +1,13 @@
 """Reconcile the law's B_noise with the measured B_simple (issue 13, item 2); writes index.md's
-tables (results.json) and noise.png. Run from the repository root:
+tables (results.json) and noise.png in ``--out`` (default ``reports/batch-noise``), reading the
+plan ``--config`` (default ``reports/gpt-cpu-batch/plan.json``):
 
-    PYTHONPATH=$PWD python reports/batch-noise/measure.py
+    python -m mutransfer.experiments.batch_noise run
 """
 from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -15,11 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from mutransfer.projection import _laws as laws
+from mutransfer import projection as laws
+from mutransfer.experiments._cli import out_folder, parse
+from mutransfer.training import train
 from mutransfer.training.teacher import LinearTeacher, simulate
-from mutransfer.training._loop import train
 
-OUT = Path(__file__).resolve().parent
+OUT, PLAN = "reports/batch-noise", "reports/gpt-cpu-batch/plan.json"  # resolved against the cwd
+MODULE = "python -m mutransfer.experiments.batch_noise"
 DIM = 32
 BATCHES = 2 ** np.arange(0, 11)
 
@@ -78,7 +80,7 @@ def meter_spread(steps, decay, batch=64, accum=4, seeds=8):
             "rel_sd": float(np.std(values) / t.b_simple(np.zeros(DIM)))}
 
 
-def gpt_reconciliation(path=Path("reports/gpt-cpu-batch/plan.json")):
+def gpt_reconciliation(path: str | Path = PLAN):
     plan = json.loads(path.read_text())
     c = plan["diagnostics"]["momentum_c"]
     note = next(w for w in plan["warnings"] if "B_simple" in w)
@@ -120,15 +122,17 @@ def plot(rows, gpt, path):
     fig.savefig(path, dpi=110)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run",), argv, config=PLAN, out=OUT)
+    out = out_folder(args)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows = one_step_and_horizon()
     meters = [meter_spread(72, 0.98), meter_spread(2000, 0.999)]
-    gpt = gpt_reconciliation()
+    gpt = gpt_reconciliation(args.config)
     results = {"teacher": rows, "meter": meters, "gpt": gpt, "seconds": time.perf_counter() - t0}
-    (OUT / "results.json").write_text(json.dumps(results, indent=1))
-    plot(rows, gpt, OUT / "noise.png")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(rows, gpt, out / "noise.png")
     for r in rows:
         print(f"H={r['H']:<10} steps={r['steps']:<4} beta={r['momentum']:<4} law={r['law']:<6} "
               f"fit sgd B_noise={r['b_noise_sgd']:.3g} {np.round(r['b_noise_sgd_ci'], 1).tolist()} "
@@ -143,4 +147,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

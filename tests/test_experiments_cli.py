@@ -1,0 +1,41 @@
+"""Every experiment reads the paths it is given (--config, --out), not the repository's folders,
+and its page is written from the results stored in a folder."""
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# module, a WHAT, whether it takes --config
+EXPERIMENTS = [("regret", "write", True), ("batch_at_budget", "write", True),
+               ("batch_across_budgets", "write", True), ("muonclip", "write", True),
+               ("bare_table", "write", False), ("batch_noise", "run", True)]
+
+
+@pytest.mark.parametrize("name, what, config", EXPERIMENTS, ids=[e[0] for e in EXPERIMENTS])
+def test_each_experiment_takes_its_config_and_output_folder(name, what, config, capsys):
+    module = importlib.import_module(f"mutransfer.experiments.{name}")
+    with pytest.raises(SystemExit) as help_exit:
+        module.main(["--help"])
+    assert help_exit.value.code == 0
+    usage = capsys.readouterr().out
+    assert "--out" in usage and ("--config" in usage) == config
+    assert "parents[" not in Path(module.__file__).read_text()  # no path from the package's own folder
+
+
+def test_the_bare_table_page_is_written_from_its_stored_results(tmp_path):
+    from mutransfer.experiments import bare_table
+
+    shutil.copy(ROOT / "reports" / "bare-table" / "results.json", tmp_path / "results.json")
+    assert bare_table.main(["write", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "index.md").read_text()
+    assert text.startswith("# A bare positional table") and "python -m mutransfer.experiments.bare_table run" in text
+    with pytest.raises(ValueError, match="no .*results.json: run"):
+        bare_table.main(["write", "--out", str(tmp_path / "empty")])
+
+
+def test_reports_holds_only_results():
+    assert sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "reports").rglob("*.py")) == []
