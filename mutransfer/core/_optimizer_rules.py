@@ -37,19 +37,21 @@ class OptimizerRule:
     ``matrices_only``, the parameter is a matrix and no embedding); the rest go to the rule
     named ``side`` (Muon's AdamW groups, flagged ``own_key=False``).
 
-    To add an optimizer, add one record to :data:`OPTIMIZER_RULES` (here, so that config files
-    and the cli's choices know it too; at run time it also works, for parametrize and
-    Plan.optimizer). Lion (Chen et al. 2023) makes a sign update, like Adam, so it keeps Adam's
-    width and depth exponents and has no eps::
+    To add an optimizer, add one record to :data:`OPTIMIZER_RULES`: here, so that config files
+    and the cli's choices know it too (``OPTIMIZERS`` and the labels are read at import); a
+    record added at run time works for :func:`multipliers`, :func:`parametrize` and
+    ``Plan.optimizer``. Lion (Chen et al. 2023) makes a sign update, like Adam's, so it keeps
+    Adam's width and depth exponents, and it has no eps::
 
         from lion_pytorch import Lion
 
+        adam = optimizer_rule("adamw")
         OPTIMIZER_RULES["lion"] = OptimizerRule(
             name="lion", label="Lion", plot_style="D-",
-            lr_exponent=ADAM_LR_EXPONENT,       # sign update: Adam's lr column
-            eps_exponent=None,                  # no eps to scale
-            depth_lr=(1.0, -1.0), beta1=0.9, demo_lr=3e-4,
-            spectral_decay="hook",              # decoupled decay, so spectral decay applies
+            lr_exponent=adam.lr_exponent,      # a sign update: Adam's lr column
+            eps_exponent=None,                 # no eps to scale
+            depth_lr=adam.depth_lr, beta1=0.9, demo_lr=3e-4,
+            spectral_decay="hook",             # a decoupled decay, so spectral decay applies
             build=lambda groups, *, lr, betas, eps, momentum, nesterov, **kw:
                 Lion(groups, lr=lr, betas=betas, **kw))
         plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64, optimizer="lion")
@@ -64,7 +66,9 @@ class OptimizerRule:
     depth_eps: bool = False  # whether the blocks' eps follows their gradients, m_L^-alpha
     beta1: float = 0.9  # default beta1 (Adam's betas[0]) or momentum (SGD, Muon)
     beta1_setting: str = "betas"  # which argument sets beta1: "betas" or "momentum"
-    demo_lr: float = 3e-3  # the coordinate check's default base lr
+    # the coordinate check's default base lr: SP visibly blows up within 5 steps while muP stays
+    # flat on the zoo models (mutransfer coord-check --model mutransfer.zoo:gpt / zoo:mlp)
+    demo_lr: float = 3e-3
     matrices_only: bool = False  # takes only matrices that are not embeddings (Muon)
     side: str | None = None  # the rule for the parameters it does not take
     own_key: str | None = None  # group key: True on its own groups, False on the side's
@@ -81,7 +85,9 @@ class OptimizerRule:
             bad = [r for r in table if not isinstance(r, Role)]
             if bad:
                 raise ValueError(f"rule {self.name!r}: {what} keys must be Roles (e.g. Role.HIDDEN); got {bad}")
-        check_choice("spectral_decay", self.spectral_decay or "none", ("none", "hook", "native"))
+        if self.spectral_decay not in SPECTRAL_DECAY:
+            raise ValueError(f"rule {self.name!r}: unknown spectral_decay {self.spectral_decay!r}; use "
+                             f"None (L2-like decay), 'hook' (a SpectralDecayHook) or 'native' (its own)")
         check_choice("beta1_setting", self.beta1_setting, BETA1_SETTINGS)
         if (self.side is None) != (self.own_key is None) or (self.matrices_only and self.side is None):
             raise ValueError(f"rule {self.name!r}: side and own_key go together, and matrices_only "
