@@ -8,10 +8,10 @@ from pathlib import Path
 from mutransfer.cli.validate import float_list, int_list, str_list
 
 from mutransfer.cli._common import add_command
+from mutransfer.core import OPTIMIZER_RULES
 
-# Base lrs at which SP visibly blows up within 5 steps while muP stays flat on the zoo models
-# (measured: mutransfer coord-check --model mutransfer.zoo:gpt / zoo:mlp --data synthetic).
-DEFAULT_LR = {"adamw": 3e-3, "adam": 3e-3, "sgd": 0.1, "muon": 0.02}
+# Each optimizer's demo lr, from its record (OptimizerRule.demo_lr).
+DEFAULT_LR = {name: rule.demo_lr for name, rule in OPTIMIZER_RULES.items()}
 DEFAULT_ADAM_LR = 3e-3  # Muon's AdamW groups (embeddings, readout, vectors)
 # Models that read vectors, not bytes: without a CONFIG they get synthetic data.
 SYNTHETIC_MODELS = ("mutransfer.zoo:mlp", "mutransfer.zoo:cnn")

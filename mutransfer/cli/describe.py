@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from mutransfer.cli._common import add_command
+from mutransfer.core import MUON_SCALES, OPTIMIZER_RULES, READOUTS, SCHEMES
 
 
 def register(subparsers) -> None:
@@ -14,10 +15,10 @@ def register(subparsers) -> None:
                                    "the function takes width= and returns an nn.Module")
     p.add_argument("--width", type=int, required=True, help="the target width")
     p.add_argument("--base-width", type=int, required=True, help="the base (proxy) width")
-    p.add_argument("--scheme", default="spectral", choices=("sp", "mup", "spectral"))
-    p.add_argument("--optimizer", default="adamw", choices=("adamw", "adam", "sgd", "muon"))
-    p.add_argument("--muon-scale", default="spectral", choices=("spectral", "keller", "moonlight"))
-    p.add_argument("--readout", default="init", choices=("init", "zero", "multiplier"))
+    p.add_argument("--scheme", default="spectral", choices=SCHEMES)
+    p.add_argument("--optimizer", default="adamw", choices=tuple(OPTIMIZER_RULES))
+    p.add_argument("--muon-scale", default="spectral", choices=MUON_SCALES)
+    p.add_argument("--readout", default="init", choices=READOUTS)
     p.add_argument("--depth", type=int, help="the target's blocks (the factory takes depth=)")
     p.add_argument("--base-depth", type=int, help="the base's blocks (default: --depth)")
     p.add_argument("--depth-alpha", type=float, help="residual branch multiplier m_L^-alpha "

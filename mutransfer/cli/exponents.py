@@ -47,7 +47,7 @@ def run(args) -> int:
     df = role_runs(cfg, widths=args.widths, roles=args.roles, log2_mults=args.mults, kind=args.kind,
                    seeds=args.seeds, device=args.device, cache=out / f"exponents-{args.kind}.csv")
     p = cfg.parametrization
-    table = exponent_table(df, optimizer=p.optimizer, scheme=p.scheme,
+    table = exponent_table(df, optimizer=p.optimizer, scheme=p.scheme, muon_scale=p.muon_scale,
                            readout_exponent=config_constants(cfg)["readout_exponent"])
     mults = f"{args.mults[0]:g}:{args.mults[-1]:g}:{args.mults[1] - args.mults[0]:g}"
     command = (f"mutransfer exponents {shell_path(args.config)} --widths {','.join(map(str, args.widths))} "

@@ -1,4 +1,5 @@
-"""Optimizers from a Plan: param groups over torch's AdamW/Adam/SGD, or Muon (+AdamW groups).
+"""Optimizers from a Plan: param groups over torch's AdamW/Adam/SGD, or Muon (+AdamW groups),
+each built as the optimizer's record says (:class:`~mutransfer.core.OptimizerRule`).
 
 Each group carries ``lr = base_lr * lr_mult`` and records ``lr_mult``, so torch LR schedulers
 (which scale each group's ``initial_lr``) keep the multipliers. Weight decay per group follows
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 
 from mutransfer.core._checks import check_choice
+from mutransfer.core._optimizer_rules import OPTIMIZER_RULES, optimizer_rule
 from mutransfer.core._scaling import WD_POLICIES, group_weight_decay
-from mutransfer.optim import DECAY_KINDS, Muon, SpectralDecayHook
+from mutransfer.optim import DECAY_KINDS, SpectralDecayHook
 
 # Name parts that only wrappers add (compile, activation checkpointing, FSDP1): dropped anywhere.
 WRAPPER_PARTS = ("_orig_mod", "_checkpoint_wrapped_module", "_fsdp_wrapped_module")
@@ -90,10 +92,12 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
                          f"(adam_lr=None keeps the ratio, which transfers across width)")
     check_choice("wd_policy", wd_policy, WD_POLICIES)
     check_choice("decay", decay, DECAY_KINDS)
-    if decay == "spectral" and plan.optimizer_name not in ("adamw", "muon"):
-        raise ValueError(f"decay='spectral' is a decoupled decay, for optimizer 'adamw' or 'muon'; "
+    rule = optimizer_rule(plan.optimizer_name)
+    if decay == "spectral" and rule.spectral_decay is None:
+        names = " or ".join(repr(n) for n, r in OPTIMIZER_RULES.items() if r.spectral_decay)
+        raise ValueError(f"decay='spectral' is a decoupled decay, for optimizer {names}; "
                          f"plan.optimizer_name is {plan.optimizer_name!r} (whose weight decay is L2). "
-                         "Parametrize with optimizer='adamw' or 'muon', or use decay='decoupled'")
+                         f"Parametrize with optimizer={names}, or use decay='decoupled'")
     named = {own: (plan_name(own, plan.params), p) for own, p in model.named_parameters()}
     missing = sorted(own for own, (name, _) in named.items() if name is None)
     if missing:
@@ -102,27 +106,28 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
     groups: dict[tuple, dict] = {}
     for name, p in named.values():
         pp = plan.params[name]
-        muon = pp.optimizer == "muon"
-        base_lr = lr if (muon or plan.optimizer_name != "muon" or adam_lr is None) else adam_lr
-        experts = getattr(pp, "expert_dims", 0) if muon else 0
-        key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if muon else None, pp.role, experts)
-        hooked = decay == "spectral" and plan.optimizer_name != "muon" and p.ndim >= 2
+        side = pp.optimizer != rule.name  # on the rule's side optimizer (Muon's AdamW groups)
+        scaled = not side and rule.alpha is not None  # an update scale alpha instead of an eps
+        base_lr = adam_lr if side and adam_lr is not None else lr
+        experts = getattr(pp, "expert_dims", 0) if scaled else 0
+        key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if scaled else None, pp.role, experts)
+        hooked = decay == "spectral" and rule.spectral_decay == "hook" and p.ndim >= 2
         key += (hooked,) if decay == "spectral" else ()
         if key not in groups:
             wd = group_weight_decay(weight_decay, base_lr, pp.lr_mult, wd_policy)
             group = {"params": [], "names": [], "role": pp.role, "lr_mult": pp.lr_mult,
                      "lr": base_lr * pp.lr_mult, "weight_decay": 0.0 if hooked else wd,
-                     "decay": decay if (hooked or plan.optimizer_name == "muon") else "decoupled"}
+                     "decay": decay if (hooked or rule.spectral_decay == "native") else "decoupled"}
             if hooked:
                 group["spectral_weight_decay"] = wd
-            if muon:
-                group.update(use_muon=True, alpha=pp.muon_alpha)
+            if rule.own_key is not None:
+                group[rule.own_key] = not side
+            if scaled:
+                group["alpha"] = pp.muon_alpha
                 if experts:  # fused experts: msign of each expert matrix, not of the whole tensor
                     group["expert_dims"] = experts
             else:
                 group["eps"] = eps * pp.eps_mult
-                if plan.optimizer_name == "muon":
-                    group["use_muon"] = False
             groups[key] = group
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
@@ -134,11 +139,12 @@ def build_optimizer(plan, model: nn.Module, lr: float, *, weight_decay: float = 
                     momentum: float | None = None, adam_lr: float | None = None,
                     wd_policy: str = "fixed_product", nesterov: bool = True,
                     decay: str = "decoupled", **kwargs) -> torch.optim.Optimizer:
-    """The torch optimizer for ``plan.optimizer_name`` over :func:`param_groups`.
-
-    adamw/adam -> torch.optim.AdamW/Adam; sgd -> torch.optim.SGD (momentum default 0);
-    muon -> :class:`mutransfer.Muon` (momentum default 0.95) with AdamW groups at ``adam_lr``
-    (default ``lr``) for embeddings, the readout and vectors. Extra ``kwargs`` go to the optimizer.
+    """The torch optimizer for ``plan.optimizer_name`` over :func:`param_groups`, built by its
+    record's ``build`` (:func:`~mutransfer.core.optimizer_rule`), momentum defaulting to the
+    record's ``beta1``: adamw/adam -> torch.optim.AdamW/Adam; sgd -> torch.optim.SGD (momentum
+    default 0); muon -> :class:`mutransfer.Muon` (momentum default 0.95) with AdamW groups at
+    ``adam_lr`` (default ``lr``) for embeddings, the readout and vectors. Extra ``kwargs`` go to
+    the optimizer.
     ``decay="spectral"`` (adamw, muon) decays matrices by ``lr * wd * W v1 v1^T`` instead of
     ``lr * wd * W`` (module docstring).
 
@@ -147,16 +153,10 @@ def build_optimizer(plan, model: nn.Module, lr: float, *, weight_decay: float = 
     """
     groups = param_groups(plan, model, lr, weight_decay=weight_decay, eps=eps, adam_lr=adam_lr,
                           wd_policy=wd_policy, decay=decay)
-    name = plan.optimizer_name
-    if name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **kwargs)
-        if decay == "spectral":
-            opt.register_step_pre_hook(SpectralDecayHook())
-        return opt
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, **kwargs)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum or 0.0,
-                               nesterov=nesterov and bool(momentum), **kwargs)
-    return Muon(groups, lr=lr, momentum=0.95 if momentum is None else momentum, nesterov=nesterov,
-                betas=betas, eps=eps, **kwargs)
+    rule = optimizer_rule(plan.optimizer_name)
+    if momentum is None and rule.beta1_setting == "momentum":
+        momentum = rule.beta1
+    opt = rule.build(groups, lr=lr, betas=betas, eps=eps, momentum=momentum, nesterov=nesterov, **kwargs)
+    if decay == "spectral" and rule.spectral_decay == "hook":
+        opt.register_step_pre_hook(SpectralDecayHook())
+    return opt

@@ -17,8 +17,9 @@ from mutransfer.core._constants import Constants
 from mutransfer.core._plan import ParamPlan, Plan, _rescale_, _rms, _set_readout_hooks
 from mutransfer.core._roles import ParamInfo, Role, find_example, infer_roles
 from mutransfer.core._depth import Depth, branch_ends, match_depth, set_residual_hooks
-from mutransfer.core._scaling import (DEFAULT_DEPTH_ALPHA, MUON_SCALES, OPTIMIZERS, READOUTS,
-                                      SCHEMES, DepthMultipliers, depth_multipliers, multipliers,
+from mutransfer.core._optimizer_rules import OPTIMIZER_RULES, optimizer_rule
+from mutransfer.core._scaling import (DEFAULT_DEPTH_ALPHA, MUON_SCALES, READOUTS, SCHEMES,
+                                      DepthMultipliers, depth_multipliers, multipliers,
                                       spectral_sigma)
 
 def _base_rms(base: nn.Module, seed: int | None) -> dict[str, float]:
@@ -94,15 +95,16 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
                        m_max=info.max_mult)
     lr_mult, eps_mult, init_mult = mult.lr, mult.eps, mult.init
     if info.role is Role.OUTPUT and (info.tied or readout == "multiplier") and scheme != "sp":
-        # multiplier form: base init and base Adam lr; SGD's lr grows like an input's (x m)
+        # multiplier form: base init, and the lr of an input (the m^-1 is on the logits): Adam's
+        # base lr, SGD's x m
         init_mult, eps_mult = 1.0, 1.0
-        lr_mult = info.width_mult if mult.optimizer == "sgd" else 1.0
+        lr_mult = info.width_mult ** optimizer_rule(mult.optimizer).lr_exponent[Role.INPUT]
     elif info.role is Role.OUTPUT and scheme == "mup":
         init_mult = info.width_mult ** c.readout_exponent
     init_mult *= c.init(info.role)
     lr_mult *= c.lr(info.role)
-    if optimizer == "muon" and mult.optimizer != "muon":
-        lr_mult *= c.adam_lr_ratio  # Muon's AdamW groups run at lr x adam_lr_ratio
+    if mult.optimizer != optimizer:
+        lr_mult *= c.adam_lr_ratio  # the side's groups (Muon's AdamW) run at lr x adam_lr_ratio
     depth_mult = 1.0
     if depth is not None and scheme != "sp":
         depth_mult = depth.lr
@@ -152,7 +154,7 @@ def _readout_scales(infos: dict[str, ParamInfo], scheme, readout, c: Constants) 
 def _settings(scheme, optimizer, muon_scale, readout, output_mult, constants) -> Constants:
     """Check the choices and return the constants, ``output_mult`` folded in."""
     check_choice("scheme", scheme, SCHEMES)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
+    rule = optimizer_rule(optimizer)
     check_choice("muon_scale", muon_scale, MUON_SCALES)
     check_choice("readout", readout, READOUTS)
     c = Constants.coerce(constants)
@@ -163,10 +165,12 @@ def _settings(scheme, optimizer, muon_scale, readout, output_mult, constants) ->
             raise ValueError(f"output_mult={output_mult!r} and constants output_mult="
                              f"{c.output_mult!r} disagree; give it in one place")
         c = c.replace(output_mult=float(output_mult))
-    if optimizer != "muon" and c.adam_lr_ratio != 1.0:
-        raise ValueError(f"constant adam_lr_ratio={c.adam_lr_ratio:g} sets Muon's AdamW groups' lr; "
+    if rule.side is None and c.adam_lr_ratio != 1.0:
+        sided = [r for r in OPTIMIZER_RULES.values() if r.side is not None]
+        owners = ", ".join(f"{r.label}'s {optimizer_rule(r.side).label}" for r in sided)
+        raise ValueError(f"constant adam_lr_ratio={c.adam_lr_ratio:g} sets {owners} groups' lr; "
                          f"optimizer {optimizer!r} has one lr for every group: leave it at 1, or "
-                         f"parametrize with optimizer='muon'")
+                         f"parametrize with optimizer={' or '.join(repr(r.name) for r in sided)}")
     if scheme == "sp" and any(c.init(r) != 1.0 for r in Role):
         raise ValueError(f"init constants {c.changed()} need scheme 'mup' or 'spectral': 'sp' keeps "
                          f"your model's own init (scale it yourself, or use the sweep's init_scale)")

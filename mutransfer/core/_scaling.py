@@ -3,8 +3,8 @@
 Every multiplier is relative to the base model: at width ratio ``m == 1`` each one is exactly 1,
 so a model parametrized at its base width *is* the user's standard model.
 
-The table maps (quantity, role) to the exponent of ``m``; the optimizer family picks the
-learning-rate column:
+The table maps (quantity, role) to the exponent of ``m``; the lr and eps columns are each
+optimizer's record (:class:`~mutransfer.core.OptimizerRule`, in :data:`OPTIMIZER_RULES`):
 
 | role   | init std | Adam lr | SGD lr | Adam eps |
 |--------|----------|---------|--------|----------|
@@ -20,19 +20,20 @@ import math
 from dataclasses import dataclass
 
 from mutransfer.core._checks import check_choice
+from mutransfer.core._optimizer_rules import (ADAM_LR_EXPONENT, EPS_EXPONENT, MUON_SCALES,
+                                              OPTIMIZER_RULES, SGD_LR_EXPONENT, muon_alpha,
+                                              optimizer_rule)
 from mutransfer.core._roles import Role
 
 SCHEMES = ("sp", "mup", "spectral")
-OPTIMIZERS = ("adamw", "adam", "sgd", "muon")
-MUON_SCALES = ("spectral", "keller", "moonlight")
+OPTIMIZERS = tuple(OPTIMIZER_RULES)  # the records' names, as the registry had them at import
 READOUTS = ("init", "zero", "multiplier")
 
-# Exponent of the width ratio m, per quantity and role (scaling.md section 3).
+# Exponent of the width ratio m, per quantity and role (scaling.md section 3); lr and eps are
+# the optimizers' (their records). LR_EXPONENT: the lr column of each optimizer that takes
+# every role itself (Muon's own exponents are in its record, the rest of its model is AdamW's).
 INIT_EXPONENT = {Role.INPUT: 0.0, Role.HIDDEN: -0.5, Role.OUTPUT: -1.0, Role.VECTOR: 0.0, Role.FIXED: 0.0}
-ADAM_LR_EXPONENT = {Role.INPUT: 0.0, Role.HIDDEN: -1.0, Role.OUTPUT: -1.0, Role.VECTOR: 0.0, Role.FIXED: 0.0}
-SGD_LR_EXPONENT = {Role.INPUT: 1.0, Role.HIDDEN: 0.0, Role.OUTPUT: -1.0, Role.VECTOR: 1.0, Role.FIXED: 0.0}
-EPS_EXPONENT = {Role.INPUT: -1.0, Role.HIDDEN: -1.0, Role.OUTPUT: 0.0, Role.VECTOR: -1.0, Role.FIXED: 0.0}
-LR_EXPONENT = {"adamw": ADAM_LR_EXPONENT, "adam": ADAM_LR_EXPONENT, "sgd": SGD_LR_EXPONENT}
+LR_EXPONENT = {name: rule.lr_exponent for name, rule in OPTIMIZER_RULES.items() if rule.side is None}
 
 
 @dataclass(frozen=True)
@@ -77,31 +78,6 @@ def spectral_sigma(fan_in: int, fan_out: int) -> float:
     return math.sqrt(fan_out / fan_in) / (math.sqrt(fan_in) + math.sqrt(fan_out))
 
 
-def muon_alpha(fan_in: int, fan_out: int, rule: str = "spectral") -> float:
-    """Muon's update scale alpha for a (fan_out x fan_in) matrix (scaling.md section 4).
-
-    spectral: ``sqrt(fan_out/fan_in)``; keller: ``sqrt(max(1, fan_out/fan_in))``;
-    moonlight: ``0.2 * sqrt(max(fan_in, fan_out))``.
-
-        >>> muon_alpha(256, 1024, "spectral")
-        2.0
-    """
-    check_choice("muon_scale", rule, MUON_SCALES)
-    if rule == "spectral":
-        return math.sqrt(fan_out / fan_in)
-    if rule == "keller":
-        return math.sqrt(max(1.0, fan_out / fan_in))
-    return 0.2 * math.sqrt(max(fan_in, fan_out))
-
-
-def uses_muon(role: Role, ndim: int, is_embedding: bool) -> bool:
-    """Whether Muon updates this parameter: hidden matrices and dense (non-embedding) input
-    matrices do; embeddings, the readout, vectors and fixed parameters stay on AdamW."""
-    if ndim < 2 or is_embedding:
-        return False
-    return role in (Role.HIDDEN, Role.INPUT)
-
-
 def multipliers(
     role: Role,
     m: float,
@@ -117,30 +93,32 @@ def multipliers(
 ) -> Multipliers:
     """Multipliers for one parameter of ``role`` at width ratio ``m`` (scaling.md section 3).
 
-    ``lr = m ** LR_EXPONENT[optimizer][role]``, ``init = m ** INIT_EXPONENT[role]``,
-    ``eps = m ** EPS_EXPONENT[role]``; under ``sp`` every multiplier is 1. Muon matrices keep
-    the base lr (times ``m_max ** -1/2`` for the moonlight rule, ``m_max`` being the ratio of
-    ``max(fan_in, fan_out)`` to the base's) and get ``alpha`` from :func:`muon_alpha`.
+    With ``rule = optimizer_rule(optimizer)`` (or its ``side`` for a parameter it does not
+    take): ``lr = m ** rule.lr_exponent[role]``, ``init = m ** INIT_EXPONENT[role]``,
+    ``eps = m ** rule.eps_exponent[role]``; under ``sp`` every multiplier is 1. Muon matrices
+    keep the base lr (times ``m_max ** -1/2`` for the moonlight rule, ``m_max`` being the ratio
+    of ``max(fan_in, fan_out)`` to the base's) and get ``alpha`` from :func:`muon_alpha`.
 
         >>> multipliers(Role.HIDDEN, 4.0, optimizer="adamw").lr
         0.25
     """
     check_choice("scheme", scheme, SCHEMES)
-    check_choice("optimizer", optimizer, OPTIMIZERS)
+    rule = optimizer_rule(optimizer)
     if m <= 0:
         raise ValueError(f"width ratio m must be positive; got {m!r}")
-    muon = optimizer == "muon" and uses_muon(role, ndim, is_embedding)
-    update = "muon" if muon else ("adamw" if optimizer == "muon" else optimizer)
-    alpha = muon_alpha(fan_in, fan_out, muon_scale) if muon else float("nan")
+    update = rule if rule.takes(role, ndim, is_embedding) else optimizer_rule(rule.side)
+    if not update.takes(role, ndim, is_embedding):
+        raise ValueError(f"optimizer {optimizer!r} has no rule for a {role.value} parameter "
+                         f"(ndim {ndim}); give its OptimizerRule that role or a side rule that has it")
+    alpha = update.alpha(fan_in, fan_out, muon_scale) if update.alpha else float("nan")
     if scheme == "sp":
-        return Multipliers(optimizer=update, muon_alpha=alpha)
+        return Multipliers(optimizer=update.name, muon_alpha=alpha)
     init = m ** INIT_EXPONENT[role]
-    if muon:
-        lr = (m_max or m) ** -0.5 if muon_scale == "moonlight" else 1.0
-        return Multipliers(init=init, lr=lr, eps=1.0, optimizer=update, muon_alpha=alpha)
-    lr = m ** LR_EXPONENT[update][role]
-    eps = m ** EPS_EXPONENT[role] if update != "sgd" else 1.0
-    return Multipliers(init=init, lr=lr, eps=eps, optimizer=update, muon_alpha=alpha)
+    lr = m ** update.lr_exponent[role]
+    if update.scale_lr_exponent.get(muon_scale):  # Muon's moonlight: x m_max^-1/2
+        lr *= (m_max or m) ** update.scale_lr_exponent[muon_scale]
+    eps = m ** update.eps_exponent[role] if update.eps_exponent is not None else 1.0
+    return Multipliers(init=init, lr=lr, eps=eps, optimizer=update.name, muon_alpha=alpha)
 
 
 # Weight decay across width (scaling.md section 5): see group_weight_decay.
@@ -211,7 +189,8 @@ class DepthMultipliers:
 
 
 def depth_multipliers(m_depth: float, alpha: float, update: str) -> DepthMultipliers:
-    """scaling.md section 9 for a parameter inside a residual block, at depth ratio ``m_L``:
+    """scaling.md section 9 for a parameter inside a residual block, at depth ratio ``m_L``, with
+    the lr and eps rules of optimizer ``update``'s record (``depth_lr``, ``depth_eps``):
 
     | what                         | multiplier                                    |
     |------------------------------|-----------------------------------------------|
@@ -244,6 +223,6 @@ def depth_multipliers(m_depth: float, alpha: float, update: str) -> DepthMultipl
         raise ValueError(f"depth ratio m_L must be positive; got {m_depth!r}")
     if alpha == 0:
         return DepthMultipliers()
-    lr_exponent = 2 * alpha - 1 if update == "sgd" else alpha - 1
-    eps = m_depth ** -alpha if update in ("adam", "adamw") else 1.0
-    return DepthMultipliers(branch=m_depth ** -alpha, lr=m_depth ** lr_exponent, eps=eps)
+    rule = optimizer_rule(update)
+    eps = m_depth ** -alpha if rule.depth_eps else 1.0
+    return DepthMultipliers(branch=m_depth ** -alpha, lr=m_depth ** rule.depth_lr_exponent(alpha), eps=eps)

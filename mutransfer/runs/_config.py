@@ -22,7 +22,7 @@ from typing import Any
 from mutransfer.optim import DECAY_KINDS
 from mutransfer.core import WD_POLICIES
 from mutransfer.core import CONSTANT_NAMES, Constants
-from mutransfer.core import MUON_SCALES, OPTIMIZERS, READOUTS, SCHEMES
+from mutransfer.core import MUON_SCALES, OPTIMIZER_RULES, OPTIMIZERS, READOUTS, SCHEMES
 from mutransfer.training import PARALLEL
 
 try:
@@ -375,9 +375,10 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
     if cfg.train.qk_clip is not None and not cfg.train.qk_clip > 0:
         raise ValueError(f"{source}: [train] qk_clip must be a logit bound tau > 0 (K2 used 100), "
                          f"or left out to turn QK-Clip off; got {cfg.train.qk_clip!r}")
-    if cfg.train.decay == "spectral" and cfg.parametrization.optimizer not in ("adamw", "muon"):
+    spectral = [n for n, r in OPTIMIZER_RULES.items() if r.spectral_decay]  # decoupled decays only
+    if cfg.train.decay == "spectral" and cfg.parametrization.optimizer not in spectral:
         raise ValueError(f"{source}: [train] decay = 'spectral' needs [parametrization] optimizer "
-                         f"'adamw' or 'muon', got {cfg.parametrization.optimizer!r}")
+                         f"{' or '.join(map(repr, spectral))}, got {cfg.parametrization.optimizer!r}")
     if cfg.sweep.grace_period <= cfg.sweep.heartbeat_interval:
         raise ValueError(f"{source}: [sweep] grace_period ({cfg.sweep.grace_period}) must exceed "
                          f"heartbeat_interval ({cfg.sweep.heartbeat_interval}), e.g. twice it")

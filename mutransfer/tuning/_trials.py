@@ -14,11 +14,14 @@ from collections import Counter
 
 import numpy as np
 
+from mutransfer.core import OPTIMIZER_RULES
+
 REQUIRED = ("width", "lr", "batch_size", "loss")
 OPTIONAL = ("scheme", "optimizer", "muon_scale", "diverged", "b_simple", "noise_loss", "adam_lr",
             "weight_decay", "steps", "tokens", "beta1", "base_width", "study", "budget",
             "wd_policy", "constants", "depth", "base_depth", "depth_alpha")
-DEFAULT_BETA1 = {"adamw": 0.9, "adam": 0.9, "muon": 0.95, "sgd": 0.0}  # torch's and Muon's defaults
+# each optimizer's default beta1 (Adam's betas[0]) or momentum (SGD, Muon), from its record
+DEFAULT_BETA1 = {name: rule.beta1 for name, rule in OPTIMIZER_RULES.items()}
 
 
 def trials_frame(results, *, keep_diverged: bool = False):
@@ -147,9 +150,12 @@ def constants_key(values: dict | None) -> str:
 
 
 def _beta1(optimizer, params: dict, train: dict):
-    if optimizer in ("adamw", "adam"):
-        return float(train.get("betas", (0.9,))[0])
+    """The trial's beta1: betas[0] or the momentum, as the optimizer's record says; None for an
+    optimizer without a record."""
+    rule = OPTIMIZER_RULES.get(optimizer) if isinstance(optimizer, str) else None
+    if rule is None:
+        return None
+    if rule.beta1_setting == "betas":
+        return float(train.get("betas", (rule.beta1,))[0])
     momentum = params.get("momentum", train.get("momentum"))
-    if optimizer in ("muon", "sgd"):
-        return float(DEFAULT_BETA1[optimizer] if momentum is None else momentum)
-    return None
+    return float(rule.beta1 if momentum is None else momentum)

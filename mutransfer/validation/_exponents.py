@@ -28,23 +28,33 @@ COLUMNS = ("kind", "role", "width", "log2_mult", "seed", "loss", "diverged")
 
 
 def table_exponent(kind: str, role: str, optimizer: str, readout_exponent: float = -1.0,
-                   scheme: str = "mup") -> float:
-    """scaling.md section 3's exponent of ``m`` for ``role``'s lr (per ``optimizer``; Muon's
-    hidden matrices keep the base lr) or init (the readout's: ``readout_exponent``); 0 under sp.
+                   scheme: str = "mup", *, muon_scale: str = "spectral", dense_input: bool = False) -> float:
+    """scaling.md section 3's exponent of ``m`` for ``role``'s lr or init; 0 under sp.
+
+    lr: ``rule.lr_exponent[role] + rule.scale_lr_exponent[muon_scale]`` of the record that
+    updates the role (:func:`mutransfer.core.optimizer_rule`; for Muon its matrices, the rest on
+    its AdamW side), as :func:`mutransfer.core.multipliers` does: Muon's hidden matrices keep the
+    base lr, times ``m^-1/2`` under the moonlight rule (``m_max`` grows like ``m``). The input
+    role is an embedding (AdamW's under Muon) unless ``dense_input``. init: ``INIT_EXPONENT``,
+    the readout's ``readout_exponent``.
 
         >>> table_exponent("lr", "hidden", "adamw")
         -1.0
+        >>> table_exponent("lr", "hidden", "muon", muon_scale="moonlight")
+        -0.5
     """
-    from mutransfer.core import INIT_EXPONENT, LR_EXPONENT
+    from mutransfer.core import INIT_EXPONENT, optimizer_rule
 
     r = Role(role)
     if scheme == "sp":
         return 0.0
     if kind == "init":
         return readout_exponent if r is Role.OUTPUT else INIT_EXPONENT[r]
-    if optimizer == "muon":
-        return 0.0 if r is Role.HIDDEN else LR_EXPONENT["adamw"][r]
-    return LR_EXPONENT[optimizer][r]
+    rule = optimizer_rule(optimizer)
+    is_embedding = r is Role.INPUT and not dense_input
+    ndim = 1 if r is Role.VECTOR else 2
+    update = rule if rule.takes(r, ndim, is_embedding) else optimizer_rule(rule.side)
+    return update.lr_exponent[r] + update.scale_lr_exponent.get(muon_scale, 0.0)
 
 
 def role_runs(config: ExperimentConfig | str | Path, *, widths: Sequence[int], roles: Sequence[str],
@@ -104,10 +114,11 @@ def _check(kind, roles, widths, log2_mults, seeds) -> None:
 
 
 def exponent_table(df: pd.DataFrame, *, optimizer: str, readout_exponent: float = -1.0,
-                   scheme: str = "mup", seed: int = 0) -> pd.DataFrame:
+                   scheme: str = "mup", seed: int = 0, muon_scale: str = "spectral") -> pd.DataFrame:
     """One row per (kind, role): the table's exponent, the slope of ``log2 c*`` against
     ``log2 width`` with its 95% bootstrap interval, the measured exponent
-    ``e_table + slope`` and whether the interval holds 0 (the table agrees with the data).
+    ``e_table + slope`` and whether the interval holds 0 (the table agrees with the data);
+    ``e_table`` from :func:`table_exponent` (``muon_scale`` picks Muon's rule).
 
         >>> exponent_table(df, optimizer="adamw")[["role", "table", "measured", "agrees"]]
     """
@@ -118,7 +129,7 @@ def exponent_table(df: pd.DataFrame, *, optimizer: str, readout_exponent: float 
         frame = _as_landscape(g)
         slope, lo, hi = drift(frame, seed=seed)
         etas = eta_stars(frame, seed=seed)
-        e = table_exponent(kind, role, optimizer, readout_exponent, scheme)
+        e = table_exponent(kind, role, optimizer, readout_exponent, scheme, muon_scale=muon_scale)
         rows.append({"kind": kind, "role": role, "table": e, "slope": slope, "slope_lo": lo,
                      "slope_hi": hi, "measured": e + slope, "measured_lo": e + lo, "measured_hi": e + hi,
                      "agrees": bool(lo <= 0.0 <= hi) if math.isfinite(lo) else False,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from mutransfer.validation.style import (OPTIMIZER_LABELS, SCHEME_LABELS, curve_label, known_first,
-                                         log2_width_axis, pyplot, save, style_axes)
+                                         log2_width_axis, optimizer_style, pyplot, save, style_axes)
 
 
 def plot_lr_landscape(df: pd.DataFrame, path) -> Path:
@@ -131,11 +131,10 @@ def plot_best_loss(df: pd.DataFrame, path) -> Path:
     plt = pyplot()
     with plt.style.context("default"):
         fig, ax = plt.subplots(figsize=(4.6, 3.2))
-        styles = {"adamw": "o-", "adam": "o-", "sgd": "^-", "muon": "s--"}
         colors = {"sp": "#7f7f7f", "mup": "#1f77b4", "spectral": "#d62728"}
         for (scheme, opt), g in best.groupby(["scheme", "optimizer"]):
             g = g.sort_values("width")
-            ax.plot(g["width"], g["loss"], styles.get(opt, "o-"), color=colors.get(scheme, "k"),
+            ax.plot(g["width"], g["loss"], optimizer_style(opt), color=colors.get(scheme, "k"),
                     ms=4, lw=1.2, label=curve_label(scheme, opt))
         log2_width_axis(ax, sorted(best["width"].unique()))
         ax.set_xlabel("width", fontsize=8)

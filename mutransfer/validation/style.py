@@ -1,7 +1,7 @@
-"""The style every figure shares: one colour per role, the labels of schemes, optimizers and kinds,
-panel sizes, and the helpers that open pyplot (Agg, imported lazily so ``import mutransfer`` stays
-fast and needs no display), style an axis and save a PNG. Public, so an experiment's own figures
-look like the library's.
+"""The style every figure shares: one colour per role, the labels of schemes, optimizers (from
+their records, :class:`mutransfer.core.OptimizerRule`) and kinds, panel sizes, and the helpers
+that open pyplot (Agg, imported lazily so ``import mutransfer`` stays fast and needs no display),
+style an axis and save a PNG. Public, so an experiment's own figures look like the library's.
 
     >>> plt = pyplot(); fig, ax = plt.subplots(); style_axes(ax)
     >>> save(fig, "reports/x/figure.png")
@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from mutransfer.core import OPTIMIZER_RULES
+
 DPI = 110
 PANEL = (1.7, 1.6)  # inches per small-multiple panel (width, height)
 # One colour per role, the same in every figure; judged roles get the strong colours.
 ROLE_COLORS = {"hidden": "#d62728", "output": "#1f77b4", "input": "#2ca02c", "vector": "#9467bd",
                "fixed": "#8c564b", "activation": "#9a9a9a"}
 SCHEME_LABELS = {"sp": "SP", "mup": "muP", "spectral": "spectral"}
-OPTIMIZER_LABELS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "muon": "Muon"}
+OPTIMIZER_LABELS = {name: rule.label for name, rule in OPTIMIZER_RULES.items()}  # their records
 KIND_LABELS = {"out": "RMS of output", "delta": "RMS of change\nsince step 0",
                "update": "RMS of own\nupdate"}
 
@@ -63,8 +65,27 @@ def save(fig, path) -> Path:
     return path
 
 
+def optimizer_label(optimizer: str) -> str:
+    """An optimizer's name in plots: its record's ``label``; an optimizer without one as given.
+
+        >>> optimizer_label("muon")
+        'Muon'
+    """
+    return OPTIMIZER_RULES[optimizer].label if optimizer in OPTIMIZER_RULES else optimizer
+
+
+def optimizer_style(optimizer: str) -> str:
+    """An optimizer's line and marker (matplotlib's fmt): its record's ``plot_style``; ``"o-"``
+    for an optimizer without one.
+
+        >>> optimizer_style("sgd")
+        '^-'
+    """
+    return OPTIMIZER_RULES[optimizer].plot_style if optimizer in OPTIMIZER_RULES else "o-"
+
+
 def curve_label(scheme: str, optimizer: str) -> str:
-    return f"{SCHEME_LABELS.get(scheme, scheme)} + {OPTIMIZER_LABELS.get(optimizer, optimizer)}"
+    return f"{SCHEME_LABELS.get(scheme, scheme)} + {optimizer_label(optimizer)}"
 
 
 def scheme_order(df: pd.DataFrame) -> list[str]:
