@@ -7,11 +7,11 @@ May import :mod:`mutransfer.optim`, :mod:`mutransfer.core`, :mod:`mutransfer.mod
 
     >>> study = mutransfer.tuning.sweep("sweeps/quickstart.toml", trials=8)
 """
-from mutransfer.tuning._objective import make_objective
+from mutransfer.tuning._objective import TrialPoint, make_objective, sweep_point
 from mutransfer.tuning._storage import default_storage, fail_stale, open_storage
 from mutransfer.tuning._sweep import STUDY_NAME, bench_overhead, default_study_name, rerun, sweep
 from mutransfer.tuning._trials import DEFAULT_BETA1, trials_frame
 
-__all__ = ["DEFAULT_BETA1", "STUDY_NAME", "bench_overhead", "default_storage", "default_study_name",
+__all__ = ["DEFAULT_BETA1", "STUDY_NAME", "TrialPoint", "bench_overhead", "default_storage", "default_study_name",
            "fail_stale", "make_objective",
-           "open_storage", "rerun", "sweep", "trials_frame"]
+           "open_storage", "rerun", "sweep", "sweep_point", "trials_frame"]
