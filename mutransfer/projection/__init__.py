@@ -1,7 +1,7 @@
 """Transfer to the target: fit the lr landscapes and the eta*(batch) law on the proxies'
 studies, project the optimum to the target width (:func:`transfer` -> :class:`TransferPlan`,
 with bootstrap intervals and warnings), and train the target with the plan
-(:func:`train_target`).
+(:func:`train_target`); :func:`pipeline` runs sweep -> transfer -> train target in one call.
 
 May import every package below it: :mod:`mutransfer.optim`, :mod:`mutransfer.core`,
 :mod:`mutransfer.models`, :mod:`mutransfer.training`, :mod:`mutransfer.runs` and
@@ -12,9 +12,10 @@ May import every package below it: :mod:`mutransfer.optim`, :mod:`mutransfer.cor
 """
 from mutransfer.projection._laws import (CI_LEVEL, fit_line, flat_optimum, interval, law_log2_eta, momentum_c,
                                          quadratic_optimum)
+from mutransfer.projection._pipeline import PipelineResult, pipeline
 from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 
-__all__ = ["CI_LEVEL", "TransferPlan", "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan",
-           "momentum_c", "quadratic_optimum", "train_target", "transfer"]
+__all__ = ["CI_LEVEL", "PipelineResult", "TransferPlan", "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan",
+           "momentum_c", "pipeline", "quadratic_optimum", "train_target", "transfer"]
