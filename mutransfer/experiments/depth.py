@@ -20,7 +20,6 @@ every depth rule is 1).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
