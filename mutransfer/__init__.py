@@ -1,7 +1,8 @@
 """mutransfer: hyperparameter transfer (muP) for PyTorch.
 
 Three verbs: :func:`parametrize` a model for muP, :func:`sweep` a small proxy with Optuna, and
-:func:`transfer` the optimum to the target width (:func:`train_target` trains it with the plan);
+:func:`transfer` the optimum to the target width (:func:`train_target` trains it with the plan;
+:func:`pipeline` runs the three in one call);
 :func:`coord_check` and :func:`validate` measure that it works. Heavy optional parts (optuna,
 matplotlib, transformers) are imported inside the functions that need them, so
 ``import mutransfer`` costs little more than ``import torch``.
@@ -52,7 +53,7 @@ from mutransfer.core import (Constants, ParamInfo, Plan, Role, RoleWarning, atte
                              multipliers, muon_alpha, parametrize, spectral_sigma, trace_usage)
 from mutransfer.models import hf, zoo
 from mutransfer.optim import Muon, QKClip, QKPair, newton_schulz
-from mutransfer.projection import TransferPlan, train_target, transfer
+from mutransfer.projection import PipelineResult, TransferPlan, pipeline, train_target, transfer
 from mutransfer.training import TrainResult, data, train
 from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.tuning import sweep
@@ -64,10 +65,10 @@ from mutransfer.validation import (coord_check, coord_slopes, coord_verdict, plo
 sys.modules.update({f"{__name__}.zoo": zoo, f"{__name__}.hf": hf, f"{__name__}.data": data})
 
 __all__ = [
-    "Constants", "ExperimentConfig", "Muon", "ParamInfo", "Plan", "QKClip", "QKPair", "Role",
+    "Constants", "ExperimentConfig", "Muon", "ParamInfo", "PipelineResult", "Plan", "QKClip", "QKPair", "Role",
     "RoleWarning", "TrainResult", "TransferPlan",
     "__version__", "attention_scale", "coord_check", "coord_slopes", "coord_verdict", "data",
-    "hf", "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize",
+    "hf", "infer_roles", "load_config", "multipliers", "muon_alpha", "newton_schulz", "parametrize", "pipeline",
     "plot_coord_check", "plot_lr_landscape", "plot_training", "plot_transfer", "spectral_sigma",
     "sweep", "trace_usage", "train", "train_target", "transfer", "validate", "write_report", "zoo",
 ]

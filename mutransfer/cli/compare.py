@@ -31,21 +31,35 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    return run_compare(args.config, seeds=args.seeds, scheme=args.scheme, workers=args.workers,
+                       device=args.device, reports=args.reports, reuse=args.reuse, check=args.check)
+
+
+def run_compare(config: str | Path, *, seeds: int = 2, scheme: str | None = None, workers: int = 1,
+                device: str = "auto", reports: str | Path = "reports", reuse: bool = False,
+                check: bool = False) -> int:
+    """``mutransfer compare CONFIG`` as a function: run the arms (:func:`mutransfer.validation.compare`),
+    write ``<reports>/<name>/compare[-<scheme>].{csv,png,md}`` with the command that reruns them,
+    print the table; returns the exit code (1 when ``check`` and the goal is missed).
+
+        >>> run_compare("sweeps/quickstart.toml", seeds=1, reuse=True)
+        0
+    """
     from mutransfer.validation import compare, compare_verdict, meets_goal, write_compare
     from mutransfer.runs import load_config
     from mutransfer.validation import shell_path
 
-    cfg = load_config(args.config)
-    table = compare(cfg, seeds=args.seeds, scheme=args.scheme, workers=args.workers,
-                    device=args.device, reports_dir=args.reports, reuse=args.reuse)
-    command = " ".join(["mutransfer compare", shell_path(args.config), f"--seeds {args.seeds}",
-                        *([f"--scheme {args.scheme}"] if args.scheme else []),
-                        *(["--reuse"] if args.reuse else []),
-                        *([f"--reports {args.reports}"] if Path(args.reports) != Path("reports") else [])])
-    stem = "compare" if args.scheme in (None, cfg.parametrization.scheme) else f"compare-{args.scheme}"
-    path = write_compare(table, Path(args.reports) / cfg.name, command, stem=stem)
+    cfg = load_config(config)
+    table = compare(cfg, seeds=seeds, scheme=scheme, workers=workers,
+                    device=device, reports_dir=reports, reuse=reuse)
+    command = " ".join(["mutransfer compare", shell_path(config), f"--seeds {seeds}",
+                        *([f"--scheme {scheme}"] if scheme else []),
+                        *(["--reuse"] if reuse else []),
+                        *([f"--reports {reports}"] if Path(reports) != Path("reports") else [])])
+    stem = "compare" if scheme in (None, cfg.parametrization.scheme) else f"compare-{scheme}"
+    path = write_compare(table, Path(reports) / cfg.name, command, stem=stem)
     shown = table[["arm", "tuned_at", "trials", "lr", "loss", "tuning_flops", "compute_ratio", "tuning_s"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(compare_verdict(table))
     print(f"wrote {path}")
-    return 1 if args.check and not all(meets_goal(table)) else 0
+    return 1 if check and not all(meets_goal(table)) else 0

@@ -1,18 +1,21 @@
-"""``mutransfer coord-check [CONFIG]``: activation sizes across widths, per scheme, with a verdict."""
+"""``mutransfer coord-check [CONFIG]``: activation sizes across widths, per scheme, with a verdict.
+
+Parses the flags and calls :func:`mutransfer.validation.config_coord_check` and
+:func:`~mutransfer.validation.write_coord_report` (``--depths``: the depth check).
+"""
 from __future__ import annotations
 
 import shlex
 import time
 from pathlib import Path
+from typing import Sequence
 
 from mutransfer.cli.validate import float_list, int_list, str_list
 
 from mutransfer.cli._common import add_command
-from mutransfer.core import OPTIMIZER_RULES
+# the defaults live with the report (validation); kept here under their old names
+from mutransfer.validation import DEFAULT_ADAM_LR, DEFAULT_LR
 
-# Each optimizer's demo lr, from its record (OptimizerRule.demo_lr).
-DEFAULT_LR = {name: rule.demo_lr for name, rule in OPTIMIZER_RULES.items()}
-DEFAULT_ADAM_LR = 3e-3  # Muon's AdamW groups (embeddings, readout, vectors)
 # Models that read vectors, not bytes: without a CONFIG they get synthetic data.
 SYNTHETIC_MODELS = ("mutransfer.zoo:mlp", "mutransfer.zoo:cnn")
 
@@ -73,39 +76,6 @@ def _config(args):
     return replace(cfg, model=replace(cfg.model, **model), train=replace(cfg.train, **train))
 
 
-def _batches(cfg, data, steps: int) -> list:
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    seq_len = None if cfg.data.source == "synthetic" else cfg.train.seq_len
-    return [data.batch("train", cfg.train.batch_size, seq_len, g) for _ in range(steps)]
-
-
-def records(args, cfg):
-    """The coord_check records of every scheme in ``args.schemes``, concatenated."""
-    import pandas as pd
-
-    from mutransfer.validation import coord_check
-    from mutransfer.runs import config_factory, make_dataset
-    from mutransfer.models.zoo import load_factory
-
-    optimizer = args.optimizer or cfg.parametrization.optimizer
-    lr = args.lr if args.lr is not None else DEFAULT_LR[optimizer]
-    opt_kwargs = {"adam_lr": args.adam_lr or DEFAULT_ADAM_LR} if optimizer == "muon" else {}
-    p = cfg.parametrization
-    data = make_dataset(cfg.data)
-    batches = _batches(cfg, data, args.steps)
-    factory = config_factory(cfg, load_factory(cfg.model.factory))
-    constants = {**p.constants, **_constants(args.constant)}
-    frames = [coord_check(factory, args.widths, batches, scheme=s, optimizer=optimizer, lr=lr,
-                          steps=args.steps, seeds=range(args.seeds), data=data,
-                          muon_scale=p.muon_scale, optimizer_kwargs=opt_kwargs,
-                          plan_kwargs={"readout": p.readout, "output_mult": p.output_mult,
-                                       **({"constants": constants} if constants and s != "sp" else {})})
-              for s in args.schemes]
-    return pd.concat(frames, ignore_index=True), lr, opt_kwargs
-
-
 def _constants(pairs: list[str]) -> dict[str, float]:
     """``["init_input=0.025"]`` -> ``{"init_input": 0.025}`` (names are checked by Constants)."""
     out = {}
@@ -120,57 +90,54 @@ def _constants(pairs: list[str]) -> dict[str, float]:
     return out
 
 
-def _markdown(verdict, command: str, settings: str, seconds: float) -> str:
-    from mutransfer.validation import markdown_table
-
-    worst = verdict.worst.drop(columns=["optimizer", "rms_min", "rms_max"]).round(3)
-    return "\n".join([
-        f"# Coordinate check: {'PASS' if verdict.passed else 'FAIL'}", "", settings, "",
-        *markdown_table(verdict.table()), "", verdict.explanation, "",
-        "![coordinate check](coord.png)", "", "## Worst fits per scheme", "",
-        *markdown_table(worst), "", f"Regenerate ({seconds:.0f} s):", "", "```", command, "```", ""])
-
-
 def run(args) -> int:
-    from mutransfer.validation import coord_verdict
-    from mutransfer.validation import plot_coord_check
+    from mutransfer.validation import config_coord_check, coord_verdict, write_coord_report
 
     if args.depths:
         return run_depth(args)
-    if len(args.widths) < 2 or args.steps < 1 or args.seeds < 1:
-        raise ValueError(f"need >= 2 widths, steps >= 1 and seeds >= 1; got widths={args.widths}, "
-                         f"steps={args.steps}, seeds={args.seeds}")
     cfg = _config(args)
     out = Path(args.out or Path("reports") / cfg.name)
     start = time.perf_counter()
-    df, lr, opt_kwargs = records(args, cfg)
+    df, settings = config_coord_check(cfg, args.widths, schemes=args.schemes, optimizer=args.optimizer,
+                                      lr=args.lr, adam_lr=args.adam_lr, steps=args.steps, seeds=args.seeds,
+                                      constants=_constants(args.constant))
     verdict = coord_verdict(df, args.tol)
     seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "coord.csv", index=False)
-    plot_coord_check(df, out / "coord.png", verdict=verdict)
-    settings = (f"Model `{cfg.model.factory}` {dict(cfg.model.kwargs)}, data `{cfg.data.source}`, "
-                f"batch {cfg.train.batch_size}, widths {args.widths}, seeds {args.seeds}, "
-                f"steps {args.steps}, optimizer {df['optimizer'].iloc[0]}, lr {lr:g} {opt_kwargs or ''}")
-    command = f"mutransfer coord-check {shlex.join(_argv(args))}"
-    (out / "coord.md").write_text(_markdown(verdict, command, settings, seconds))
+    write_coord_report(df, verdict, out, f"mutransfer coord-check {shlex.join(_argv(args))}",
+                       settings=settings, seconds=seconds)
     print(verdict)
     print(f"\nwrote {out}/coord.csv, coord.png, coord.md ({seconds:.1f} s)")
     return 1 if args.strict and not verdict.passed else 0
 
 
-def _argv(args) -> list[str]:
-    """The command-line flags that reproduce ``args`` (for coord.md)."""
-    argv = [args.config] if args.config else []
+def command_line(config: str | None, *, widths, schemes, steps: int, seeds: int, tol: float = 0.15,
+                 strict: bool = False, constants: Sequence[str] = (), **flags) -> str:
+    """The ``mutransfer coord-check`` command with these settings (for coord.md); ``flags`` are
+    the optional ones by their argument names (model, data, optimizer, lr, adam_lr, batch_size,
+    seq_len, out), None where not given.
+
+        >>> command_line("x.toml", widths=[16, 32], schemes=["sp", "mup"], steps=2, seeds=1, out="r/x")
+        'mutransfer coord-check x.toml --out r/x --widths 16,32 --schemes sp,mup --steps 2 --seeds 1 --tol 0.15'
+    """
+    argv = [config] if config else []
     for flag in ("model", "data", "optimizer", "lr", "adam_lr", "batch_size", "seq_len", "out"):
-        value = getattr(args, flag)
+        value = flags.get(flag)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
-    for pair in args.constant:
+    for pair in constants:
         argv += ["--constant", pair]
-    argv += ["--widths", ",".join(map(str, args.widths)), "--schemes", ",".join(args.schemes),
-             "--steps", str(args.steps), "--seeds", str(args.seeds), "--tol", str(args.tol)]
-    return argv + (["--strict"] if args.strict else [])
+    argv += ["--widths", ",".join(map(str, widths)), "--schemes", ",".join(schemes),
+             "--steps", str(steps), "--seeds", str(seeds), "--tol", str(tol)]
+    return f"mutransfer coord-check {shlex.join(argv + (['--strict'] if strict else []))}"
+
+
+def _argv(args) -> list[str]:
+    """The command-line flags that reproduce ``args`` (for coord.md)."""
+    flags = {f: getattr(args, f) for f in ("model", "data", "optimizer", "lr", "adam_lr", "batch_size",
+                                           "seq_len", "out")}
+    line = command_line(args.config, widths=args.widths, schemes=args.schemes, steps=args.steps,
+                        seeds=args.seeds, tol=args.tol, strict=args.strict, constants=args.constant, **flags)
+    return shlex.split(line)[2:]
 
 
 def run_depth(args) -> int:
@@ -179,8 +146,7 @@ def run_depth(args) -> int:
 
     from mutransfer.models.zoo import load_factory
     from mutransfer.runs import config_factory, make_dataset
-    from mutransfer.validation import depth_coord_check, depth_verdict
-    from mutransfer.validation import plot_depth_coord
+    from mutransfer.validation import coord_batches, depth_coord_check, depth_verdict, plot_depth_coord
 
     cfg = _config(args)
     if len(args.depths) < 2 or args.steps < 1 or args.seeds < 1:
@@ -195,7 +161,7 @@ def run_depth(args) -> int:
     scheme = args.schemes[-1] if args.schemes != ["sp", "mup"] else cfg.parametrization.scheme
     start = time.perf_counter()
     df = depth_coord_check(functools.partial(factory, width=args.widths[0]), args.depths,
-                           _batches(cfg, data, args.steps), lr=lr, depth_alphas=args.depth_alphas,
+                           coord_batches(cfg, data, args.steps), lr=lr, depth_alphas=args.depth_alphas,
                            base_depth=cfg.model.base_depth or min(args.depths), scheme=scheme,
                            optimizer=optimizer, steps=args.steps, seeds=range(args.seeds),
                            loss_fn=data.loss, optimizer_kwargs=opt_kwargs)

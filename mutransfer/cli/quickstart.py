@@ -6,14 +6,14 @@ proxy); 4. the target trained with the plan; 5. lr landscapes at 3 widths over t
 grid (SP vs the default); 6. SP tuned at the target against the transfer (``mutransfer compare
 --reuse``: SP's landscape at the target is its sp-direct arm and the sweep's lr phase its
 transfer-lr arm, so no run is repeated); 7. the report, ``reports/quickstart/index.md``. Every step resumes what is stored, so a rerun only redoes the
-coordinate check. ``--smoke`` (or ``MUTRANSFER_SMOKE=1``) shrinks every step to seconds.
+coordinate check. ``--smoke`` (or ``MUTRANSFER_SMOKE=1``) shrinks every step to seconds. Steps 2 to 4 are one
+call of :func:`mutransfer.pipeline`; every step is a function call, none an argument list.
 
 The experiment is ``sweeps/quickstart.toml`` in a source checkout; an installed package (where
 ``sweeps/`` is not shipped) uses the copy ``QUICKSTART_TOML`` below, kept equal by a test.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -136,9 +136,9 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
         >>> quickstart("reports")
         PosixPath('reports/quickstart/index.md')
     """
-    from mutransfer.projection import transfer
+    from mutransfer.cli import compare, train
+    from mutransfer.projection import pipeline
     from mutransfer.runs import to_toml
-    from mutransfer.tuning import sweep
     from mutransfer.validation import plot_transfer, validate, write_report
 
     cfg = quickstart_config(smoke)
@@ -150,66 +150,46 @@ def quickstart(out: str | Path = "reports", *, smoke: bool = False, device: str 
     proxy, target = cfg.sweep.width, cfg.model.width
     start = time.perf_counter()
 
-    _step(1, f"coordinate check at widths {[proxy // 2, proxy, 2 * proxy, 4 * proxy]}", start)
-    _coord_check(config, [proxy // 2, proxy, 2 * proxy, 4 * proxy], size, folder)
-    _step(2, f"proxy sweep at width {proxy}", start)
-    study = sweep(config, device=device, reports_dir=out)
-    _step(3, f"transfer to width {target}", start)
+    _step("1", f"coordinate check at widths {[proxy // 2, proxy, 2 * proxy, 4 * proxy]}", start)
+    _coord_check(cfg, config, [proxy // 2, proxy, 2 * proxy, 4 * proxy], size, folder)
+    _step("2-4", f"proxy sweep at width {proxy}, transfer to width {target}, the target trained "
+                 f"with the plan", start)
+    run = pipeline(cfg, target, device=device, reports_dir=out)  # writes plan.json
+    plot_transfer(run.plan, folder / "plan.png")
+    print(run.plan.summary())
+    train_out = folder / f"train-w{target}"
+    train.report(cfg, run.plan, run.target, target, train_out,
+                 train.command_line(config, run.plan_json, target, train_out))
     p = cfg.parametrization
-    plan = transfer([study], target, scheme=p.scheme, optimizer=p.optimizer)
-    (folder / "plan.json").write_text(plan.to_json())
-    plot_transfer(plan, folder / "plan.png")
-    print(plan.summary())
-    _step(4, f"train the target (width {target}) with the plan", start)
-    _train_target(config, folder, target, device)
     widths = sorted({proxy, 2 * proxy, target})
     schemes = list(dict.fromkeys(["sp", p.scheme]))
-    _step(5, f"lr landscapes at widths {widths}, {' vs '.join(schemes)}", start)
+    _step("5", f"lr landscapes at widths {widths}, {' vs '.join(schemes)}", start)
     # the sweep's lr grid: SP's curve at the target is then the compare step's sp-direct arm
     log2_lrs = [math.log2(lr) for lr in cfg.sweep.space["lr"]]
     validate(config, widths=widths, schemes=schemes, optimizers=[p.optimizer], log2_lrs=log2_lrs,
              seeds=size["seeds"], device=device, reports_dir=out)
-    _step(6, f"SP tuned at width {target} against the transfer (lr; lr and constants)", start)
-    _compare(config, out, size["compare_seeds"], device)
-    _step(7, "report", start)
+    _step("6", f"SP tuned at width {target} against the transfer (lr; lr and constants)", start)
+    compare.run_compare(config, seeds=size["compare_seeds"], device=device, reports=out, reuse=True)
+    _step("7", "report", start)
     return write_report(config, out)
 
 
-def _step(n: int, what: str, start: float) -> None:
+def _step(n: str, what: str, start: float) -> None:
     print(f"\n[{n}/7] {what} ({time.perf_counter() - start:.0f} s so far)", flush=True)
 
 
-def _compare(config: Path, out: str | Path, seeds: int, device: str) -> None:
-    """The compare command in-process (it owns compare.csv/png/md and their command line)."""
-    from mutransfer.cli import compare
+def _coord_check(cfg, config: Path, widths: list[int], size: dict, folder: Path) -> None:
+    """Step 1: SP against the config's scheme; coord.csv/png/md with the command that reruns it."""
+    from mutransfer.cli.coord_check import command_line
+    from mutransfer.validation import config_coord_check, coord_verdict, write_coord_report
 
-    parser = argparse.ArgumentParser(prog="mutransfer")
-    compare.register(parser.add_subparsers())
-    compare.run(parser.parse_args(["compare", str(config), "--seeds", str(seeds), "--device", device,
-                                   "--reports", str(out), "--reuse"]))
-
-
-def _train_target(config: Path, folder: Path, width: int, device: str) -> None:
-    """The train command in-process, on the plan just written (it owns train-w<W>/)."""
-    from mutransfer.cli import train
-
-    parser = argparse.ArgumentParser(prog="mutransfer")
-    train.register(parser.add_subparsers())
-    train.run(parser.parse_args(["train", str(config), "--plan", str(folder / "plan.json"),
-                                 "--width", str(width), "--device", device,
-                                 "--out", str(folder / f"train-w{width}")]))
-
-
-def _coord_check(config: Path, widths: list[int], size: dict, folder: Path) -> None:
-    """The coord-check command in-process: it owns coord.csv/png/md and their regeneration line."""
-    from mutransfer.runs import load_config
-    from mutransfer.cli import coord_check
-
-    parser = argparse.ArgumentParser(prog="mutransfer")
-    coord_check.register(parser.add_subparsers())
-    scheme = load_config(config).parametrization.scheme
-    args = parser.parse_args(["coord-check", str(config), "--widths", ",".join(map(str, widths)),
-                              "--schemes", ",".join(dict.fromkeys(["sp", scheme])),
-                              "--seeds", str(size["coord_seeds"]), "--steps", str(size["coord_steps"]),
-                              "--out", str(folder)])
-    coord_check.run(args)
+    schemes = list(dict.fromkeys(["sp", cfg.parametrization.scheme]))
+    begin = time.perf_counter()
+    df, settings = config_coord_check(cfg, widths, schemes=schemes, steps=size["coord_steps"],
+                                      seeds=size["coord_seeds"])
+    verdict = coord_verdict(df)
+    command = command_line(str(config), widths=widths, schemes=schemes, steps=size["coord_steps"],
+                           seeds=size["coord_seeds"], out=str(folder))
+    write_coord_report(df, verdict, folder, command, settings=settings,
+                       seconds=time.perf_counter() - begin)
+    print(verdict)

@@ -41,8 +41,6 @@ def run(args) -> int:
     from mutransfer.runs import load_config
     from mutransfer.projection import load_plan, train_target
     from mutransfer.training import is_main_process
-    from mutransfer.validation import summary_rows, write_training_report
-    from mutransfer.validation import shell_path
 
     cfg = load_config(args.config)
     plan_path = Path(args.plan or Path(args.reports) / cfg.name / "plan.json")
@@ -59,15 +57,40 @@ def run(args) -> int:
         _end_process_group(wait=res is not None)
     if not main:
         return 1 if res.diverged else 0
-    command = " ".join(["mutransfer train", shell_path(args.config), "--plan", shell_path(plan_path),
-                        f"--width {width}", *([f"--depth {args.depth}"] if args.depth else []),
-                        *([f"--steps {args.steps}"] if args.steps else []),
-                        *([f"--seed {args.seed}"] if args.seed else []), "--out", shell_path(out)])
+    command = command_line(args.config, plan_path, width, out, depth=args.depth, steps=args.steps,
+                           seed=args.seed)
+    report(cfg, plan, res, width, out, command)
+    return 1 if res.diverged else 0
+
+
+def command_line(config: str | Path, plan: str | Path, width: int, out: str | Path, *,
+                 depth: int | None = None, steps: int | None = None, seed: int = 0) -> str:
+    """The ``mutransfer train`` command that reruns a target run (for train.md).
+
+        >>> command_line("x.toml", "reports/x/plan.json", 256, "reports/x/train-w256")
+        'mutransfer train x.toml --plan reports/x/plan.json --width 256 --out reports/x/train-w256'
+    """
+    from mutransfer.validation import shell_path
+
+    return " ".join(["mutransfer train", shell_path(config), "--plan", shell_path(plan),
+                     f"--width {width}", *([f"--depth {depth}"] if depth else []),
+                     *([f"--steps {steps}"] if steps else []),
+                     *([f"--seed {seed}"] if seed else []), "--out", shell_path(out)])
+
+
+def report(cfg, plan, res, width: int, out: str | Path, command: str) -> Path:
+    """Write the target run's ``train-w<W>/`` report (history.csv, loss.png, train.md) and
+    print its summary rows; returns train.md's path.
+
+        >>> report(cfg, plan, res, 256, "reports/x/train-w256", "mutransfer train x.toml")
+    """
+    from mutransfer.validation import summary_rows, write_training_report
+
     path = write_training_report(out, plan, res, width, command, tau=cfg.train.qk_clip)
     for what, value in summary_rows(plan, res, width):
         print(f"  {what:<24}{value}")
     print(f"wrote {path}")
-    return 1 if res.diverged else 0
+    return path
 
 
 def _end_process_group(wait: bool) -> None:

@@ -20,7 +20,6 @@ every depth rule is 1).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -50,22 +49,22 @@ def _tuned_by(arm: str) -> str:
     return "width-and-depth" if arm == "width-only" else arm  # shallow arms share the proxy
 
 
-def tune(cfg: ExperimentConfig, arm: str, reports: Path):
-    """The arm's tuning study (swept or resumed): the config's lr grid at the arm's proxy."""
-    from mutransfer.tuning import sweep
-
+def study_name(cfg: ExperimentConfig, arm: str) -> str:
+    """The arm's tuning study: the config's lr grid at the arm's proxy (shared by the 2-block arms)."""
     acfg = arm_config(cfg, _tuned_by(arm))
-    name = f"{cfg.name}-{_tuned_by(arm)}-w{acfg.sweep.width}-d{acfg.proxy_depth()}"
-    return sweep(acfg, study_name=name, device="cpu", show_progress=True, reports_dir=reports)
+    return f"{cfg.name}-{_tuned_by(arm)}-w{acfg.sweep.width}-d{acfg.proxy_depth()}"
 
 
-def plan_of(cfg: ExperimentConfig, arm: str, study):
-    """The arm's TransferPlan to the target's width and depth (width-only: depth_alpha 0)."""
-    from mutransfer.projection import transfer
+def run_pipeline(cfg: ExperimentConfig, arm: str, reports: Path, progress: bool = True):
+    """The arm through :func:`mutransfer.pipeline`: tune (or resume) at its proxy, transfer to the
+    target's width and depth, train the target at each seed (width-only: depth_alpha 0)."""
+    from mutransfer.projection import pipeline
 
-    plan = transfer(study, target_width=cfg.model.width, target_depth=cfg.model.depth)
-    alpha = arm_config(cfg, arm).parametrization.depth_alpha
-    return dataclasses.replace(plan, depth_alpha=alpha) if arm == "width-only" else plan
+    acfg = arm_config(cfg, arm)
+    changes = {"depth_alpha": acfg.parametrization.depth_alpha} if arm == "width-only" else None
+    return pipeline(arm_config(cfg, _tuned_by(arm)), cfg.model.width, target_depth=cfg.model.depth,
+                    study_name=study_name(cfg, arm), seeds=SEEDS, device="cpu", reports_dir=reports,
+                    progress=progress, train_config=acfg, plan_changes=changes, write_plan=False)
 
 
 def params(cfg: ExperimentConfig, width: int, depth: int | None) -> int:
@@ -82,16 +81,11 @@ def params(cfg: ExperimentConfig, width: int, depth: int | None) -> int:
 
 def run_arm(cfg: ExperimentConfig, arm: str, out: Path, reports: Path, progress: bool = True) -> dict:
     """Tune (or resume), transfer, and train the target at each seed; the arm's row (cached)."""
-    from mutransfer.projection import train_target
-
     path = out / f"headline-{arm}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    study = tune(cfg, arm, reports)
-    acfg = arm_config(cfg, arm)
-    plan = plan_of(cfg, arm, study)
-    losses = [float(train_target(acfg, plan, seed=s, device="cpu", progress=progress).final_loss)
-              for s in SEEDS]
+    run = run_pipeline(cfg, arm, reports, progress)
+    study, plan, losses = run.study, run.plan, run.losses
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     tcfg = arm_config(cfg, _tuned_by(arm))
     row = {"arm": arm, "tuned_width": tcfg.sweep.width, "tuned_depth": tcfg.proxy_depth(),

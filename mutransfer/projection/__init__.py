@@ -1,7 +1,7 @@
 """Transfer to the target: fit the lr landscapes and the eta*(batch) law on the proxies'
 studies, project the optimum to the target width (:func:`transfer` -> :class:`TransferPlan`,
 with bootstrap intervals and warnings), and train the target with the plan
-(:func:`train_target`).
+(:func:`train_target`); :func:`pipeline` runs sweep -> transfer -> train target in one call.
 
 May import every package below it: :mod:`mutransfer.optim`, :mod:`mutransfer.core`,
 :mod:`mutransfer.models`, :mod:`mutransfer.training`, :mod:`mutransfer.runs` and
@@ -17,10 +17,12 @@ from mutransfer.projection._budget_laws import BudgetLaw, fit_budget_law
 from mutransfer.projection._laws import (CI_LEVEL, LAWS, VAR_FLOOR, Law, fit_law, fit_laws, fit_line,
                                          flat_optimum, interval, law_log2_eta, momentum_c,
                                          quadratic_optimum)
+from mutransfer.projection._pipeline import PipelineResult, pipeline
 from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 
-__all__ = ["BudgetLaw", "CI_LEVEL", "LAWS", "Law", "TransferPlan", "VAR_FLOOR", "fit_budget_law",
-           "fit_law", "fit_laws", "fit_line", "flat_optimum", "interval", "law_log2_eta", "load_plan",
-           "momentum_c", "quadratic_optimum", "train_target", "transfer"]
+__all__ = ["BudgetLaw", "CI_LEVEL", "LAWS", "Law", "PipelineResult", "TransferPlan", "VAR_FLOOR",
+           "fit_budget_law", "fit_law", "fit_laws", "fit_line", "flat_optimum", "interval",
+           "law_log2_eta", "load_plan", "momentum_c", "pipeline", "quadratic_optimum",
+           "train_target", "transfer"]

@@ -13,6 +13,8 @@ the experiments and the benchmarks are above it).
 from mutransfer.validation import style
 from mutransfer.validation._compare import compare, compare_verdict, meets_goal, read_compare, write_compare
 from mutransfer.validation._coord_check import coord_check
+from mutransfer.validation._coord_report import (DEFAULT_ADAM_LR, DEFAULT_LR, config_coord_check, coord_batches,
+                                                 write_coord_report)
 from mutransfer.validation._depth import (depth_coord_check, depth_etas, depth_markdown, depth_summary,
                                           depth_verdict, write_depth_outputs)
 from mutransfer.validation._exponents import exponent_table, role_runs, write_exponents
@@ -36,14 +38,16 @@ from mutransfer.validation._target_report import summary_rows, write_training_re
 from mutransfer.validation._validate import landscape_markdown, shell_path, validate
 from mutransfer.validation._verdict import CoordVerdict, coord_slopes, coord_verdict
 
-__all__ = ["CoordVerdict", "MUP_MAX_DRIFT", "MUP_MAX_REGRET", "MUP_SCHEMES", "REGRET_COLUMNS", "check_runs", "compare",
-           "compare_verdict", "coord_check", "coord_slopes", "coord_verdict", "curve_means",
-           "depth_coord_check", "depth_etas", "depth_markdown", "depth_summary", "depth_verdict", "drift",
-           "drift_slope", "eta_stars", "exponent_table", "fit_curve", "landscape_markdown", "loss_at",
-           "markdown_table", "meets_goal", "plot_best_loss", "plot_compare", "plot_coord_check",
-           "plot_depth_coord", "plot_depth_landscapes", "plot_lr_landscape", "plot_role_landscapes",
-           "plot_training", "plot_transfer", "read_compare", "regret", "role_runs", "shell_path",
-           "style", "summarize", "summary_rows", "survivors", "validate", "write_compare",
-           "write_depth_outputs", "write_exponents", "write_markdown", "write_report",
-           "write_training_report", "direct_plan_of", "load_trials", "study_names", "write_budget_report",
-           "write_budgets_report", "write_muonclip_report", "write_regret_report"]
+__all__ = ["CoordVerdict", "DEFAULT_ADAM_LR", "DEFAULT_LR", "MUP_MAX_DRIFT", "MUP_MAX_REGRET",
+           "MUP_SCHEMES", "REGRET_COLUMNS", "check_runs", "compare", "compare_verdict",
+           "config_coord_check", "coord_batches", "coord_check", "coord_slopes", "coord_verdict",
+           "curve_means", "depth_coord_check", "depth_etas", "depth_markdown", "depth_summary",
+           "depth_verdict", "direct_plan_of", "drift", "drift_slope", "eta_stars", "exponent_table",
+           "fit_curve", "landscape_markdown", "load_trials", "loss_at", "markdown_table",
+           "meets_goal", "plot_best_loss", "plot_compare", "plot_coord_check", "plot_depth_coord",
+           "plot_depth_landscapes", "plot_lr_landscape", "plot_role_landscapes", "plot_training",
+           "plot_transfer", "read_compare", "regret", "role_runs", "shell_path", "study_names",
+           "style", "summarize", "summary_rows", "survivors", "validate", "write_budget_report",
+           "write_budgets_report", "write_compare", "write_coord_report", "write_depth_outputs",
+           "write_exponents", "write_markdown", "write_muonclip_report", "write_regret_report",
+           "write_report", "write_training_report"]

@@ -73,7 +73,7 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: st
         >>> table = compare("sweeps/quickstart.toml", seeds=2)
         >>> table.set_index("arm").loc["transfer-constants", "loss"]
     """
-    from mutransfer.projection import train_target, transfer
+    from mutransfer.projection import pipeline
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     own = cfg.parametrization.scheme
@@ -85,10 +85,13 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: st
     rows = []
     for arm in ARMS:
         acfg = arm_config(cfg, arm)
-        trials, source = _arm_trials(cfg, acfg, arm, own, reuse, **runs)
-        plan = transfer(trials, target_width=cfg.model.width)
-        losses = [train_target(acfg, plan, seed=s, device=device, progress=False).final_loss
-                  for s in range(seeds)]
+        trials, name = _arm_trials(cfg, acfg, arm, own, reuse, **runs)
+        # sweep (unless reused) -> transfer -> the target at each seed; the plan stays in the table
+        run = pipeline(acfg, cfg.model.width, trials=trials, seeds=seeds,
+                       study_name=name if trials is None else None,
+                       workers=workers, device=device, show_progress=show, progress=False,
+                       reports_dir=reports_dir, write_plan=False)
+        trials, plan, losses, source = run.study, run.plan, run.losses, name
         n_trials = len(trials) if isinstance(trials, pd.DataFrame) else len(trials.trials)
         rows.append({"arm": arm, "scheme": acfg.parametrization.scheme, "tuned_at": acfg.sweep.width,
                      "target": cfg.model.width, "trials": n_trials, "tuned_from": source, "lr": plan.lr,
@@ -105,9 +108,10 @@ def compare(config: ExperimentConfig | str | Path, *, seeds: int = 2, scheme: st
 
 def _arm_trials(cfg: ExperimentConfig, acfg: ExperimentConfig, arm: str, own: str, reuse: bool, *,
                 workers, device, show, reports_dir):
-    """(the arm's tuning trials, where they come from): an Optuna study (swept or resumed here),
-    or with ``reuse`` the runs the path already made (a study of the staged sweep's lr phase, or
-    a frame of validate's SP landscape at the target)."""
+    """(the arm's tuning trials, where they come from): ``(None, study name)`` when the
+    pipeline sweeps (or resumes) the arm's own study, or with ``reuse`` the runs the path
+    already made (a study of the staged sweep's lr phase, or a frame of validate's SP landscape
+    at the target)."""
     from mutransfer.tuning import default_study_name, sweep
 
     at_own = cfg.parametrization.scheme == own
@@ -120,8 +124,7 @@ def _arm_trials(cfg: ExperimentConfig, acfg: ExperimentConfig, arm: str, own: st
     # the staged arm at the config's scheme is its own sweep: `mutransfer sweep CONFIG` shares it
     name = (default_study_name(cfg) if arm == "transfer-constants" and at_own else
             f"{cfg.name}-compare-{acfg.parametrization.scheme}-{arm}-w{acfg.sweep.width}")
-    return sweep(acfg, study_name=name, workers=workers, device=device, show_progress=show,
-                 reports_dir=reports_dir), name
+    return None, name
 
 
 def _stage_study(study, stage: str):

@@ -16,6 +16,7 @@ log2 lr, one curve per width) and validate.md (eta* per width, drift, regret, ve
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -28,7 +29,8 @@ import pandas as pd
 
 from mutransfer.runs import ExperimentConfig, load_config
 from mutransfer.core import OPTIMIZERS, SCHEMES
-from mutransfer.tuning import default_storage, fail_stale, open_storage, redact
+from mutransfer.tuning import (TrialPoint, default_storage, fail_stale, make_objective, open_storage,
+                               redact)
 from mutransfer.validation._markdown import markdown_table
 
 # one trial per point of their product; depth and depth_alpha are None where the config has no
@@ -50,7 +52,8 @@ def validate(config: ExperimentConfig | str | Path, *, widths: Sequence[int],
              depth_alphas: Sequence[float] | None = None) -> pd.DataFrame:
     """Train every (scheme, optimizer, width, lr, seed) point not yet done; write the report.
 
-    Each point is :func:`mutransfer.tuning.run_trial` with the config's scheme and optimizer
+    Each point is :func:`mutransfer.runs.run_trial` (through the sweep's objective,
+    :func:`mutransfer.tuning.make_objective` with :func:`grid_point`) with the config's scheme and optimizer
     replaced and ``lr = 2**log2_lr``. A diverged run is kept with ``loss = NaN``,
     ``diverged = True`` and its reason. ``seeds`` is a count (seeds 0..n-1) or the seeds.
     ``depths`` (>= 2, the config needs ``[model] depth`` and ``base_depth``) and
@@ -230,8 +233,9 @@ def open_study(cfg: ExperimentConfig, url: str, name: str):
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     try:
+        # no pruner: the objective reports evals, and a pruned point would never be COMPLETE
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
-                                    load_if_exists=True)
+                                    load_if_exists=True, pruner=optuna.pruners.NopPruner())
     finally:
         optuna.logging.set_verbosity(verbosity)
     setup = json.loads(json.dumps(setup_of(cfg)))  # JSON round trip: tuples become lists
@@ -306,7 +310,8 @@ def _run_grid(study, cfg: ExperimentConfig, grid: list[dict], device: str, show:
     keys = {_key(p): p for p in grid}
     order = list(keys)
     random.Random(time.time_ns()).shuffle(order)  # workers sharing a study start apart
-    objective = make_objective(cfg, device)
+    # the sweep's objective (stores loss, diverged, reason, seconds, tokens, config, device)
+    objective = make_objective(cfg, device=device, point=functools.partial(grid_point, cfg))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     bar = tqdm(total=len(grid), desc=study.study_name, unit="run", disable=not show)
@@ -332,40 +337,26 @@ def _run_grid(study, cfg: ExperimentConfig, grid: list[dict], device: str, show:
         optuna.logging.set_verbosity(verbosity)
 
 
-def make_objective(cfg: ExperimentConfig, device: str):
-    """The Optuna objective of one grid point: trains it and returns the sweeper's value
-    (final eval loss; a large finite value when diverged)."""
-    from mutransfer.runs import run_trial, trial_value
+def grid_point(cfg: ExperimentConfig, trial) -> TrialPoint:
+    """The grid point a trial holds (queued with ``study.enqueue_trial``), as the tuning
+    objective's :class:`~mutransfer.tuning.TrialPoint`: the config at the point's scheme,
+    optimizer and depth_alpha, ``lr = 2**log2_lr``, its width, seed and depth.
 
-    def objective(trial) -> float:
-        # Fixed ranges, not the grid's values: a study's distributions may not change when a
-        # later run adds widths or lrs (the RDB storage refuses a new categorical space).
-        p = {"scheme": trial.suggest_categorical("scheme", SCHEMES),
-             "optimizer": trial.suggest_categorical("optimizer", OPTIMIZERS),
-             "width": trial.suggest_int("width", 1, 1 << 24),
-             "log2_lr": trial.suggest_float("log2_lr", -64.0, 64.0),
-             "seed": trial.suggest_int("seed", 0, 1 << 31)}
-        p["depth"] = trial.suggest_int("depth", 0, 1 << 16) or None  # 0: the factory's own depth
-        alpha = trial.suggest_float("depth_alpha", -1.0, 1.0)  # -1: the config's (default) alpha
-        p["depth_alpha"] = None if alpha == NONE_CODE["depth_alpha"] else alpha
-        point_cfg = cfg.override({"parametrization.scheme": p["scheme"],
-                                  "parametrization.optimizer": p["optimizer"],
-                                  "parametrization.depth_alpha": p["depth_alpha"]})
-        # The sweeper's storage treats a RUNNING trial without "config" as never started.
-        trial.set_user_attr("config", point_cfg.to_dict())
-        trial.set_user_attr("device", device)
-        start = time.perf_counter()
-        res = run_trial(point_cfg, {"lr": 2.0 ** p["log2_lr"]}, width=p["width"], device=device,
-                        seed=p["seed"], depth=p["depth"])
-        loss = float(res.final_loss)
-        trial.set_user_attr("diverged", bool(res.diverged) or not math.isfinite(loss))
-        trial.set_user_attr("reason", res.reason)
-        trial.set_user_attr("loss", loss if math.isfinite(loss) else None)
-        trial.set_user_attr("seconds", time.perf_counter() - start)
-        trial.set_user_attr("tokens", int(res.tokens))
-        return trial_value(res)
-
-    return objective
+        >>> study.optimize(make_objective(cfg, device="cpu", point=functools.partial(grid_point, cfg)), n_trials=1)
+    """
+    # Fixed ranges, not the grid's values: a study's distributions may not change when a
+    # later run adds widths or lrs (the RDB storage refuses a new categorical space).
+    p = {"scheme": trial.suggest_categorical("scheme", SCHEMES),
+         "optimizer": trial.suggest_categorical("optimizer", OPTIMIZERS),
+         "width": trial.suggest_int("width", 1, 1 << 24),
+         "log2_lr": trial.suggest_float("log2_lr", -64.0, 64.0),
+         "seed": trial.suggest_int("seed", 0, 1 << 31)}
+    depth = trial.suggest_int("depth", 0, 1 << 16) or None  # 0: the factory's own depth
+    alpha = trial.suggest_float("depth_alpha", -1.0, 1.0)  # -1: the config's (default) alpha
+    point_cfg = cfg.override({"parametrization.scheme": p["scheme"],
+                              "parametrization.optimizer": p["optimizer"],
+                              "parametrization.depth_alpha": None if alpha == NONE_CODE["depth_alpha"] else alpha})
+    return TrialPoint(point_cfg, {"lr": 2.0 ** p["log2_lr"]}, p["width"], p["seed"], depth)
 
 
 def results(study, grid: list[dict] | None = None) -> pd.DataFrame:
