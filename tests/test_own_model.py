@@ -10,6 +10,7 @@ from mutransfer.cli import describe as describe_cmd
 from mutransfer.runs import load_config
 from mutransfer.tuning._storage import default_storage
 from mutransfer.tuning._sweep import sweep
+from mutransfer.validation import write_sweep_report
 
 from test_sweep import MLP, TINY  # noqa: E402
 
@@ -90,6 +91,7 @@ def test_a_trial_that_raises_records_its_exception(model_file, tmp_path, capsys)
     (trial,) = study.trials
     assert trial.state.name == "FAIL"
     assert trial.user_attrs["error"] == "RuntimeError: no model at width 16"
+    write_sweep_report(study, tmp_path / "reports" / "mlp-synthetic" / "mlp-synthetic-w16", show=True)
     out = capsys.readouterr().out
     assert "failed trials (1):" in out and "RuntimeError: no model at width 16" in out
     csv = (tmp_path / "reports" / "mlp-synthetic" / "mlp-synthetic-w16" / "trials.csv").read_text()

@@ -20,6 +20,7 @@ import pytest
 
 from mutransfer.runs import load_config
 from mutransfer.tuning import open_storage
+from mutransfer.validation import write_sweep_report
 from mutransfer.tuning._sweep import sweep
 
 pytestmark = pytest.mark.postgres
@@ -78,6 +79,7 @@ def test_sweep_on_postgres_with_two_workers(postgres_url, tmp_path):
     assert len(trials) == 4 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     assert len({t.params["lr"] for t in trials}) == len(trials)
     assert {t.user_attrs["seed"] for t in trials} == {cfg.sweep.seed + t.number for t in trials}
+    write_sweep_report(study, tmp_path / cfg.name / study.study_name)
     assert (tmp_path / cfg.name / study.study_name / "trials.csv").is_file()
     assert all(t.user_attrs["config"]["sweep"]["storage"] is None for t in trials), "no URL stored"
 

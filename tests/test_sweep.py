@@ -40,8 +40,13 @@ def states(study) -> list[str]:
 @pytest.fixture(scope="module")
 def six(tmp_path_factory):
     """A 6-trial sweep, shared by the tests that only read it."""
+    from mutransfer.validation import write_sweep_report
+
     reports = tmp_path_factory.mktemp("reports")
-    return sweep(tiny(), trials=6, device="cpu", show_progress=False, reports_dir=reports), reports
+    study = sweep(tiny(), trials=6, device="cpu", show_progress=False, reports_dir=reports)
+    assert not (reports / "mlp-synthetic" / study.study_name).exists()  # the sweep leaves only its study
+    write_sweep_report(study, reports / "mlp-synthetic" / study.study_name)
+    return study, reports
 
 
 def test_six_trial_sweep_completes_with_attrs_and_reports(six):
@@ -274,12 +279,12 @@ def test_optuna_plots_leave_the_global_matplotlib_style_alone(tmp_path):
     import matplotlib.pyplot as plt
     import optuna
 
-    from mutransfer.tuning._sweep import write_reports
+    from mutransfer.validation import write_sweep_report
 
     study = optuna.create_study()
     study.optimize(lambda t: (t.suggest_float("lr", 1e-4, 1.0, log=True) - 0.01) ** 2, n_trials=4)
     before = dict(plt.rcParams)
-    write_reports(study, tmp_path)
+    write_sweep_report(study, tmp_path)
     assert (tmp_path / "history.png").is_file()
     assert plt.rcParams["axes.facecolor"] == before["axes.facecolor"]
 

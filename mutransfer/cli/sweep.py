@@ -1,6 +1,8 @@
 """``mutransfer sweep CONFIG``: tune the proxy with Optuna (resumable, parallel, any storage)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from mutransfer.cli._common import add_command, add_device, add_reports
 
 
@@ -40,7 +42,39 @@ def run(args) -> int:
         print(f"trial {args.rerun}: stored loss {stored:.6f}, rerun loss {new:.6f} "
               f"(difference {abs(new - stored):.2e})")
         return 0
-    study = sweep(args.config, width=args.width, trials=args.trials, storage=args.storage,
-                  study_name=args.study, workers=args.workers, device=args.device,
-                  timeout=args.timeout, show_progress=True, reports_dir=args.reports, seed=args.seed)
+    try:
+        study = sweep(args.config, width=args.width, trials=args.trials, storage=args.storage,
+                      study_name=args.study, workers=args.workers, device=args.device,
+                      timeout=args.timeout, show_progress=True, reports_dir=args.reports, seed=args.seed)
+    except Exception:  # a trial raised: its error is in the study; leave the tables behind
+        _report(args, stored_study(args))
+        raise
+    _report(args, study)
     return 0 if study.get_trials(deepcopy=False) else 1
+
+
+def stored_study(args):
+    """The study the command ran (None if it never got created)."""
+    import optuna
+
+    from mutransfer.runs import load_config
+    from mutransfer.tuning import default_storage, default_study_name, open_storage
+
+    cfg = load_config(args.config)
+    name = args.study or default_study_name(cfg, args.width, args.seed)
+    url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(
+            url, heartbeat_interval=cfg.sweep.heartbeat_interval, grace_period=cfg.sweep.grace_period))
+    except KeyError:
+        return None
+
+
+def _report(args, study) -> None:
+    """trials.csv, the figures and the best (and failed) trials, in reports/<name>/<study>/."""
+    from mutransfer.runs import load_config
+    from mutransfer.validation import write_sweep_report
+
+    if study is not None:
+        folder = Path(args.reports) / load_config(args.config).name / study.study_name
+        write_sweep_report(study, folder, show=True)

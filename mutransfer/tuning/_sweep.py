@@ -5,8 +5,8 @@ configured, trains it and returns the final eval loss, reported at every eval fo
 diverged run is not an error: it is COMPLETE with the value ``DIVERGED_PENALTY * (largest finite
 loss it saw)`` (at least twice its loss at initialization, so worse than not training at all;
 finite, so the sampler learns to avoid the region) and its reason in ``user_attrs``. Storage
-and worker plumbing live in :mod:`mutransfer.tuning._storage`, the files a sweep leaves in
-:mod:`mutransfer.tuning._sweep_reports`.
+and worker plumbing live in :mod:`mutransfer.tuning._storage`; the sweep leaves only its study
+(the report of it, trials.csv and figures, is :func:`mutransfer.validation.write_sweep_report`).
 
     >>> study = mutransfer.sweep("sweeps/quickstart.toml", trials=8)
     >>> study.best_params
@@ -21,7 +21,6 @@ from pathlib import Path
 from mutransfer.runs import DIVERGED_PENALTY, ExperimentConfig, load_config, run_trial, trial_value
 from mutransfer.tuning._locks import start_lock
 from mutransfer.tuning._objective import make_objective
-from mutransfer.tuning._sweep_reports import best_table, write_reports
 from mutransfer.tuning._storage import (STORAGE_ENV, counts, default_storage, open_storage, redact,
                                         run_worker, threads_per_worker, worker_devices)
 
@@ -133,9 +132,9 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
 
     ``workers`` processes share the storage (``None``: one per visible GPU, else 1); the study
     ``<name>-w<width>`` (``-s<seed>`` added when ``seed`` overrides ``[sweep] seed``) lives in
-    ``storage`` (default SQLite ``reports/<name>/study.db``). At
-    the end the best trials are printed (with ``show_progress``) and trials.csv, history.png
-    and slice.png are written to ``reports/<name>/<study>/``.
+    ``storage`` (default SQLite ``reports/<name>/study.db``). The sweep writes nothing else:
+    :func:`mutransfer.validation.write_sweep_report` reads the study into trials.csv, history.png
+    and slice.png (``mutransfer sweep`` calls it, into ``reports/<name>/<study>/``).
 
         >>> study = sweep("sweeps/quickstart.toml", trials=8, workers=2)
         >>> study.best_trial.params
@@ -152,7 +151,6 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
     deadline = None if timeout is None else time.time() + timeout
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = None
     try:
         study, lock = _load_study(cfg, url, name, worker=0)
         with lock, _progress(study, cfg.sweep.trials, show_progress) as progress:
@@ -163,13 +161,8 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
                                deadline=deadline, progress=progress, catch=_catch(), lock=lock)
                 else:
                     _spawn(cfg, url, name, devices, deadline, study, progress, total)
-    except Exception:  # a trial raised: its error is in the study; leave the table behind
-        if study is not None:
-            write_reports(study, Path(reports_dir) / cfg.name / name, show=show_progress)
-        raise
     finally:
         optuna.logging.set_verbosity(verbosity)
-    write_reports(study, Path(reports_dir) / cfg.name / name, show=show_progress)
     return study
 
 
@@ -298,7 +291,7 @@ def rerun(config: ExperimentConfig | str | Path, trial_number: int, *, storage: 
 def bench_overhead(config_path: str | Path, trials: int, *, width: int | None = None) -> dict:
     """Harness overhead of a sweep (no pruning) over the training it runs.
 
-    ``overhead = (sweep_s - reports_s) / train_s - 1`` with ``train_s`` the summed time inside
+    ``overhead = sweep_s / train_s - 1`` with ``train_s`` the summed time inside
     :func:`run_trial` (immune to load changes between runs); ``overhead_vs_bare`` compares with
     a second, bare pass over the same trials (noisier on a shared machine).
 
@@ -316,18 +309,14 @@ def bench_overhead(config_path: str | Path, trials: int, *, width: int | None = 
                       workers=1, device="cpu", show_progress=False, reports_dir=tmp)
         sweep_s = time.perf_counter() - start
         start = time.perf_counter()
-        write_reports(study, Path(tmp) / "again")
-        reports_s = time.perf_counter() - start
-        start = time.perf_counter()
         for t in study.trials:
             run_trial(cfg, t.params, width=t.user_attrs["width"], device="cpu", seed=t.user_attrs["seed"])
         bare_s = time.perf_counter() - start
     n, train_s = len(study.trials), sum(t.user_attrs["seconds"] for t in study.trials)
-    return {"trials": n, "sweep_s": sweep_s, "reports_s": reports_s, "train_s": train_s,
-            "bare_s": bare_s, "overhead": (sweep_s - reports_s) / train_s - 1,
-            "overhead_vs_bare": (sweep_s - reports_s) / bare_s - 1,
+    return {"trials": n, "sweep_s": sweep_s, "train_s": train_s,
+            "bare_s": bare_s, "overhead": sweep_s / train_s - 1,
+            "overhead_vs_bare": sweep_s / bare_s - 1,
             "trials_per_hour": 3600 * n / sweep_s}
 
 
-__all__ = ["sweep", "rerun", "make_objective", "write_reports", "best_table", "bench_overhead",
-           "default_storage"]
+__all__ = ["sweep", "rerun", "make_objective", "bench_overhead", "default_storage"]

@@ -117,6 +117,7 @@ def sweep_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> li
     """Each proxy study's best trials and Optuna's plots (``<study>/trials.csv``, ``*.png``)."""
     command = f"mutransfer sweep {arg}{out}"
     lines = ["## Proxy sweep"]
+    _sweep_reports_from_storage(folder, cfg)
     studies = sorted((p.parent for p in folder.glob(f"{cfg.name}-w*/trials.csv")), key=_study_order)
     if not studies:
         return lines + [""] + _not_run(command)
@@ -129,6 +130,25 @@ def sweep_section(folder: Path, cfg: ExperimentConfig, arg: str, out: str) -> li
         for png in sorted(study.glob("*.png")):
             lines += ["", f"![{png.stem}]({study.name}/{png.name})"]
     return lines
+
+
+def _sweep_reports_from_storage(folder: Path, cfg: ExperimentConfig) -> None:
+    """(Re)write each proxy study's trials.csv and figures from the default storage
+    (``<folder>/study.db``), so the report reads the studies as they are stored now."""
+    import optuna
+
+    from mutransfer.tuning import STUDY_NAME, open_storage
+    from mutransfer.validation._report_sweep import write_sweep_report
+
+    db = folder / "study.db"
+    if not db.is_file():
+        return
+    storage = open_storage(f"sqlite:///{db.resolve()}", heartbeat_interval=cfg.sweep.heartbeat_interval,
+                           grace_period=cfg.sweep.grace_period)
+    for name in optuna.get_all_study_names(storage=storage):
+        m = STUDY_NAME.match(name)
+        if m and m["name"] == cfg.name:
+            write_sweep_report(optuna.load_study(study_name=name, storage=storage), folder / name)
 
 
 def _study_order(folder: Path) -> tuple:

@@ -1,7 +1,9 @@
-"""What a finished sweep leaves in ``reports/<name>/<study>/``: trials.csv, Optuna's history and
-slice plots, and the best-trials table printed at the end.
+"""A sweep's report, read from its stored study: ``reports/<name>/<study>/`` gets trials.csv and
+Optuna's history and slice plots, and the best (and failed) trials table is printed. The sweep
+itself (:func:`mutransfer.sweep`) only fills the study; ``mutransfer sweep`` and
+:func:`write_report` call this.
 
-    >>> write_reports(study, "reports/quickstart/quickstart-w64", show=True)
+    >>> write_sweep_report(study, "reports/quickstart/quickstart-w64", show=True)
 """
 from __future__ import annotations
 
@@ -24,11 +26,11 @@ def best_table(study, rows: int = BEST_ROWS):
     return pd.DataFrame(records).sort_values("loss").head(rows).reset_index(drop=True)
 
 
-def write_reports(study, out_dir: str | Path, *, show: bool = False) -> dict[str, Path]:
+def write_sweep_report(study, out_dir: str | Path, *, show: bool = False) -> dict[str, Path]:
     """trials.csv (one row per trial; the config column left out) and Optuna's matplotlib plots:
     history.png (optimization history) and slice.png (loss against lr and batch size).
 
-        >>> write_reports(study, "reports/quickstart/quickstart-w64")
+        >>> write_sweep_report(study, "reports/quickstart/quickstart-w64")
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
