@@ -321,3 +321,38 @@ def test_a_second_seed_is_its_own_study_and_transfer_finds_both(tmp_path):
     assert [s.study_name for s in found] == sorted([first.study_name, second.study_name])
     assert _sweep_flags(second.study_name, cfg) == f" --seed {cfg.sweep.seed + 7}"
     assert _sweep_flags(f"{cfg.name}-w32", cfg) == " --width 32"
+
+
+def test_a_trial_with_no_finite_loss_is_failed_and_the_sweep_goes_on(tmp_path):
+    """A grid that used to end at its first bad trial: lr x init_input, where
+    init_input = 1e100 overflows at step 0. All six points run; the three bad ones are FAIL with
+    their reason, and the transfer leaves them out with a note."""
+    from mutransfer.projection import transfer
+
+    cfg = tiny(**{"sweep.sampler": "grid", "sweep.pruner": "none", "sweep.trials": 6,
+                  "sweep.space": {"lr": [1e-3, 1e-2, 1e-1], "init_input": [1.0, 1e100]}})
+    study = sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path)
+    by_init = {}
+    for t in study.trials:
+        by_init.setdefault(t.params["init_input"], []).append(t)
+    assert len(study.trials) == 6
+    assert [t.state.name for t in by_init[1.0]] == ["COMPLETE"] * 3
+    for t in by_init[1e100]:
+        assert t.state.name == "FAIL" and t.user_attrs["rejected"] is True
+        assert t.user_attrs["error"].startswith("TrialRejected: the run diverged before producing a single finite loss")
+    plan = transfer([study], target_width=64)
+    assert any("3 trials failed at their point" in w for w in plan.warnings)
+
+
+def test_a_sweep_whose_first_trials_all_fail_stops_naming_why(tmp_path):
+    from mutransfer.tuning._storage import SweepBroken
+
+    cfg = tiny(**{"sweep.sampler": "grid", "sweep.pruner": "none", "sweep.trials": 5,
+                  "sweep.stop_if_first_fail": 3,
+                  "sweep.space": {"lr": [1e-4, 1e-3, 1e-2, 3e-2, 1e-1], "init_input": [1e100]}})
+    with pytest.raises(SweepBroken, match=r"the first 3 trials of 'mlp-synthetic-w16' all failed, so the "
+                                          r"model or the space is broken rather than one point: "
+                                          r"TrialRejected: the run diverged"):
+        sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"\[sweep\] stop_if_first_fail must be >= 0"):
+        tiny(**{"sweep.stop_if_first_fail": -1})

@@ -92,6 +92,10 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     notes: list[str] = []
     frame, constants = _constants_group(trials_frame(results, keep_diverged=True), notes)
     rng = np.random.default_rng(seed)
+    if frame.attrs.get("dropped", {}).get("rejected"):
+        notes.append(f"{frame.attrs['dropped']['rejected']} trials failed at their point (no finite loss, "
+                     f"or a point the trial refused) and are left out; `mutransfer sweep` lists them "
+                     f"under 'failed trials'")
     frame, budget_law = across_budgets(frame, tokens, window, n_boot, rng, notes)
     ok = frame[~frame["diverged"]]
     budget = proxy_budget(ok)

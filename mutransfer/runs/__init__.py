@@ -14,11 +14,11 @@ from mutransfer.runs._config import (CHOICE_SPACE_KEYS, DATA_SOURCES, INT_SPACE_
                                      ModelConfig, ParamConfig, SweepConfig, TrainConfig, budget_steps,
                                      check_staged, config_constants, load_config, swept_constants)
 from mutransfer.runs._toml import to_toml
-from mutransfer.runs._trial import (DIVERGED_PENALTY, config_factory, make_dataset, resolve_knobs,
+from mutransfer.runs._trial import (DIVERGED_PENALTY, TrialRejected, config_factory, make_dataset, resolve_knobs,
                                     run_trial, trial_constants, trial_value)
 
 __all__ = ["CHOICE_SPACE_KEYS", "DATA_SOURCES", "DIVERGED_PENALTY", "DataConfig", "ExperimentConfig",
            "INT_SPACE_KEYS", "ModelConfig", "PRUNERS", "ParamConfig", "RECIPES", "SAMPLERS", "SECTIONS",
-           "SPACE_KEYS", "SweepConfig", "TrainConfig", "budget_steps", "check_staged", "config_constants",
+           "SPACE_KEYS", "SweepConfig", "TrainConfig", "TrialRejected", "budget_steps", "check_staged", "config_constants",
            "config_factory", "load_config", "make_dataset", "resolve_knobs", "run_trial",
            "swept_constants", "to_toml", "trial_constants", "trial_value"]

@@ -125,7 +125,7 @@ class ParamConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     width: int = 64  # the proxy width the trials train at
-    trials: int = 20  # total COMPLETE + PRUNED trials; a rerun resumes up to this count
+    trials: int = 20  # total COMPLETE + PRUNED (+ rejected FAIL) trials; a rerun resumes up to this count
     sampler: str = "tpe"
     pruner: str = "median"
     seed: int = 0  # sampler seed; trial k trains with seed + k
@@ -137,6 +137,10 @@ class SweepConfig:
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
     grace_period: int = 120  # a RUNNING trial this long without a heartbeat is failed and retried
     space: dict[str, Any] = field(default_factory=dict)  # name -> {low, high, log} or [choices]
+    # A trial that gives no finite loss, or whose sampled point the trial refuses, is recorded as
+    # FAIL and the sweep goes on; only when its first N trials all fail so is the model or the
+    # space taken as broken, and the sweep stops with their reasons.
+    stop_if_first_fail: int = 5
 
 
 @dataclass(frozen=True)
@@ -372,6 +376,9 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
     for section, key, value in positive:
         if value < 1:
             raise ValueError(f"{source}: [{section}] {key} must be >= 1, got {value!r}")
+    if cfg.sweep.stop_if_first_fail < 0:
+        raise ValueError(f"{source}: [sweep] stop_if_first_fail must be >= 0 (0: never stop on failed "
+                         f"trials), got {cfg.sweep.stop_if_first_fail!r}")
     if cfg.train.qk_clip is not None and not cfg.train.qk_clip > 0:
         raise ValueError(f"{source}: [train] qk_clip must be a logit bound tau > 0 (K2 used 100), "
                          f"or left out to turn QK-Clip off; got {cfg.train.qk_clip!r}")

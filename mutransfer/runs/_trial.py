@@ -21,6 +21,11 @@ from mutransfer.runs._config import DataConfig, ExperimentConfig, config_constan
 from mutransfer.training import data as datasets
 from mutransfer.training import train
 
+class TrialRejected(ValueError):
+    """A trial that can give no loss: its run never produced a finite one (the init overflowed at
+    the sampled point, say). The sweep records it as FAIL with this message and goes on."""
+
+
 DIVERGED_PENALTY = 2.0  # a diverged trial's value: this times the largest finite loss it saw
 
 
@@ -158,6 +163,6 @@ def trial_value(res) -> float:
     seen = [pd.to_numeric(h[col], errors="coerce") for col in ("train_loss", "eval_loss") if col in h]
     finite = [float(v) for col in seen for v in col if math.isfinite(v)]  # drops NaN/inf/None
     if not finite:
-        raise ValueError("the run diverged before producing a single finite loss: the model's "
-                         "init is broken (check it at lr=0)")
+        raise TrialRejected("the run diverged before producing a single finite loss: the model's "
+                            "init is broken at this point (check it at lr=0)")
     return DIVERGED_PENALTY * max(finite)

@@ -12,7 +12,8 @@ import math
 import time
 from typing import Callable, NamedTuple
 
-from mutransfer.runs import INT_SPACE_KEYS, ExperimentConfig, resolve_knobs, run_trial, trial_value
+from mutransfer.runs import (INT_SPACE_KEYS, ExperimentConfig, TrialRejected, resolve_knobs, run_trial,
+                             trial_value)
 
 
 class TrialPoint(NamedTuple):
@@ -89,12 +90,26 @@ def make_objective(cfg: ExperimentConfig, *, width: int | None = None, device: s
         except optuna.TrialPruned:
             raise
         except Exception as err:  # Optuna marks the trial FAIL; the reason stays with it
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            _store_error(trial, err)
             raise
         _store_result(trial, res, time.perf_counter() - start)
-        return trial_value(res)
+        try:
+            return trial_value(res)
+        except TrialRejected as err:
+            _store_error(trial, err)
+            raise
 
     return objective
+
+
+REJECTIONS = (ValueError, TypeError)  # a point the trial refuses (TrialRejected is a ValueError)
+
+
+def _store_error(trial, err: BaseException) -> None:
+    """The reason a trial FAILed; ``rejected`` marks the failures that are the point's (the
+    sweep records them and goes on: :data:`REJECTIONS`) apart from those that end it."""
+    trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+    trial.set_user_attr("rejected", isinstance(err, REJECTIONS))
 
 
 def _store_point(trial, p: TrialPoint, device: str) -> None:

@@ -144,8 +144,45 @@ def _sqlite_wal(path: str) -> None:
 
 
 def counts(study) -> Counter:
-    """Number of trials per state name: COMPLETE, PRUNED, RUNNING, WAITING, FAIL."""
-    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    """Number of trials per state name: COMPLETE, PRUNED, RUNNING, WAITING, FAIL, and REJECTED
+    (those FAIL trials whose point the trial refused: they used up their place in the total)."""
+    trials = study.get_trials(deepcopy=False)
+    c = Counter(t.state.name for t in trials)
+    c["REJECTED"] = sum(map(is_rejected, trials))
+    return c
+
+
+def is_rejected(trial) -> bool:
+    """A FAIL trial whose point gave no loss or was refused (``user_attrs["rejected"]``)."""
+    return trial.state.name == "FAIL" and bool(trial.user_attrs.get("rejected"))
+
+
+def finished(c: Counter) -> int:
+    """The trials that count toward a sweep's total: COMPLETE, PRUNED and REJECTED."""
+    return c["COMPLETE"] + c["PRUNED"] + c["REJECTED"]
+
+
+class SweepBroken(RuntimeError):
+    """The first trials of a sweep all failed: the model or the space is broken, not one point."""
+
+
+def check_not_broken(study, first: int) -> None:
+    """Raise :class:`SweepBroken` when the ``first`` finished trials (by number) all failed as
+    rejected, naming their reasons: past that, one bad point never stops a sweep.
+
+        >>> check_not_broken(study, first=5)
+    """
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or is_rejected(t)]
+    head = sorted(done, key=lambda t: t.number)[:first]
+    if first and len(head) == first and all(map(is_rejected, head)):
+        reasons = sorted({t.user_attrs.get("error", "unknown") for t in head})
+        raise SweepBroken(f"the first {first} trials of {study.study_name!r} all failed, so the model "
+                          f"or the space is broken rather than one point: " + "; ".join(reasons)
+                          + ". Fix it (the model at lr=0, the [sweep.space] ranges), then rerun; "
+                          "[sweep] stop_if_first_fail sets how many failures at the start stop a sweep")
 
 
 def fail_stale(study, grace_period: float) -> None:
@@ -184,7 +221,8 @@ def _capped(objective: Callable, total: int) -> Callable:
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
     def run(trial):
-        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=live) if t.number < trial.number]
+        earlier = [t for t in trial.study.get_trials(deepcopy=False)
+                   if t.number < trial.number and (t.state in live or is_rejected(t))]
         if len(earlier) >= total:
             trial.set_user_attr("reason", f"surplus: {len(earlier)} trials were already under way "
                                           f"for a total of {total}; nothing was trained")
@@ -196,8 +234,10 @@ def _capped(objective: Callable, total: int) -> Callable:
 
 def run_worker(study, objective: Callable, total: int, *, grace_period: float,
                deadline: float | None = None, poll: float = 1.0, progress: Callable[[Counter], None] | None = None,
-               catch: tuple = (), lock: NoLock | None = None) -> None:
-    """Run trials one at a time until ``total`` are COMPLETE or PRUNED (or ``deadline`` passes).
+               catch: tuple = (), lock: NoLock | None = None, stop_if_first_fail: int = 0) -> None:
+    """Run trials one at a time until ``total`` are COMPLETE, PRUNED or REJECTED (or ``deadline``
+    passes). A trial that raises one of ``catch`` is recorded FAIL and the worker goes on, unless
+    the first ``stop_if_first_fail`` trials all failed so (:func:`check_not_broken`).
 
     A worker starts a new trial only while ``done + running + waiting < total``; retries
     (WAITING) are always taken. When the rest is in flight on other workers it waits, so a
@@ -217,7 +257,7 @@ def run_worker(study, objective: Callable, total: int, *, grace_period: float,
             c = _fresh_counts(study, grace_period)
             if progress is not None:
                 progress(c)
-            done = c["COMPLETE"] + c["PRUNED"]
+            done = finished(c)
             if done >= total or (deadline is not None and time.time() >= deadline):
                 return
             start = c["WAITING"] > 0 or done + c["RUNNING"] < total
@@ -225,6 +265,7 @@ def run_worker(study, objective: Callable, total: int, *, grace_period: float,
                 study.optimize(objective, n_trials=1, catch=catch)
         finally:
             lock.release()
+        check_not_broken(study, stop_if_first_fail)
         if not start:
             time.sleep(poll)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from mutransfer.runs import DIVERGED_PENALTY, ExperimentConfig, load_config, run_trial, trial_value
 from mutransfer.tuning._locks import start_lock
-from mutransfer.tuning._objective import make_objective
-from mutransfer.tuning._storage import (STORAGE_ENV, counts, default_storage, open_storage, redact,
-                                        run_worker, threads_per_worker, worker_devices)
+from mutransfer.tuning._objective import REJECTIONS, make_objective
+from mutransfer.tuning._storage import (STORAGE_ENV, counts, default_storage, finished, open_storage,
+                                        redact, run_worker, threads_per_worker, worker_devices)
 
 
 
@@ -115,13 +115,16 @@ def _worker_main(cfg_dict: dict, study_name: str, width: int, device: str,
     study, lock = _load_study(cfg, url, study_name, worker)
     with lock:
         run_worker(study, make_objective(cfg, width=width, device=device), total,
-                   grace_period=cfg.sweep.grace_period, deadline=deadline, catch=_catch(), lock=lock)
+                   grace_period=cfg.sweep.grace_period, deadline=deadline, catch=_catch(), lock=lock,
+                   stop_if_first_fail=cfg.sweep.stop_if_first_fail)
 
 
 def _catch() -> tuple:
+    """What one trial may raise without ending the sweep: out of memory (one batch size too big)
+    and a point the trial refuses or that gives no finite loss (recorded FAIL, with its reason)."""
     import torch
 
-    return (torch.OutOfMemoryError,)  # one batch size too big must not end a days-long sweep
+    return (torch.OutOfMemoryError, *REJECTIONS)
 
 
 def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
@@ -158,7 +161,8 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
                 if len(devices) == 1:
                     run_worker(study, make_objective(cfg, width=cfg.sweep.width, device=devices[0]),
                                total, grace_period=cfg.sweep.grace_period,
-                               deadline=deadline, progress=progress, catch=_catch(), lock=lock)
+                               deadline=deadline, progress=progress, catch=_catch(), lock=lock,
+                               stop_if_first_fail=cfg.sweep.stop_if_first_fail)
                 else:
                     _spawn(cfg, url, name, devices, deadline, study, progress, total)
     finally:
@@ -240,14 +244,14 @@ class _progress:
 
         self.study = study
         c = counts(study)
-        self.bar = tqdm(total=total, initial=min(total, c["COMPLETE"] + c["PRUNED"]),
+        self.bar = tqdm(total=total, initial=min(total, finished(c)),
                         desc=study.study_name, unit="trial", disable=not show)
 
     def __enter__(self):
         return self.update
 
     def update(self, c) -> None:
-        self.bar.n = min(self.bar.total, c["COMPLETE"] + c["PRUNED"])
+        self.bar.n = min(self.bar.total, finished(c))
         self.bar.set_postfix(running=c["RUNNING"], failed=c["FAIL"], refresh=False)
         self.bar.refresh()
 

@@ -86,7 +86,8 @@ def _study_rows(study) -> tuple[list[dict], Counter]:
     if not trials:
         raise ValueError(f"study {study.study_name!r} has no trials; run `mutransfer sweep CONFIG` "
                          f"first, or check the study name and storage URL")
-    counts = Counter(t.state.name for t in trials)
+    counts = Counter("rejected" if t.state.name == "FAIL" and t.user_attrs.get("rejected") else t.state.name
+                     for t in trials)
     done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     return [_trial_row(t, study.study_name) for t in done], Counter(
         {k: n for k, n in counts.items() if k != "COMPLETE"})
