@@ -356,3 +356,40 @@ def test_a_sweep_whose_first_trials_all_fail_stops_naming_why(tmp_path):
         sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path)
     with pytest.raises(ValueError, match=r"\[sweep\] stop_if_first_fail must be >= 0"):
         tiny(**{"sweep.stop_if_first_fail": -1})
+
+
+def test_rerun_replays_the_trial_at_its_depth_and_seed_suffix(tmp_path):
+    """A proxy of 2 blocks against a target of 4, in the study of a second seed (-s7): the rerun
+    finds that study and trains the trial's own depth, so the loss is the stored one exactly."""
+    cfg = tiny(**{"model.kwargs": {}, "model.depth": 4, "model.base_depth": 2})
+    study = sweep(cfg, trials=2, device="cpu", show_progress=False, reports_dir=tmp_path, seed=7)
+    assert study.study_name == "mlp-synthetic-w16-s7"
+    assert {t.user_attrs["depth"] for t in study.trials} == {2}
+    for t in study.trials:
+        stored, new = rerun(cfg, t.number, reports_dir=tmp_path, seed=7)
+        assert stored == t.value and abs(new - stored) <= 1e-6
+
+
+def test_rerun_refuses_a_foreign_factory_unless_trusted(tmp_path):
+    """A study anyone can write to (a shared PostgreSQL) could name any code as its factory."""
+    import optuna
+
+    cfg = tiny()
+    (trial,) = sweep(cfg, trials=1, device="cpu", show_progress=False, reports_dir=tmp_path).trials
+    evil = tmp_path / "evil.py"  # someone rewrote the stored factory to their own code
+    evil.write_text("from pathlib import Path\nfrom mutransfer.zoo import mlp\n\n"
+                    "def make(width, **kw):\n    Path(__file__).with_name('ran').touch()\n"
+                    "    return mlp(width, **kw)\n")
+    stored = {**trial.user_attrs["config"]}
+    stored["model"] = {**stored["model"], "factory": f"{evil}:make"}
+    shared = f"sqlite:///{tmp_path}/shared.db"
+    optuna.create_study(storage=shared, study_name="mlp-synthetic-w16").add_trial(optuna.trial.create_trial(
+        params=trial.params, distributions=trial.distributions, value=trial.value,
+        user_attrs={**trial.user_attrs, "config": stored}))
+    with pytest.raises(ValueError, match=r"evil\.py:make', not this config's 'mutransfer.zoo:mlp'; "
+                                         r"rerunning it would import that code\. Pass trust_study=True "
+                                         r"\(--trust-study\)"):
+        rerun(cfg, 0, storage=shared)
+    assert not (tmp_path / "ran").exists()
+    stored_value, new = rerun(cfg, 0, storage=shared, trust_study=True)
+    assert (tmp_path / "ran").exists() and stored_value == trial.value and abs(new - stored_value) <= 1e-6

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--rerun", type=int, metavar="TRIAL",
                    help="train trial TRIAL alone again (stored config/params/seed) and compare losses")
+    p.add_argument("--trust-study", action="store_true",
+                   help="with --rerun: rerun a trial whose stored model factory differs from CONFIG's "
+                        "(it imports that code: only for studies whose writers you trust)")
     add_reports(p)
     p.set_defaults(func=run)
 
@@ -38,7 +41,8 @@ def run(args) -> int:
     if args.rerun is not None:
         device = "cpu" if args.device == "auto" else args.device
         stored, new = rerun(args.config, args.rerun, storage=args.storage, study_name=args.study,
-                            width=args.width, device=device, reports_dir=args.reports)
+                            width=args.width, device=device, reports_dir=args.reports, seed=args.seed,
+                            trust_study=args.trust_study)
         print(f"trial {args.rerun}: stored loss {stored:.6f}, rerun loss {new:.6f} "
               f"(difference {abs(new - stored):.2e})")
         return 0

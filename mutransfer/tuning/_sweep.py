@@ -261,20 +261,25 @@ class _progress:
 
 def rerun(config: ExperimentConfig | str | Path, trial_number: int, *, storage: str | None = None,
           study_name: str | None = None, width: int | None = None, device: str = "cpu",
-          reports_dir: str | Path = "reports") -> tuple[float, float]:
-    """Train one stored trial again from its stored config, params and seed (a pruned one up to
-    the step it was pruned at).
+          reports_dir: str | Path = "reports", seed: int | None = None,
+          trust_study: bool = False) -> tuple[float, float]:
+    """Train one stored trial again: the same config (every field as the trial stored it), params,
+    width, depth and seed (a pruned one up to the step it was pruned at).
 
+    The study is ``study_name``, else ``<name>-w<width>`` with ``-s<seed>`` for a ``seed`` other
+    than the config's (as :func:`sweep` named it). Rerunning imports the trial's model factory: a
+    study someone else can write to could name any code, so a factory other than the local
+    config's is refused unless ``trust_study``.
     Returns ``(stored value, new value)``; on CPU with the same thread count they agree exactly.
 
         >>> stored, new = rerun("sweeps/quickstart.toml", 3)
+        >>> stored, new = rerun("sweeps/quickstart.toml", 3, seed=1000)   # the study ...-w64-s1000
     """
     import optuna
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    width = width or cfg.sweep.width
     url = storage or cfg.sweep.storage or default_storage(cfg, reports_dir)
-    name = study_name or f"{cfg.name}-w{width}"
+    name = study_name or default_study_name(cfg, width, seed)
     study = optuna.load_study(study_name=name, storage=url)
     found = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
     if not found:
@@ -285,10 +290,16 @@ def rerun(config: ExperimentConfig | str | Path, trial_number: int, *, storage: 
         raise ValueError(f"trial {trial_number} is {t.state.name}; only COMPLETE or PRUNED trials "
                          f"have a value to compare with")
     stored_cfg = ExperimentConfig.from_dict(t.user_attrs["config"], f"trial {trial_number}")
+    if stored_cfg.model.factory != cfg.model.factory and not trust_study:
+        raise ValueError(f"trial {trial_number} of {name!r} builds its model with factory "
+                         f"{stored_cfg.model.factory!r}, not this config's {cfg.model.factory!r}; "
+                         f"rerunning it would import that code. Pass trust_study=True "
+                         f"(--trust-study) if you trust everyone who can write to {redact(url)}")
     # a pruned trial is replayed up to the step it was pruned at, its value's step
     stop = max(t.intermediate_values) if t.state.name == "PRUNED" else None
     res = run_trial(stored_cfg, t.params, width=t.user_attrs["width"], device=device,
-                    seed=t.user_attrs["seed"], callback=None if stop is None else lambda s, _: s >= stop)
+                    seed=t.user_attrs["seed"], depth=t.user_attrs.get("depth"),
+                    callback=None if stop is None else lambda s, _: s >= stop)
     return float(t.value), trial_value(res)
 
 
