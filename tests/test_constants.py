@@ -188,7 +188,7 @@ def test_a_plan_with_other_constants_is_refused(staged):
     with pytest.raises(ValueError, match="the plan was tuned with other constants than the config fixes"):
         check_plan_matches(fixed, plan)
     other = parametrize(zoo.mlp, width=64, base_width=8, scheme="mup", constants={"lr_output": 7.0})
-    with pytest.raises(ValueError, match="the Plan was made with constants"):
+    with pytest.raises(ValueError, match="the Plan was parametrized with constants"):
         plan.optimizer(other)
 
 

@@ -45,10 +45,16 @@ def plan_params(plan: TransferPlan) -> dict:
 
 
 def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
-    """Refuse a plan fitted for another scheme, optimizer or base width than ``cfg`` trains:
-    its lr would be for a different parametrization."""
+    """Refuse a plan fitted for another parametrization than ``cfg`` trains (scheme, optimizer,
+    muon_scale, readout, base width and depth, depth_alpha, wd_policy, constants): its lr would
+    be for a different model. Each mismatch names both values.
+
+        >>> check_plan_matches(load_config("sweeps/quickstart.toml"), load_plan("reports/quickstart/plan.json"))
+    """
     p = cfg.parametrization
     pairs = (("scheme", plan.scheme, p.scheme), ("optimizer", plan.optimizer_name, p.optimizer),
+             ("muon_scale", plan.muon_scale if _uses_muon_scale(plan) else None, p.muon_scale),
+             ("readout", plan.readout, p.readout), ("wd_policy", plan.wd_policy, cfg.train.wd_policy),
              ("base_width", plan.base_width, cfg.model.base_width),
              ("base_depth", plan.base_depth, cfg.model.base_depth or cfg.model.depth),
              ("depth_alpha", _alpha(plan.depth_alpha), _alpha(p.depth_alpha)))
@@ -58,6 +64,13 @@ def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
                              f"trains {what} {configured!r}; use the config the plan's sweeps ran "
                              f"with, or rerun `mutransfer transfer` for this one")
     _check_constants(cfg, plan)
+
+
+def _uses_muon_scale(plan: TransferPlan) -> bool:
+    """Whether the plan's optimizer reads muon_scale (a rule with its own update scale: Muon)."""
+    from mutransfer.core import optimizer_rule
+
+    return plan.optimizer_name is not None and optimizer_rule(plan.optimizer_name).alpha is not None
 
 
 def _alpha(value: float | None) -> float:
@@ -106,6 +119,7 @@ def run_fingerprint(cfg: ExperimentConfig, plan: TransferPlan, *, width: int, de
     for key in HOW_IT_RUNS:
         settings["train"].pop(key)
     planned = {**plan_params(plan), "scheme": plan.scheme, "optimizer": plan.optimizer_name,
+               "muon_scale": plan.muon_scale, "readout": plan.readout, "wd_policy": plan.wd_policy,
                "base_width": plan.base_width, "base_depth": plan.base_depth,
                "depth_alpha": plan.depth_alpha}
     return flat_settings({"config": settings, "plan": planned,

@@ -135,9 +135,10 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     fields = {"lr": float(2 ** safe), "eta_star": float(2 ** log2_lr[0]), "lr_interval": exp2_interval(log2_lr),
               "batch_size": int(batch), "batch_interval": batch_ci, "target_width": int(target_width),
               "steps": steps, "scheme": scheme, "optimizer_name": optimizer,
-              "muon_scale": _unique(ok["muon_scale"]), "base_width": _unique(ok["base_width"], int),
+              "muon_scale": _one(ok, "muon_scale"), "readout": _one(ok, "readout"),
+              "base_width": _one(ok, "base_width", int),
               "optima": _optima_records(groups), "constants": constants, **_depth_fields(ok, target_depth)}
-    policy = wd_policy or _unique(ok["wd_policy"])
+    policy = wd_policy or _one(ok, "wd_policy")
     fields.update(adam_lr=_adam_lr(ok, groups, fields["lr"]), budget=budget, wd_policy=policy,
                   weight_decay=_weight_decay(ok, groups, fields["lr"], diag["lr_proxy"], batch, steps, tokens,
                                              tpe, policy))
@@ -255,10 +256,11 @@ def _weight_decay(ok, groups, lr, lr_proxy, batch, steps, tokens, tpe, policy):
         return timescale_weight_decay(float(top["weight_decay"]), lr=float(top["lr"]),
                                       batch=float(top["batch_size"]), tokens=proxy_tokens, new_lr=lr,
                                       new_batch=float(batch), new_tokens=target_tokens)
-    lr_ratio = lr / lr_proxy
     proxy_steps = finite_median(ok["steps"])
     share = proxy_steps / steps if steps and proxy_steps else 1.0
-    return float(wd / lr_ratio * share)
+    if policy == "independent":  # its decay per step, wd x schedule, does not scale with the lr
+        return float(wd * share)
+    return float(wd / (lr / lr_proxy) * share)
 
 
 def _law_fields(law, diag) -> dict:
@@ -300,15 +302,20 @@ def _depth_fields(ok, target_depth: int | None) -> dict:
     if target_depth is not None and not depths:
         raise ValueError(f"target_depth={target_depth} needs proxies swept with [model] depth (their "
                          f"blocks passed to the factory and a base depth); these trials have none")
-    alpha = [float(v) for v in ok["depth_alpha"] if v is not None and v == v]
     return {"target_depth": target_depth if target_depth is not None else (depths[0] if depths else None),
-            "base_depth": _unique(ok["base_depth"], int) if depths else None,
-            "depth_alpha": alpha[0] if alpha else None}
+            "base_depth": _one(ok, "base_depth", int) if depths else None,
+            "depth_alpha": _one(ok, "depth_alpha", float)}
 
 
-def _unique(values, cast=str):
-    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return cast(v[0]) if v and len(set(v)) == 1 else None
+def _one(ok, column: str, cast=str):
+    """The one value the trials share in ``column`` (None where none recorded it); trials that
+    mix values are refused, naming them: the plan would otherwise hold a setting none ran with."""
+    v = sorted({x for x in ok[column] if x is not None and not (isinstance(x, float) and math.isnan(x))},
+               key=str)
+    if len(v) > 1:
+        raise ValueError(f"the trials mix {column} {[cast(x) for x in v]}; give transfer() only the "
+                         f"studies swept with one {column} (an optimum does not carry across them)")
+    return cast(v[0]) if v else None
 
 
 def _optima_records(groups) -> tuple[dict, ...]:

@@ -40,6 +40,7 @@ class TransferPlan:
     scheme: str | None = None
     optimizer_name: str | None = None  # as Plan.optimizer_name (.optimizer() builds the optimizer)
     muon_scale: str | None = None
+    readout: str | None = None  # how the proxies' readout was scaled ("init", "zero", "multiplier")
     base_width: int | None = None
     law: str | None = None  # the chosen eta*(B) law; None with < 3 batch sizes
     eta_max: float | None = None  # the law's eta_max (surge: eta_peak)
@@ -82,11 +83,15 @@ class TransferPlan:
 
     @classmethod
     def from_json(cls, text: str) -> "TransferPlan":
-        """A plan from :meth:`to_json`'s text."""
+        """A plan from :meth:`to_json`'s text. A plan written before a setting was recorded gets
+        the value every plan then trained with (:data:`OLD_PLAN_DEFAULTS`)."""
         data = json.loads(text)
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"not a TransferPlan JSON: unknown keys {sorted(unknown)}")
+        for key, value in OLD_PLAN_DEFAULTS.items():
+            if key not in data and (key != "muon_scale" or data.get("optimizer_name") == "muon"):
+                data[key] = value
         for key, value in data.items():
             if isinstance(value, list) and key not in ("optima", "warnings", "budgets"):
                 data[key] = tuple(value)
@@ -108,15 +113,21 @@ class TransferPlan:
             >>> plan.group_lrs(mutransfer.zoo.mlp, base=64)[["name", "role", "lr"]]
         """
         table = self._plan_for(model, base, scheme, optimizer, copy_model=True).table()
-        muon_adam = (table["optimizer"] != "muon") & (self.optimizer_name == "muon") & (self.adam_lr is not None)
-        table["lr"] = np.where(muon_adam, self.adam_lr or 0.0, self.lr) * table["lr_mult"]
+        from mutransfer.core import optimizer_rule
+
+        name = self.settings(scheme, optimizer)["optimizer"]
+        # the side groups of a rule that has one (Muon's AdamW groups) train at adam_lr
+        side = (table["optimizer"] != name) & (optimizer_rule(name).side is not None) & (self.adam_lr is not None)
+        table["lr"] = np.where(side, self.adam_lr or 0.0, self.lr) * table["lr_mult"]
         return table[["name", "shape", "role", "optimizer", "lr_mult", "lr"]]
 
     def optimizer(self, model, base=None, *, scheme: str | None = None, optimizer: str | None = None,
                   **kwargs):
         """The target's torch optimizer: ``mutransfer.parametrize(model, base)`` (the init is
-        rewritten in place) with this plan's lr, adam_lr and weight_decay; ``kwargs`` (betas,
-        wd_policy, ...) go to ``Plan.optimizer``. ``model`` may also be a ready Plan.
+        rewritten in place) with this plan's scheme, optimizer, muon_scale, readout, depth_alpha
+        and constants, and its lr, adam_lr, weight_decay and wd_policy; ``kwargs`` (betas, ...)
+        go to ``Plan.optimizer``. ``model`` may also be a ready Plan. A setting given here (or
+        held by the Plan) that differs from the plan's is an error naming both.
 
             >>> opt = plan.optimizer(model, base=base_model)
         """
@@ -126,29 +137,51 @@ class TransferPlan:
             raise TypeError(f"model must be an nn.Module (with base=) or a mutransfer Plan; got "
                             f"{type(model).__name__}; for a factory call it first: model = factory(width=W)")
         p = self._plan_for(model, base, scheme, optimizer, copy_model=False)
-        settings = {"weight_decay": self.weight_decay or 0.0, "adam_lr": self.adam_lr, **kwargs}
+        if self.wd_policy is not None and kwargs.get("wd_policy", self.wd_policy) != self.wd_policy:
+            raise ValueError(f"wd_policy={kwargs['wd_policy']!r} but this plan's weight decay was "
+                             f"transferred under wd_policy {self.wd_policy!r}; leave wd_policy out")
+        settings = {"weight_decay": self.weight_decay or 0.0, "adam_lr": self.adam_lr,
+                    **({"wd_policy": self.wd_policy} if self.wd_policy else {}), **kwargs}
         return p.optimizer(self.lr, **settings)
+
+    def settings(self, scheme: str | None = None, optimizer: str | None = None) -> dict:
+        """What the target must be parametrized with for this plan's lr: scheme, optimizer,
+        muon_scale, readout, depth_alpha (when recorded) and constants. ``scheme``/``optimizer``
+        may only restate the plan's; a plan that recorded no scheme needs ``scheme``.
+
+            >>> plan.settings()
+            {'scheme': 'spectral', 'optimizer': 'adamw', 'muon_scale': 'spectral', 'readout': 'init', 'constants': {}}
+        """
+        for what, given, planned in (("scheme", scheme, self.scheme), ("optimizer", optimizer, self.optimizer_name)):
+            if given is not None and planned is not None and given != planned:
+                raise ValueError(f"{what}={given!r} but this plan's lr was transferred for {what} "
+                                 f"{planned!r}; leave {what} out, or transfer again for {given!r}")
+        scheme = scheme or self.scheme
+        if scheme is None:
+            raise ValueError("this plan records no scheme (its trials had none): pass scheme= "
+                             "(the one the proxies ran with, e.g. scheme='spectral')")
+        out = {"scheme": scheme, "optimizer": optimizer or self.optimizer_name or "adamw",
+               "muon_scale": self.muon_scale or "spectral", "readout": self.readout or "init",
+               "constants": self.constants}
+        if self.depth_alpha is not None:
+            out["depth_alpha"] = self.depth_alpha
+        return out
 
     def _plan_for(self, model, base, scheme, optimizer, copy_model: bool):
         from mutransfer.core import Plan
         from mutransfer.core import parametrize
 
-        scheme, optimizer = scheme or self.scheme or "mup", optimizer or self.optimizer_name or "adamw"
+        settings = self.settings(scheme, optimizer)
         if isinstance(model, Plan):
-            if (model.scheme, model.optimizer_name) != (scheme, optimizer):
-                raise ValueError(f"the Plan is for scheme {model.scheme!r}/optimizer "
-                                 f"{model.optimizer_name!r} but the lr is for {scheme!r}/{optimizer!r}; "
-                                 f"parametrize with scheme={scheme!r}, optimizer={optimizer!r}")
-            if model.constants.changed() != self.constants:
-                raise ValueError(f"the Plan was made with constants {model.constants.changed()} but "
-                                 f"the lr was tuned with constants {self.constants}; parametrize with "
-                                 f"constants={self.constants}")
+            held = {"scheme": model.scheme, "optimizer": model.optimizer_name, "muon_scale": model.muon_scale,
+                    "readout": model.readout, "constants": model.constants.changed(),
+                    "depth_alpha": model.depth_alpha}
+            for key, want in settings.items():
+                if held[key] != want and not (key == "depth_alpha" and model.depth_ratio == 1.0):
+                    raise ValueError(f"the Plan was parametrized with {key} {held[key]!r} but this lr "
+                                     f"was transferred for {key} {want!r}; parametrize with {key}={want!r}")
             self._check_depth(model)
             return model
-        settings = {"scheme": scheme, "optimizer": optimizer, "muon_scale": self.muon_scale or "spectral",
-                    "constants": self.constants}
-        if self.depth_alpha is not None:
-            settings["depth_alpha"] = self.depth_alpha
         if not hasattr(model, "parameters"):  # a factory
             base_width = base if base is not None else self.base_width
             if base_width is None:
@@ -171,6 +204,11 @@ class TransferPlan:
             raise ValueError(f"the model has {plan.depth_ratio:g}x its base's blocks but this lr was "
                              f"transferred for {want:g}x ({self.target_depth} blocks on a base of "
                              f"{self.base_depth}); build the target and base at those depths")
+
+
+# What a plan.json written before a setting was recorded trained with: every plan then built its
+# target with these (TransferPlan.optimizer passed no readout and no wd_policy; Muon's scale was spectral).
+OLD_PLAN_DEFAULTS = {"readout": "init", "wd_policy": "fixed_product", "muon_scale": "spectral"}
 
 
 def _meta_copy(model):

@@ -19,7 +19,7 @@ from mutransfer.core import OPTIMIZER_RULES
 REQUIRED = ("width", "lr", "batch_size", "loss")
 OPTIONAL = ("scheme", "optimizer", "muon_scale", "diverged", "b_simple", "noise_loss", "adam_lr",
             "weight_decay", "steps", "tokens", "beta1", "base_width", "study", "budget",
-            "wd_policy", "constants", "depth", "base_depth", "depth_alpha")
+            "wd_policy", "constants", "depth", "base_depth", "depth_alpha", "readout")
 # each optimizer's default beta1 (Adam's betas[0]) or momentum (SGD, Muon), from its record
 DEFAULT_BETA1 = {name: rule.beta1 for name, rule in OPTIMIZER_RULES.items()}
 
@@ -119,10 +119,11 @@ def _trial_row(t, study_name: str) -> dict:
             # the token (or example) budget the trial was given; None when it ran a step count
             "budget": ua.get("budget", params.get("tokens", train.get("tokens"))),
             "wd_policy": train.get("wd_policy"),
-            "constants": constants_key(_trial_constants(cfg.get("parametrization", {}), params)),
+            "constants": constants_key(_stored_constants(cfg.get("parametrization", {}), params)),
             # blocks the trial trained (None: the factory's own), its base's, and the branch alpha
             "depth": ua.get("depth"), "base_depth": _base_depth(cfg, ua.get("depth")),
-            "depth_alpha": cfg.get("parametrization", {}).get("depth_alpha")}
+            "depth_alpha": cfg.get("parametrization", {}).get("depth_alpha"),
+            "readout": cfg.get("parametrization", {}).get("readout")}
 
 
 def _base_depth(cfg: dict, depth):
@@ -130,7 +131,7 @@ def _base_depth(cfg: dict, depth):
     return None if depth is None else cfg.get("model", {}).get("base_depth") or depth
 
 
-def _trial_constants(param_cfg: dict, params: dict) -> dict:
+def _stored_constants(param_cfg: dict, params: dict) -> dict:
     from mutransfer.core import Constants
 
     return Constants.of_parametrization(param_cfg, params).as_dict()
