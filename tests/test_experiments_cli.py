@@ -39,3 +39,14 @@ def test_the_bare_table_page_is_written_from_its_stored_results(tmp_path):
 
 def test_reports_holds_only_results():
     assert sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "reports").rglob("*.py")) == []
+
+
+def test_write_bare_table_report_rebuilds_the_committed_page_from_results_json(tmp_path):
+    from mutransfer.validation import write_bare_table_report
+
+    shutil.copy(ROOT / "reports" / "bare-table" / "results.json", tmp_path / "results.json")
+    assert write_bare_table_report(tmp_path) == tmp_path / "index.md"
+    assert (tmp_path / "index.md").read_text() == (ROOT / "reports" / "bare-table" / "index.md").read_text()
+    with pytest.raises(ValueError, match="no .*results.json: run"):
+        write_bare_table_report(tmp_path / "empty")
+
