@@ -39,3 +39,45 @@ def test_the_bare_table_page_is_written_from_its_stored_results(tmp_path):
 
 def test_reports_holds_only_results():
     assert sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "reports").rglob("*.py")) == []
+
+
+def test_write_bare_table_report_rebuilds_the_committed_page_from_results_json(tmp_path):
+    from mutransfer.validation import write_bare_table_report
+
+    shutil.copy(ROOT / "reports" / "bare-table" / "results.json", tmp_path / "results.json")
+    assert write_bare_table_report(tmp_path) == tmp_path / "index.md"
+    assert (tmp_path / "index.md").read_text() == (ROOT / "reports" / "bare-table" / "index.md").read_text()
+    with pytest.raises(ValueError, match="no .*results.json: run"):
+        write_bare_table_report(tmp_path / "empty")
+
+
+def test_write_batch_noise_report_draws_the_page_and_figure_from_results_json(tmp_path):
+    import json
+
+    from mutransfer.validation import write_batch_noise_report
+
+    shutil.copy(ROOT / "reports" / "batch-noise" / "results.json", tmp_path / "results.json")
+    assert write_batch_noise_report(tmp_path) == tmp_path / "index.md"
+    text = (tmp_path / "index.md").read_text()
+    assert text.startswith("# Batch noise scales") and "python -m mutransfer.experiments.batch_noise run" in text
+    assert "| law (surge) B_noise, effective examples B / c | 1212 | [575, 2226] |" in text
+    assert (tmp_path / "noise.png").stat().st_size > 10_000
+    assert text == (ROOT / "reports" / "batch-noise" / "index.md").read_text()  # the committed page is generated
+    # every number comes from results.json: change one and the page follows
+    done = json.loads((tmp_path / "results.json").read_text())
+    done["gpt"]["b_simple"] = 50.0
+    (tmp_path / "results.json").write_text(json.dumps(done))
+    assert "| measured B_simple at the proxies' loss | 50 |" in write_batch_noise_report(tmp_path).read_text()
+    (tmp_path / "results.json").write_text(json.dumps({"teacher": []}))
+    with pytest.raises(ValueError, match="lacks .*meter"):
+        write_batch_noise_report(tmp_path)
+    with pytest.raises(ValueError, match="no .*results.json: run"):
+        write_batch_noise_report(tmp_path / "empty")
+
+
+def test_the_batch_noise_page_is_written_from_its_stored_results(tmp_path):
+    from mutransfer.experiments import batch_noise
+
+    shutil.copy(ROOT / "reports" / "batch-noise" / "results.json", tmp_path / "results.json")
+    assert batch_noise.main(["write", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "index.md").read_text() == (ROOT / "reports" / "batch-noise" / "index.md").read_text()

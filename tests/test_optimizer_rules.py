@@ -67,6 +67,39 @@ def test_the_stages_read_the_records():
     assert curve_label("mup", "other") == "muP + other" and optimizer_style("other") == "o-"
 
 
+def test_the_report_cli_and_benchmarks_read_the_records():
+    import argparse
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from mutransfer.bench._compile import compile_arguments
+    from mutransfer.bench._qkclip import SPECTRAL_OPTIMIZERS, muonclip_step_times
+    from mutransfer.bench._timing import step_lr
+    from mutransfer.cli.validate import optimizer_list
+    from mutransfer.validation import summary_rows
+
+    # the target report shows adam_lr where the record puts groups on a side (Muon's AdamW)
+    res = SimpleNamespace(diverged=False, final_loss=3.0, steps=10, tokens=640, device="cpu", seconds=1.0,
+                          history=pd.DataFrame({"step": [10]}))
+    for name, shown in (("muon", "0.008"), ("adamw", "-"), ("sgd", "-")):
+        plan = SimpleNamespace(predicted_loss=None, loss_interval=None, target_depth=None, lr=0.02,
+                               adam_lr=0.008, optimizer_name=name, batch_size=16, weight_decay=None)
+        assert dict(summary_rows(plan, res, 256))["adam_lr"] == shown, name
+    # validate's --optimizers: the same default, checked against the registry
+    assert optimizer_list("adamw, muon") == ["adamw", "muon"]
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown 'lion'.*adamw, adam, sgd, muon"):
+        optimizer_list("adamw,lion")
+    # the benchmarks: the lrs they always ran at, choices and timed optimizers from the records
+    assert (step_lr("muon"), step_lr("adamw")) == (0.02, 1e-3) and step_lr("sgd") == OPTIMIZER_RULES["sgd"].demo_lr
+    assert SPECTRAL_OPTIMIZERS == ("adamw", "muon")
+    with pytest.raises(ValueError, match=r"\['sgd'\] have no spectral decay"):
+        muonclip_step_times(optimizers=("sgd",))
+    parser = argparse.ArgumentParser()
+    compile_arguments(parser)
+    assert parser.parse_args(["--optimizer", "sgd"]).optimizer == "sgd"
+
+
 def test_an_unknown_optimizer_names_itself_and_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown optimizer 'lamb'; use one of adamw, adam, sgd, muon"):
         optimizer_rule("lamb")

@@ -8,7 +8,8 @@ import time
 import pandas as pd
 import torch
 
-from mutransfer.bench._timing import interleaved_medians
+from mutransfer.bench._timing import interleaved_medians, step_lr
+from mutransfer.core import OPTIMIZER_RULES
 
 
 def compile_step_times(repeats: int = 20, device="cpu", width: int = 256, depth: int = 2,
@@ -19,7 +20,8 @@ def compile_step_times(repeats: int = 20, device="cpu", width: int = 256, depth:
     ``torch.compile(model, backend=backend)`` on the same init and batch.
 
     ``ratio = compiled / eager`` (below 1: compiling pays); ``compile_s`` is the first compiled
-    step's time (tracing and code generation, once per process).
+    step's time (tracing and code generation, once per process). The optimizer runs at
+    :func:`step_lr` (AdamW 1e-3, Muon 0.02).
 
         >>> table = compile_step_times(repeats=2, width=32, seq_len=16, batch_size=2, backend="eager")
         >>> list(table["variant"])
@@ -39,7 +41,7 @@ def compile_step_times(repeats: int = 20, device="cpu", width: int = 256, depth:
         model = plan.model.to(device)
         if compiled:
             model = torch.compile(model, backend=backend)
-        opt = plan.optimizer(0.02 if optimizer == "muon" else 1e-3, model=model)
+        opt = plan.optimizer(step_lr(optimizer), model=model)
 
         def step():
             loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
@@ -77,5 +79,5 @@ def compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="inductor",
                         help="torch.compile backend (default inductor; eager and aot_eager check "
                              "the plumbing quickly)")
-    parser.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw",
-                        help="the plan's optimizer (default adamw)")
+    parser.add_argument("--optimizer", choices=tuple(OPTIMIZER_RULES), default="adamw",
+                        help="the plan's optimizer (default adamw), at its step_lr")

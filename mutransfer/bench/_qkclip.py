@@ -7,16 +7,21 @@ import functools
 import pandas as pd
 import torch
 
-from mutransfer.bench._timing import interleaved_medians
+from mutransfer.bench._timing import interleaved_medians, step_lr
+from mutransfer.core import OPTIMIZER_RULES, optimizer_rule
+
+# the optimizers whose record can decay spectrally (AdamW by a hook, Muon natively): the ones timed
+SPECTRAL_OPTIMIZERS = tuple(name for name, rule in OPTIMIZER_RULES.items() if rule.spectral_decay)
 
 
 def muonclip_step_times(repeats: int = 10, device="cpu", width: int = 256, depth: int = 2,
                         batch_size: int = 16, seq_len: int = 64, tau: float = 1e-3,
-                        weight_decay: float = 0.1) -> pd.DataFrame:
+                        weight_decay: float = 0.1, optimizers=SPECTRAL_OPTIMIZERS) -> pd.DataFrame:
     """Full training-step time (forward, backward, optimizer step and clip) of the zoo GPT with
     QK-Clip and with spectral weight decay, each against the same step without it.
 
-    ``tau`` defaults tiny so that every head is clipped every step (the clip's worst case).
+    ``tau`` defaults tiny so that every head is clipped every step (the clip's worst case). Each of
+    ``optimizers`` (default: every record with a ``spectral_decay``) runs at :func:`step_lr`.
 
         >>> bool((muonclip_step_times(repeats=2, width=32, seq_len=16)["ratio"] > 0).all())
         True
@@ -26,6 +31,10 @@ def muonclip_step_times(repeats: int = 10, device="cpu", width: int = 256, depth
     from mutransfer.core import parametrize
     from mutransfer.optim import QKClip
 
+    plain = [name for name in optimizers if not optimizer_rule(name).spectral_decay]
+    if plain:
+        raise ValueError(f"optimizers {plain} have no spectral decay (their OptimizerRule's spectral_decay is "
+                         f"None); time those with one: {', '.join(SPECTRAL_OPTIMIZERS)}")
     device = torch.device(device)
     x, y = pycorpus().batch("train", batch_size, seq_len, torch.Generator().manual_seed(0), device)
 
@@ -33,8 +42,7 @@ def muonclip_step_times(repeats: int = 10, device="cpu", width: int = 256, depth
         plan = parametrize(functools.partial(zoo.gpt, depth=depth, seq_len=seq_len), width=width,
                            base_width=64, optimizer=optimizer, seed=0)
         model = plan.model.to(device)
-        lr = 0.02 if optimizer == "muon" else 1e-3
-        opt = plan.optimizer(lr, weight_decay=weight_decay, decay=decay)
+        opt = plan.optimizer(step_lr(optimizer), weight_decay=weight_decay, decay=decay)
         qk = QKClip(model, tau) if clip else None
 
         def step():
@@ -46,12 +54,10 @@ def muonclip_step_times(repeats: int = 10, device="cpu", width: int = 256, depth
                 qk.clip_()
         return step
 
-    variants = {("muon", "baseline"): variant("muon"),
-                ("muon", "QK-Clip"): variant("muon", clip=True),
-                ("muon", "spectral decay"): variant("muon", "spectral"),
-                ("adamw", "baseline"): variant("adamw"),
-                ("adamw", "QK-Clip"): variant("adamw", clip=True),
-                ("adamw", "spectral decay"): variant("adamw", "spectral")}
+    variants = {}
+    for name in optimizers:
+        variants.update({(name, "baseline"): variant(name), (name, "QK-Clip"): variant(name, clip=True),
+                         (name, "spectral decay"): variant(name, "spectral")})
     medians = interleaved_medians({f"{o}|{v}": fn for (o, v), fn in variants.items()}, repeats,
                                   device)
     rows = []

@@ -7,6 +7,23 @@ from collections.abc import Callable
 
 import torch
 
+from mutransfer.core import optimizer_rule
+
+# The lr the step-time benchmarks (compile, qkclip) have always run AdamW at; its record's demo_lr
+# (3e-3) is the coordinate check's. Every other optimizer runs at its record's demo_lr (Muon 0.02).
+STEP_LRS = {"adamw": 1e-3}
+
+
+def step_lr(optimizer: str) -> float:
+    """The lr a step-time benchmark runs ``optimizer`` at: :data:`STEP_LRS`, else its record's
+    ``demo_lr`` (:data:`mutransfer.core.OPTIMIZER_RULES`); a ValueError for an unknown name.
+
+        >>> step_lr("muon"), step_lr("adamw")
+        (0.02, 0.001)
+    """
+    rule = optimizer_rule(optimizer)
+    return STEP_LRS.get(rule.name, rule.demo_lr)
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

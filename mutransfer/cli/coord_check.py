@@ -13,6 +13,7 @@ from typing import Sequence
 from mutransfer.cli.validate import float_list, int_list, str_list
 
 from mutransfer.cli._common import add_command
+from mutransfer.core import optimizer_rule
 # the defaults live with the report (validation); kept here under their old names
 from mutransfer.validation import DEFAULT_ADAM_LR, DEFAULT_LR
 
@@ -154,7 +155,7 @@ def run_depth(args) -> int:
     out = Path(args.out or Path("reports") / cfg.name)
     optimizer = args.optimizer or cfg.parametrization.optimizer
     lr = args.lr if args.lr is not None else DEFAULT_LR[optimizer]
-    opt_kwargs = {"adam_lr": args.adam_lr or DEFAULT_ADAM_LR} if optimizer == "muon" else {}
+    opt_kwargs = {"adam_lr": args.adam_lr or DEFAULT_ADAM_LR} if optimizer_rule(optimizer).side else {}
     data = make_dataset(cfg.data)
     kwargs = {k: v for k, v in cfg.model.kwargs.items() if k != "depth"}
     factory = config_factory(cfg.override({"model.kwargs": kwargs}), load_factory(cfg.model.factory))

@@ -7,6 +7,7 @@ import re
 import numpy as np
 
 from mutransfer.cli._common import add_command, add_device, add_reports
+from mutransfer.core import OPTIMIZER_RULES
 
 
 def register(subparsers) -> None:
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
         config=True)
     p.add_argument("--widths", type=int_list, default=[64, 128, 256, 512], help="comma list")
     p.add_argument("--schemes", type=str_list, default=["sp", "mup", "spectral"], help="comma list")
-    p.add_argument("--optimizers", type=str_list, default=["adamw", "muon"], help="comma list")
+    p.add_argument("--optimizers", type=optimizer_list, default=["adamw", "muon"],
+                   help=f"comma list of {', '.join(OPTIMIZER_RULES)} (default adamw,muon)")
     p.add_argument("--lrs", type=log2_grid, default=log2_grid("-14:-4:0.5"),
                    help="log2 lrs: START:STOP:STEP (STOP included) or a comma list, e.g. -12,-10,-8")
     p.add_argument("--seeds", type=int, default=2, help="seeds per point (0..N-1)")
@@ -60,6 +62,21 @@ def float_list(text: str) -> list[float]:
 
 def str_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def optimizer_list(text: str) -> list[str]:
+    """``"adamw,muon"`` -> ["adamw", "muon"], each a name in :data:`mutransfer.core.OPTIMIZER_RULES`.
+
+        >>> optimizer_list("adamw, muon")
+        ['adamw', 'muon']
+    """
+    names = str_list(text)
+    unknown = [n for n in names if n not in OPTIMIZER_RULES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown {', '.join(map(repr, unknown)) or 'empty list'}; use a comma list "
+            f"of {', '.join(OPTIMIZER_RULES)}, e.g. adamw,muon (or add an OptimizerRule to OPTIMIZER_RULES)")
+    return names
 
 
 def log2_grid(text: str) -> list[float]:

@@ -1,6 +1,7 @@
 """What the silent guess cost, and what tracing without example= gives back (index.md), 4.5 min
 on 2 cores, one torch thread; ``run`` is resumable (results.json in ``--out``, default
-``reports/bare-table``), ``write`` rewrites index.md from results.json:
+``reports/bare-table``), ``write`` rewrites index.md from results.json
+(:func:`mutransfer.validation.write_bare_table_report`):
 
     python -m mutransfer.experiments.bare_table run
 
@@ -105,50 +106,18 @@ def measure(out: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    """``python -m mutransfer.experiments.bare_table {run,write}``: ``run`` measures (resumable),
+    both write index.md from results.json (:func:`mutransfer.validation.write_bare_table_report`)."""
+    from mutransfer.validation import write_bare_table_report
+
     args = parse(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), argv, out=OUT)
     out = out_folder(args)
     if args.what == "run":
         measure(out)
-    path = out / "results.json"
-    if not path.is_file():
-        raise ValueError(f"no {path}: run `{MODULE} run` first")
-    write(json.loads(path.read_text()), out)
-    print(f"wrote {out / 'index.md'}")
+    path = write_bare_table_report(out, proxy=PROXY, target=TARGET, steps=STEPS, batch=BATCH, seq_len=SEQ,
+                                   command=MODULE)
+    print(f"wrote {path}")
     return 0
-
-
-def write(done: dict, out: Path) -> None:
-    """index.md from results.json."""
-    rows, means = [], {}
-    for name in PLANS:
-        p = done["plans"][name]
-        proxy = {x: done[f"{name}|proxy|{x}"] for x in LOG2_LRS}
-        best = min(proxy, key=proxy.get)
-        target = [done[f"{name}|target|{best}|{s}"] for s in SEEDS]
-        means[name] = sum(target) / len(target)
-        rows.append(f"| {name} | {p['role']} ({p['optimizer']}), init std {p['init_std']:.4f}, lr x {p['lr_mult']:g} "
-                    f"| {' / '.join(f'{proxy[x]:.3f}' for x in LOG2_LRS)} | 2^{best} "
-                    f"| {means[name]:.4f} ({', '.join(f'{v:.4f}' for v in target)}) |")
-    cost = means["shape guess"] - means["traced"]
-    proxy_best = {n: min(done[f"{n}|proxy|{x}"] for x in LOG2_LRS) for n in PLANS}
-    proxy_note = (f"On the proxy the shape guess's best loss is {proxy_best['shape guess']:.3f} against the traced "
-                  f"{proxy_best['traced']:.3f}" + (": the guess looks as good or better where it is tuned, and "
-                  "the cost only shows at the target, where the readout's rules shrink the table's init and lr "
-                  "with width. " if proxy_best["shape guess"] <= proxy_best["traced"] else ". "))
-    text = [
-        "# A bare positional table: the silent shape guess against the traced role", "",
-        f"Regenerate (4.5 min on 2 cores, one torch thread): `{MODULE} run`", "",
-        "\n\n".join(__doc__.split("\n\n")[2:4]).strip(), "",
-        f"Both plans are tuned alike: the lr grid 2^{LOG2_LRS[0]}..2^{LOG2_LRS[-1]} at width {PROXY} (seed 0), "
-        f"the best lr carried unchanged to width {TARGET} (muP), trained there with seeds {list(SEEDS)}; "
-        f"{STEPS} steps of batch {BATCH} x {SEQ} bytes, spectral + Muon (the table on AdamW either way).", "",
-        f"| plan | the table `pos` at width {TARGET} | proxy loss per lr | proxy's best lr | target eval loss (mean; seeds) |",
-        "|---|---|---|---|---|", *rows, "",
-        f"The shape guess costs {cost:+.3f} nat at the target against the traced role. " + proxy_note + "Today "
-        "`parametrize` never takes it silently: without `example=` it builds token ids for the first "
-        "Embedding and traces the table as a table; where no input can be built it raises a ValueError "
-        "naming the parameter, both readings and the fix (`tests/test_examples.py`).", ""]
-    (out / "index.md").write_text("\n".join(text))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Reconcile the law's B_noise with the measured B_simple (issue 13, item 2); writes index.md's
-tables (results.json) and noise.png in ``--out`` (default ``reports/batch-noise``), reading the
-plan ``--config`` (default ``reports/gpt-cpu-batch/plan.json``):
+"""Reconcile the law's B_noise with the measured B_simple (issue 13, item 2): ``run`` measures
+into results.json in ``--out`` (default ``reports/batch-noise``), reading the plan ``--config``
+(default ``reports/gpt-cpu-batch/plan.json``); ``run`` and ``write`` then draw index.md and
+noise.png from results.json (:func:`mutransfer.validation.write_batch_noise_report`):
 
     python -m mutransfer.experiments.batch_noise run
 """
@@ -81,7 +82,7 @@ def meter_spread(steps, decay, batch=64, accum=4, seeds=8):
 
 
 def gpt_reconciliation(path: str | Path = PLAN):
-    plan = json.loads(path.read_text())
+    plan = json.loads(Path(path).read_text())
     c = plan["diagnostics"]["momentum_c"]
     note = next(w for w in plan["warnings"] if "B_simple" in w)
     b_simple = float(re.search(r"measured B_simple \(([0-9.e+]+)\)", note).group(1))
@@ -93,46 +94,16 @@ def gpt_reconciliation(path: str | Path = PLAN):
             "tokens_per_example": plan["diagnostics"]["tokens_per_example"]}
 
 
-def plot(rows, gpt, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, H in zip(axes[:2], ("I", "diag(1/i)")):
-        for r in [r for r in rows if r["H"] == H]:
-            eta = np.array(r["eta_star"]) / max(r["eta_star"])
-            ax.plot(BATCHES, eta, "o-", label=f"{r['steps']} step(s), beta={r['momentum']}: "
-                                               f"fit B_noise={r['b_noise_sgd']:.3g}")
-        ref = rows[[r["H"] for r in rows].index(H)]
-        ax.axvline(ref["b_noise_exact_at_init"], color="k", ls="--", label=f"exact B_noise {ref['b_noise_exact_at_init']:.3g}")
-        ax.axvline(ref["b_simple_exact_at_init"], color="gray", ls=":", label=f"exact B_simple {ref['b_simple_exact_at_init']:.3g}")
-        ax.set(xscale="log", yscale="log", xlabel="batch B (examples)", ylabel="eta*(B) / max",
-               title=f"teacher-student, H = {H}, d = {DIM}")
-        ax.legend(fontsize=7)
-    ax = axes[2]
-    names = ["law B_noise\n(effective B/c)", "law c*B_noise\n(raw batch)", "measured\nB_simple"]
-    vals = [gpt["b_noise_effective"], gpt["b_noise_raw"], gpt["b_simple"]]
-    err = [gpt["interval_effective"], gpt["interval_raw"], [gpt["b_simple"]] * 2]
-    ax.bar(names, vals, color=["tab:red", "tab:blue", "tab:green"],
-           yerr=np.abs(np.array(err).T - np.array(vals)), capsize=4)
-    ax.set(yscale="log", ylabel="examples (sequences of 64 tokens)",
-           title="gpt-cpu-batch proxies: the 30x is the momentum unit")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def main(argv=None) -> int:
-    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run",), argv, config=PLAN, out=OUT)
-    out = out_folder(args)
+def measure(out: Path, plan: str | Path = PLAN) -> dict:
+    """The teacher's fits, the meter's spread and the plan's reconciliation, stored in
+    ``out/results.json`` (40 s on 2 cores, one torch thread)."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     rows = one_step_and_horizon()
     meters = [meter_spread(72, 0.98), meter_spread(2000, 0.999)]
-    gpt = gpt_reconciliation(args.config)
+    gpt = gpt_reconciliation(plan)
     results = {"teacher": rows, "meter": meters, "gpt": gpt, "seconds": time.perf_counter() - t0}
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    plot(rows, gpt, out / "noise.png")
     for r in rows:
         print(f"H={r['H']:<10} steps={r['steps']:<4} beta={r['momentum']:<4} law={r['law']:<6} "
               f"fit sgd B_noise={r['b_noise_sgd']:.3g} {np.round(r['b_noise_sgd_ci'], 1).tolist()} "
@@ -143,6 +114,21 @@ def main(argv=None) -> int:
               f"values {np.round(m['values'], 1).tolist()}, rel sd {m['rel_sd']:.2f}")
     print(json.dumps(gpt))
     print(f"{results['seconds']:.0f} s")
+    return results
+
+
+def main(argv=None) -> int:
+    """``python -m mutransfer.experiments.batch_noise {run,write}``: ``run`` measures into
+    results.json, both write index.md and noise.png from it
+    (:func:`mutransfer.validation.write_batch_noise_report`)."""
+    from mutransfer.validation import write_batch_noise_report
+
+    args = parse(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), argv, config=PLAN, out=OUT)
+    out = out_folder(args)
+    if args.what == "run":
+        measure(out, Path(args.config))
+    path = write_batch_noise_report(out, plan=args.config, dim=DIM, batches=BATCHES, command=MODULE)
+    print(f"wrote {path}")
     return 0
 
 

@@ -30,6 +30,8 @@ from mutransfer.validation._landscape import (MUP_MAX_DRIFT, MUP_MAX_REGRET, MUP
 from mutransfer.validation._markdown import markdown_table, write_markdown
 from mutransfer.validation._report import write_report
 from mutransfer.validation._report_sweep import best_table, failed_table, write_sweep_report
+from mutransfer.validation._report_bare_table import write_bare_table_report
+from mutransfer.validation._report_batch_noise import write_batch_noise_report
 from mutransfer.validation._report_budget import (direct_plan_of, load_trials, study_names,
                                                   write_budget_report)
 from mutransfer.validation._report_budgets import write_budgets_report
@@ -39,16 +41,17 @@ from mutransfer.validation._target_report import summary_rows, write_training_re
 from mutransfer.validation._validate import landscape_markdown, shell_path, validate
 from mutransfer.validation._verdict import CoordVerdict, coord_slopes, coord_verdict
 
-__all__ = ["CoordVerdict", "best_table", "failed_table", "write_sweep_report", "DEFAULT_ADAM_LR", "DEFAULT_LR", "MUP_MAX_DRIFT", "MUP_MAX_REGRET",
-           "MUP_SCHEMES", "REGRET_COLUMNS", "check_runs", "compare", "compare_verdict",
+__all__ = ["CoordVerdict", "DEFAULT_ADAM_LR", "DEFAULT_LR", "MUP_MAX_DRIFT", "MUP_MAX_REGRET",
+           "MUP_SCHEMES", "REGRET_COLUMNS", "best_table", "check_runs", "compare", "compare_verdict",
            "config_coord_check", "coord_batches", "coord_check", "coord_slopes", "coord_verdict",
            "curve_means", "depth_coord_check", "depth_etas", "depth_markdown", "depth_summary",
            "depth_verdict", "direct_plan_of", "drift", "drift_slope", "eta_stars", "exponent_table",
-           "fit_curve", "landscape_markdown", "load_trials", "loss_at", "markdown_table",
+           "failed_table", "fit_curve", "landscape_markdown", "load_trials", "loss_at", "markdown_table",
            "meets_goal", "plot_best_loss", "plot_compare", "plot_coord_check", "plot_depth_coord",
            "plot_depth_landscapes", "plot_lr_landscape", "plot_role_landscapes", "plot_training",
-           "plot_transfer", "read_compare", "regret", "role_runs", "shell_path", "study_names",
-           "style", "summarize", "summary_rows", "survivors", "validate", "write_budget_report",
-           "write_budgets_report", "write_compare", "write_coord_report", "write_depth_outputs",
-           "write_exponents", "write_markdown", "write_muonclip_report", "write_regret_report",
-           "write_report", "write_training_report"]
+           "plot_transfer", "read_compare", "regret", "role_runs", "shell_path", "study_names", "style",
+           "summarize", "summary_rows", "survivors", "validate", "write_bare_table_report",
+           "write_batch_noise_report", "write_budget_report", "write_budgets_report", "write_compare",
+           "write_coord_report", "write_depth_outputs", "write_exponents", "write_markdown",
+           "write_muonclip_report", "write_regret_report", "write_report", "write_sweep_report",
+           "write_training_report"]

@@ -60,7 +60,7 @@ def config_coord_check(cfg: ExperimentConfig, widths: Sequence[int], *,
     if optimizer not in DEFAULT_LR:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(DEFAULT_LR)}")
     lr = DEFAULT_LR[optimizer] if lr is None else lr
-    opt_kwargs = {"adam_lr": adam_lr or DEFAULT_ADAM_LR} if optimizer == "muon" else {}
+    opt_kwargs = {"adam_lr": adam_lr or DEFAULT_ADAM_LR} if OPTIMIZER_RULES[optimizer].side else {}
     data = make_dataset(cfg.data)
     batches = coord_batches(cfg, data, steps)
     factory = config_factory(cfg, zoo.load_factory(cfg.model.factory))

@@ -8,13 +8,16 @@ from typing import Sequence
 import pandas as pd
 
 
-def write_markdown(path: str | Path, title: str, command: str, lines: Sequence[str]) -> Path:
-    """A small report: ``# title``, the command that regenerates it, then ``lines``.
+def write_markdown(path: str | Path, title: str, command: str, lines: Sequence[str], *,
+                   cost: str | None = None) -> Path:
+    """A small report: ``# title``, the command that regenerates it (with what it ``cost``, e.g.
+    ``"40 s on 2 cores"``, when given), then ``lines``.
 
         >>> write_markdown("reports/x/compare.md", "Compare", "mutransfer compare x.toml", ["text"])
     """
     path = Path(path)
-    path.write_text("\n".join([f"# {title}", "", f"Regenerate: `{command}`", "", *lines]) + "\n")
+    again = f"Regenerate ({cost}): `{command}`" if cost else f"Regenerate: `{command}`"
+    path.write_text("\n".join([f"# {title}", "", again, "", *lines]) + "\n")
     return path
 
 

@@ -6,13 +6,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from mutransfer.core import OPTIMIZER_RULES
 from mutransfer.projection import TransferPlan
 from mutransfer.validation._fig_training import plot_training
 from mutransfer.validation._markdown import markdown_table
 
 
 def summary_rows(plan: TransferPlan, res, width: int) -> list[tuple[str, str]]:
-    """(what, value) rows describing a target run: the settings used and the losses."""
+    """(what, value) rows describing a target run: the settings used and the losses; ``adam_lr``
+    where the plan's optimizer puts some groups on a side (its record's ``side``, e.g. Muon's AdamW).
+
+        >>> dict(summary_rows(plan, res, 256))["width"]
+        '256'
+    """
+    rule = OPTIMIZER_RULES.get(plan.optimizer_name)
+    side = rule.side if rule is not None else None
     loss = "diverged: " + str(res.reason) if res.diverged else f"{res.final_loss:.4f}"
     predicted = "-" if plan.predicted_loss is None else f"{plan.predicted_loss:.4f}"
     if plan.predicted_loss is not None and plan.loss_interval:
@@ -21,7 +29,7 @@ def summary_rows(plan: TransferPlan, res, width: int) -> list[tuple[str, str]]:
                         + (f", depth_alpha {plan.depth_alpha:g}" if plan.depth_alpha is not None else ""))]
              if plan.target_depth is not None else [])
     return [("width", str(width)), *depth, ("base lr", f"{plan.lr:.4g}"),
-            ("adam_lr", f"{plan.adam_lr:.4g}" if plan.adam_lr and plan.optimizer_name == "muon" else "-"),
+            ("adam_lr", f"{plan.adam_lr:.4g}" if plan.adam_lr and side else "-"),
             ("batch size", str(plan.batch_size)),
             ("weight decay", "-" if plan.weight_decay is None else f"{plan.weight_decay:.4g}"),
             ("steps", str(res.steps)), ("tokens", f"{res.tokens:,}"), ("device", res.device),
