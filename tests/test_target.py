@@ -56,6 +56,25 @@ def test_a_plan_for_another_scheme_is_refused(tmp_path):
         train_target(cfg, _plan(), width=0, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("field, value, configured", [
+    ("muon_scale", "keller", None),              # an adamw plan ignores muon_scale: no refusal
+    ("readout", "zero", "'init'"),
+    ("wd_policy", "independent", "'fixed_product'"),
+    ("depth_alpha", 1.0, "0.5"),
+])
+def test_every_setting_of_the_plan_is_checked_against_the_config(tmp_path, field, value, configured):
+    cfg = load_config(write_tiny_mlp(tmp_path))
+    if configured is None:
+        train_target(cfg, _plan(**{field: value}), steps=2, device="cpu", progress=False)
+        muon = cfg.override({"parametrization.optimizer": "muon"})
+        with pytest.raises(ValueError, match=r"plan's muon_scale is 'keller' but the config trains "
+                                             r"muon_scale 'spectral'"):
+            train_target(muon, _plan(optimizer_name="muon", muon_scale="keller"), device="cpu", progress=False)
+        return
+    with pytest.raises(ValueError, match=rf"plan's {field} is {value!r} but the config trains {field} {configured}"):
+        train_target(cfg, _plan(**{field: value}), device="cpu", progress=False)
+
+
 def test_missing_plan_file_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="mutransfer transfer CONFIG"):
         load_plan(tmp_path / "plan.json")

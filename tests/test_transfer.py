@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import numpy as np
@@ -302,3 +303,76 @@ def test_plot_transfer_draws_the_plan_and_refuses_an_empty_one(tmp_path):
     with pytest.raises(ValueError, match="no eta\\* per proxy"):
         plot_transfer(TransferPlan(lr=1e-3, lr_interval=(1e-3, 1e-3), batch_size=8, target_width=64),
                       tmp_path / "empty.png")
+
+
+def _with_settings(study_args=(), **param):
+    """A proxy study whose trials ran with ``[parametrization]`` / ``[train]`` settings ``param``."""
+    study = _study(*study_args)
+    out = optuna.create_study(study_name=study.study_name, direction="minimize")
+    for t in study.trials:
+        cfg = {**t.user_attrs["config"], "parametrization": {k: v for k, v in param.items() if k != "wd_policy"}}
+        if "wd_policy" in param:
+            cfg["train"] = {**cfg["train"], "wd_policy": param["wd_policy"]}
+        out.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value,
+                                                user_attrs={**t.user_attrs, "config": cfg}))
+    return out
+
+
+def test_the_plan_records_every_setting_and_round_trips_them():
+    plan = transfer(_with_settings(readout="zero", wd_policy="coupled"), 256)
+    assert (plan.scheme, plan.optimizer_name, plan.readout, plan.wd_policy) == ("mup", "adamw", "zero", "coupled")
+    again = TransferPlan.from_json(plan.to_json())
+    assert again == plan and again.settings()["readout"] == "zero"
+
+
+def test_an_old_plan_file_gets_the_settings_it_trained_with():
+    import json
+
+    data = json.loads(TransferPlan(lr=1e-3, lr_interval=(1e-3, 2e-3), batch_size=16, target_width=256,
+                                   scheme="mup", optimizer_name="muon").to_json())
+    for key in ("readout", "wd_policy", "muon_scale"):
+        data.pop(key)
+    old = TransferPlan.from_json(json.dumps(data))
+    assert (old.readout, old.wd_policy, old.muon_scale) == ("init", "fixed_product", "spectral")
+
+
+def test_mixed_settings_and_a_plan_without_a_scheme_are_refused():
+    with pytest.raises(ValueError, match=r"the trials mix readout \['init', 'zero'\]; give transfer\(\) only"):
+        transfer([_with_settings(readout="zero"), _with_settings(("proxy-w128", 128), readout="init")], 256)
+    bare = TransferPlan(lr=1e-3, lr_interval=(1e-3, 2e-3), batch_size=16, target_width=256)
+    with pytest.raises(ValueError, match=r"this plan records no scheme .*: pass scheme="):
+        bare.settings()
+    assert bare.settings(scheme="spectral")["scheme"] == "spectral"
+    plan = dataclasses.replace(bare, scheme="mup", optimizer_name="adamw", wd_policy="fixed_product")
+    with pytest.raises(ValueError, match=r"scheme='sp' but this plan's lr was transferred for scheme 'mup'"):
+        plan.settings(scheme="sp")
+    from mutransfer.models import zoo
+
+    model, base = zoo.mlp(64), zoo.mlp(16)
+    with pytest.raises(ValueError, match=r"wd_policy='independent' but this plan's weight decay was "
+                                         r"transferred under wd_policy 'fixed_product'"):
+        plan.optimizer(model, base, wd_policy="independent")
+
+
+def test_a_ready_plan_of_another_readout_is_refused():
+    from mutransfer import parametrize
+    from mutransfer.models import zoo
+
+    plan = TransferPlan(lr=1e-3, lr_interval=(1e-3, 2e-3), batch_size=16, target_width=64, scheme="mup",
+                        optimizer_name="adamw", readout="zero")
+    ready = parametrize(zoo.mlp(64), zoo.mlp(16), scheme="mup")  # readout "init"
+    with pytest.raises(ValueError, match=r"the Plan was parametrized with readout 'init' but this lr was "
+                                         r"transferred for readout 'zero'"):
+        plan.optimizer(ready)
+    built = plan._plan_for(zoo.mlp(64), zoo.mlp(16), None, None, copy_model=True)
+    assert built.readout == "zero"
+
+
+def test_independent_weight_decay_is_not_divided_by_the_lr_ratio():
+    """Under wd_policy "independent" a group decays by wd x schedule per step, whatever its lr:
+    moving the lr leaves the weight decay alone (only its share of training changes)."""
+    kept = transfer(_with_settings(wd_policy="independent"), 256, tokens=32 * 100 * 16)
+    fixed = transfer(_with_settings(wd_policy="fixed_product"), 256, tokens=32 * 100 * 16)
+    ratio = fixed.lr / fixed.diagnostics["lr_proxy"]
+    assert kept.weight_decay == pytest.approx(0.1)
+    assert fixed.weight_decay == pytest.approx(0.1 / ratio)
