@@ -161,7 +161,7 @@ def test_table_exponent_follows_muons_record_under_moonlight():
     # the moonlight rule's alpha grows like sqrt(max fan), so Muon's matrices take m^-1/2
     assert table_exponent("lr", "hidden", "muon", muon_scale="moonlight") == -0.5
     assert table_exponent("lr", "hidden", "muon", muon_scale="spectral") == 0.0
-    assert table_exponent("lr", "input", "muon", muon_scale="moonlight", dense_input=True) == -0.5
+    assert table_exponent("lr", "input", "muon", muon_scale="moonlight", dense_input=True) == 0.0
     assert table_exponent("lr", "input", "muon", muon_scale="moonlight") == 0.0  # an embedding: AdamW
     assert table_exponent("lr", "output", "muon", muon_scale="moonlight") == -1.0
     # the same exponent multipliers() gives a hidden matrix whose larger side grows with width

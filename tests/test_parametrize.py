@@ -119,12 +119,18 @@ def test_table_exponents_are_scaling_md_section_3():
     assert [EPS_EXPONENT[r] for r in Role] == [-1, -1, 0, -1, 0]
 
 
-@pytest.mark.parametrize("rule,exponent", [("spectral", 0.0), ("keller", 0.0), ("moonlight", -0.5)])
-def test_muon_matrices_keep_base_lr_and_get_alpha(rule, exponent):
+@pytest.mark.parametrize("rule,exponent,dense_in", [("spectral", 0.0, 0.0), ("keller", 0.0, 0.0),
+                                                     ("moonlight", -0.5, 0.0)])
+def test_muon_matrices_keep_base_lr_and_get_alpha(rule, exponent, dense_in):
+    """Under moonlight alpha = 0.2 sqrt(max fan) grows like sqrt(m): a hidden matrix's lr falls
+    like m^-1/2 (its step keeps its size), while a dense input matrix's lr stays, so its step
+    lr x alpha grows like sqrt(m) = sqrt(fan_out/fan_in), as the spectral condition wants."""
     rows = _rows("muon", muon_scale=rule)
-    for name in ("hidden.weight", "down.weight", "dense_in.weight"):
+    for name, want in (("hidden.weight", exponent), ("down.weight", exponent), ("dense_in.weight", dense_in)):
         assert rows[0][name].optimizer == "muon"
-        assert slope(WIDTHS, [r[name].lr_mult for r in rows]) == pytest.approx(exponent, abs=1e-9)
+        assert slope(WIDTHS, [r[name].lr_mult for r in rows]) == pytest.approx(want, abs=1e-9)
+    steps = [r["dense_in.weight"].lr_mult * r["dense_in.weight"].muon_alpha for r in rows]
+    assert slope(WIDTHS, steps) == pytest.approx(0.5, abs=1e-9)  # every rule: sqrt(fan_out/fan_in)
     last = rows[-1]
     expected_alpha = {"spectral": math.sqrt(2.0), "keller": math.sqrt(2.0),
                       "moonlight": 0.2 * math.sqrt(2 * 4096)}[rule]

@@ -109,6 +109,20 @@ class OptimizerRule:
             return False
         return role in self.lr_exponent
 
+    def scale_lr_exponents(self, role: Role, muon_scale: str) -> tuple[float, float]:
+        """``(e_max, e_m)``: a parameter's lr takes ``m_max^e_max * m^e_m`` under ``muon_scale``,
+        where ``m_max`` is the ratio of its larger fan to the base's. An update scale alpha
+        growing like ``m_max^-e`` (Moonlight's ``0.2 sqrt(max(A, B))``: e = -1/2) is undone by
+        ``m_max^e``, and the spectral condition's ``||dW|| ~ sqrt(fan_out/fan_in)`` is restored by
+        ``m^(-e F)``, with ``fan_out/fan_in ~ m^F`` (:data:`FAN_RATIO_EXPONENT`: an input matrix's
+        step then grows like sqrt(m), a hidden one's stays put).
+
+            >>> optimizer_rule("muon").scale_lr_exponents(Role.INPUT, "moonlight")
+            (-0.5, 0.5)
+        """
+        e = self.scale_lr_exponent.get(muon_scale, 0.0)
+        return (e, -e * FAN_RATIO_EXPONENT[Role(role)]) if e else (0.0, 0.0)
+
     def depth_lr_exponent(self, alpha: float) -> float:
         """The exponent of m_L in a block's lr: ``a alpha + b`` with ``(a, b) = depth_lr``.
 
@@ -157,8 +171,12 @@ def _muon(groups, *, lr, betas, eps, momentum, nesterov, **kwargs):
 ADAM_LR_EXPONENT = {Role.INPUT: 0.0, Role.HIDDEN: -1.0, Role.OUTPUT: -1.0, Role.VECTOR: 0.0, Role.FIXED: 0.0}
 SGD_LR_EXPONENT = {Role.INPUT: 1.0, Role.HIDDEN: 0.0, Role.OUTPUT: -1.0, Role.VECTOR: 1.0, Role.FIXED: 0.0}
 EPS_EXPONENT = {Role.INPUT: -1.0, Role.HIDDEN: -1.0, Role.OUTPUT: 0.0, Role.VECTOR: -1.0, Role.FIXED: 0.0}
+# The exponent of m in fan_out / fan_in per role (scaling.md section 3's shapes): an input matrix
+# widens its outputs, a hidden one both sides, the readout its inputs.
+FAN_RATIO_EXPONENT = {Role.INPUT: 1.0, Role.HIDDEN: 0.0, Role.OUTPUT: -1.0, Role.VECTOR: 0.0, Role.FIXED: 0.0}
 # Muon's own matrices keep the base lr (their update scale is alpha); the moonlight rule's alpha
-# grows like sqrt(max fan), so its lr falls like m_max^-1/2 to keep the step's size.
+# grows like sqrt(max fan), so its lr falls like m_max^-1/2, and rises like sqrt(fan_out/fan_in)'s
+# growth, so each step keeps the spectral condition (OptimizerRule.scale_lr_exponents).
 MUON_LR_EXPONENT = {Role.INPUT: 0.0, Role.HIDDEN: 0.0}
 
 OPTIMIZER_RULES: dict[str, OptimizerRule] = {

@@ -96,8 +96,9 @@ def multipliers(
     With ``rule = optimizer_rule(optimizer)`` (or its ``side`` for a parameter it does not
     take): ``lr = m ** rule.lr_exponent[role]``, ``init = m ** INIT_EXPONENT[role]``,
     ``eps = m ** rule.eps_exponent[role]``; under ``sp`` every multiplier is 1. Muon matrices
-    keep the base lr (times ``m_max ** -1/2`` for the moonlight rule, ``m_max`` being the ratio
-    of ``max(fan_in, fan_out)`` to the base's) and get ``alpha`` from :func:`muon_alpha`.
+    keep the base lr (times ``m_max ** -1/2 * m ** (F/2)`` for the moonlight rule, ``m_max`` being
+    the ratio of ``max(fan_in, fan_out)`` to the base's and ``fan_out/fan_in ~ m^F``) and get
+    ``alpha`` from :func:`muon_alpha`.
 
         >>> multipliers(Role.HIDDEN, 4.0, optimizer="adamw").lr
         0.25
@@ -115,8 +116,9 @@ def multipliers(
         return Multipliers(optimizer=update.name, muon_alpha=alpha)
     init = m ** INIT_EXPONENT[role]
     lr = m ** update.lr_exponent[role]
-    if update.scale_lr_exponent.get(muon_scale):  # Muon's moonlight: x m_max^-1/2
-        lr *= (m_max or m) ** update.scale_lr_exponent[muon_scale]
+    e_max, e_m = update.scale_lr_exponents(role, muon_scale)  # Muon's moonlight rule
+    if e_max or e_m:
+        lr *= (m_max or m) ** e_max * m ** e_m
     eps = m ** update.eps_exponent[role] if update.eps_exponent is not None else 1.0
     return Multipliers(init=init, lr=lr, eps=eps, optimizer=update.name, muon_alpha=alpha)
 

@@ -34,7 +34,8 @@ def table_exponent(kind: str, role: str, optimizer: str, readout_exponent: float
     lr: ``rule.lr_exponent[role] + rule.scale_lr_exponent[muon_scale]`` of the record that
     updates the role (:func:`mutransfer.core.optimizer_rule`; for Muon its matrices, the rest on
     its AdamW side), as :func:`mutransfer.core.multipliers` does: Muon's hidden matrices keep the
-    base lr, times ``m^-1/2`` under the moonlight rule (``m_max`` grows like ``m``). The input
+    base lr, times ``m^-1/2`` under the moonlight rule for a hidden matrix and ``m^0`` for a dense
+    input one (its step must grow like sqrt(fan_out/fan_in); ``m_max`` grows like ``m``). The input
     role is an embedding (AdamW's under Muon) unless ``dense_input``. init: ``INIT_EXPONENT``,
     the readout's ``readout_exponent``.
 
@@ -54,7 +55,7 @@ def table_exponent(kind: str, role: str, optimizer: str, readout_exponent: float
     is_embedding = r is Role.INPUT and not dense_input
     ndim = 1 if r is Role.VECTOR else 2
     update = rule if rule.takes(r, ndim, is_embedding) else optimizer_rule(rule.side)
-    return update.lr_exponent[r] + update.scale_lr_exponent.get(muon_scale, 0.0)
+    return update.lr_exponent[r] + sum(update.scale_lr_exponents(r, muon_scale))  # m_max ~ m
 
 
 def role_runs(config: ExperimentConfig | str | Path, *, widths: Sequence[int], roles: Sequence[str],
