@@ -208,3 +208,37 @@ def test_a_muon_state_dict_from_before_decay_loads_as_decoupled():
     fresh.load_state_dict(old)
     assert fresh.param_groups[0]["decay"] == "decoupled"
     fresh.step()
+
+
+def test_a_fused_expert_stack_is_decayed_per_expert_as_muon_orthogonalizes_it():
+    """(E, out, in): each expert's own sigma1 falls by (1 - lr wd), the rest of its spectrum
+    stays; read as one (E, out x in) matrix, only the largest direction of the stack moved."""
+    from mutransfer.optim import SpectralDecayHook, expert_spectral_decay_, spectral_decay_
+
+    torch.manual_seed(0)
+
+    def matrix(top):  # a well-separated spectrum, so 10 cold power iterations converge
+        u, _ = torch.linalg.qr(torch.randn(6, 4))
+        v, _ = torch.linalg.qr(torch.randn(4, 4))
+        return u @ torch.diag(torch.tensor([top, 1.0, 0.5, 0.2])) @ v.T
+
+    stack = torch.stack([matrix(t) for t in (4.0, 9.0, 3.0)])
+    before = torch.linalg.svdvals(stack)
+    w = stack.clone()
+    spectral_decay_([w], [{}], 0.1, expert_dims=1)
+    after = torch.linalg.svdvals(w)
+    assert torch.allclose(after[:, 0], 0.9 * before[:, 0], rtol=1e-4)
+    assert torch.allclose(after[:, 1:], before[:, 1:], rtol=1e-4)
+    flat = stack.clone()
+    spectral_decay_([flat], [{}], 0.1)  # the old reading: one (E, out*in) matrix
+    assert not torch.allclose(torch.linalg.svdvals(flat)[:, 0], 0.9 * before[:, 0], rtol=1e-3)
+    # the hook reads expert_dims from the group, as build_optimizer writes it
+    p = torch.nn.Parameter(stack.clone())
+    opt = torch.optim.AdamW([{"params": [p], "lr": 0.1, "weight_decay": 0.0, "spectral_weight_decay": 1.0,
+                              "expert_dims": 1}])
+    opt.register_step_pre_hook(SpectralDecayHook())
+    p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(torch.linalg.svdvals(p.detach())[:, 0], 0.9 * before[:, 0], rtol=1e-3)
+    with pytest.raises(ValueError, match=r"expert_dims must be an int in \[1, ndim - 2\]"):
+        expert_spectral_decay_(torch.zeros(4, 4), {}, 0.1, expert_dims=1)

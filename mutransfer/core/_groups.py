@@ -109,9 +109,10 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
         side = pp.optimizer != rule.name  # on the rule's side optimizer (Muon's AdamW groups)
         scaled = not side and rule.alpha is not None  # an update scale alpha instead of an eps
         base_lr = adam_lr if side and adam_lr is not None else lr
-        experts = getattr(pp, "expert_dims", 0) if scaled else 0
-        key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if scaled else None, pp.role, experts)
         hooked = decay == "spectral" and rule.spectral_decay == "hook" and p.ndim >= 2
+        # fused experts: Muon's msign and spectral decay act on each expert matrix, not the stack
+        experts = getattr(pp, "expert_dims", 0) if scaled or hooked or decay == "spectral" else 0
+        key = (pp.optimizer, pp.lr_mult, pp.eps_mult, pp.muon_alpha if scaled else None, pp.role, experts)
         key += (hooked,) if decay == "spectral" else ()
         if key not in groups:
             wd = group_weight_decay(weight_decay, base_lr, pp.lr_mult, wd_policy)
@@ -122,10 +123,10 @@ def param_groups(plan, model: nn.Module, lr: float, *, weight_decay: float = 0.0
                 group["spectral_weight_decay"] = wd
             if rule.own_key is not None:
                 group[rule.own_key] = not side
+            if experts:  # fused experts: per expert matrix (msign, spectral decay)
+                group["expert_dims"] = experts
             if scaled:
                 group["alpha"] = pp.muon_alpha
-                if experts:  # fused experts: msign of each expert matrix, not of the whole tensor
-                    group["expert_dims"] = experts
             else:
                 group["eps"] = eps * pp.eps_mult
             groups[key] = group

@@ -11,11 +11,12 @@ msign by the owner-based or gather-per-matrix design (``_sharded_msign``).
 
     >>> opt = mutransfer.optim.Muon([{"params": [w], "alpha": 2.0}], lr=0.02)
 """
-from mutransfer.optim._decay import DECAY_KINDS, SpectralDecayHook, spectral_decay_, top_singular_vector
+from mutransfer.optim._decay import (DECAY_KINDS, SpectralDecayHook, expert_spectral_decay_, spectral_decay_,
+                                     top_singular_vector)
 from mutransfer.optim._muon import Muon, default_ns_dtype, newton_schulz
 from mutransfer.optim._shards import TRAFFIC
 from mutransfer.optim._qkclip import QKClip, QKPair, gqa_factors, head_max_logits
 
-__all__ = ["DECAY_KINDS", "Muon", "QKClip", "QKPair", "SpectralDecayHook", "TRAFFIC", "default_ns_dtype",
+__all__ = ["DECAY_KINDS", "Muon", "QKClip", "QKPair", "SpectralDecayHook", "TRAFFIC", "default_ns_dtype", "expert_spectral_decay_",
            "gqa_factors", "head_max_logits", "newton_schulz", "spectral_decay_",
            "top_singular_vector"]

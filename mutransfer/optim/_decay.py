@@ -79,7 +79,7 @@ def top_singular_vector(W: Tensor, v: Tensor | None = None, iters: int | None = 
     return _power_iterations([M], [v], iters, _shards.mesh_of(W))[0]
 
 
-def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float) -> None:
+def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float, expert_dims: int = 0) -> None:
     """Spectral weight decay in place: ``W -= lr_wd * (W v1) v1^T`` for each matrix, which
     lowers sigma1 to ``sigma1 (1 - lr_wd)`` and leaves the other singular values alone.
 
@@ -87,11 +87,17 @@ def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float) -> N
     parameter's ``state["spectral_v"]`` (so it survives ``state_dict`` round trips). Row-sharded
     DTensors (FSDP2) are exact too (module docstring): their power iterations share one
     all-reduce per iteration, so every rank must pass the same matrices in the same order.
+    With ``expert_dims`` k, each parameter is a stack of expert matrices (its first k dims), as
+    Muon orthogonalizes them: each expert's own sigma1 is decayed (:func:`expert_spectral_decay_`).
 
         >>> w = torch.diag(torch.tensor([3.0, 1.0])); spectral_decay_([w], [{}], 0.1)
         >>> w.diagonal()   # tensor([2.7000, 1.0000])
     """
     if lr_wd == 0:
+        return
+    if expert_dims:
+        for p, state in zip(params, states):
+            expert_spectral_decay_(p, state, lr_wd, expert_dims)
         return
     mats, starts, batches = [], [], {}
     for i, (p, state) in enumerate(zip(params, states)):
@@ -105,6 +111,34 @@ def spectral_decay_(params: list[Tensor], states: list[dict], lr_wd: float) -> N
         for i, v in zip(idx, vs):
             states[i]["spectral_v"] = v
             mats[i].addr_(mats[i] @ v, v, alpha=-lr_wd)
+
+
+def expert_spectral_decay_(param: Tensor, state: dict, lr_wd: float, expert_dims: int) -> None:
+    """Spectral decay of each expert matrix of a fused stack (E..., out, in...):
+    ``W_e -= lr_wd * (W_e v_e) v_e^T`` with v_e the top right singular vector of expert e, by a
+    batched power iteration warm-started from ``state["spectral_v"]`` (shape (E, in)). Under
+    FSDP2's ``Shard(0)`` each rank holds whole experts, so no collective is needed.
+
+        >>> w = torch.stack([torch.diag(torch.tensor([3.0, 1.0])), torch.diag(torch.tensor([1.0, 5.0]))])
+        >>> expert_spectral_decay_(w, {}, 0.1, expert_dims=1)   # 3 -> 2.7 and 5 -> 4.5
+    """
+    if not isinstance(expert_dims, int) or isinstance(expert_dims, bool) or not 0 < expert_dims <= param.ndim - 2:
+        raise ValueError(f"expert_dims must be an int in [1, ndim - 2] for a parameter of shape "
+                         f"{tuple(param.shape)}; got {expert_dims!r}")
+    local = _shards.local(param)
+    shape = local.shape
+    experts, rows = math.prod(shape[:expert_dims]), shape[expert_dims]
+    M = local.view(experts, rows, math.prod(shape[expert_dims + 1:]))
+    v, iters = state.get("spectral_v"), SPECTRAL_WARM_ITERS
+    if v is None or v.shape != (experts, M.shape[2]):
+        gen = torch.Generator().manual_seed(SPECTRAL_SEED)
+        v, iters = torch.randn(experts, M.shape[2], generator=gen, dtype=torch.float32).to(M), SPECTRAL_COLD_ITERS
+    for _ in range(iters):
+        w = (M.mT @ (M @ v.unsqueeze(-1))).squeeze(-1)
+        norm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+        v = torch.where(norm > 0, w / norm.clamp_min(torch.finfo(w.dtype).tiny), v)
+    state["spectral_v"] = v
+    M.sub_((M @ v.unsqueeze(-1)) @ v.unsqueeze(-2), alpha=lr_wd)
 
 
 class SpectralDecayHook:
@@ -125,4 +159,4 @@ class SpectralDecayHook:
                 params = [p for p in group["params"] if p.grad is not None and p.ndim >= 2]
                 if wd and params:
                     states = [optimizer.state[p] if optimizer.state.get(p) else {} for p in params]
-                    spectral_decay_(params, states, group["lr"] * wd)
+                    spectral_decay_(params, states, group["lr"] * wd, group.get("expert_dims", 0))

@@ -404,7 +404,7 @@ class Muon(torch.optim.Optimizer):
         lr, wd = group["lr"], group["weight_decay"]
         tensors = [_shards.local(p) for p in params]
         if wd != 0 and group["decay"] == "spectral":
-            spectral_decay_(params, [self.state[p] for p in params], lr * wd)
+            spectral_decay_(params, [self.state[p] for p in params], lr * wd, group.get("expert_dims", 0))
         elif wd != 0:
             torch._foreach_mul_(tensors, 1 - lr * wd)
         torch._foreach_add_(tensors, updates, alpha=-(lr * group["alpha"]))
@@ -439,7 +439,7 @@ class Muon(torch.optim.Optimizer):
             part = [[lst[i] for i in idx] for lst in lists]
             if matrices:
                 spectral_decay_(part[0], [self.state[p] for p in part[0]],
-                                group["lr"] * group["weight_decay"])
+                                group["lr"] * group["weight_decay"], group.get("expert_dims", 0))
             self._adamw(group, *part, weight_decay=0.0 if matrices else group["weight_decay"])
 
     @staticmethod
