@@ -236,6 +236,24 @@ def test_multiplier_form_scales_the_readout_input():
     torch.testing.assert_close(out, ref)
 
 
+@pytest.mark.parametrize("readout_exponent", [-1.0, -0.5])
+def test_multiplier_form_eps_follows_the_readout_gradient(readout_exponent):
+    """The readout's gradient carries the logits' m^readout_exponent: its RMS falls with that
+    slope across widths, and Adam's eps for it follows (eps 1 would swamp it at width)."""
+    widths, rms, eps = (32, 64, 128, 256), [], []
+    for width in widths:
+        plan = parametrize(Net, width=width, base_width=32, readout="multiplier", seed=0,
+                           constants={"readout_exponent": readout_exponent})
+        ids, feats = batch()
+        plan.model(ids, feats).logsumexp(-1).mean().backward()
+        rms.append(plan.model.head.weight.grad.pow(2).mean().sqrt().item())
+        eps.append(plan.params["head.weight"].eps_mult)
+    assert slope(widths, eps) == pytest.approx(readout_exponent, abs=1e-9)
+    assert slope(widths, rms) == pytest.approx(readout_exponent, abs=0.15)
+    sgd = parametrize(Net, width=128, base_width=32, readout="multiplier", optimizer="sgd")
+    assert sgd.params["head.weight"].eps_mult == 1.0  # no eps in SGD
+
+
 def test_tied_weight_is_one_output_parameter_in_multiplier_form():
     plan = parametrize(functools.partial(Net, tied=True), width=128, base_width=32)
     assert "head.weight" not in plan.params

@@ -96,9 +96,12 @@ def _plan_row(info: ParamInfo, base_rms: float, scheme, optimizer, muon_scale, r
     lr_mult, eps_mult, init_mult = mult.lr, mult.eps, mult.init
     if info.role is Role.OUTPUT and (info.tied or readout == "multiplier") and scheme != "sp":
         # multiplier form: base init, and the lr of an input (the m^-1 is on the logits): Adam's
-        # base lr, SGD's x m
-        init_mult, eps_mult = 1.0, 1.0
-        lr_mult = info.width_mult ** optimizer_rule(mult.optimizer).lr_exponent[Role.INPUT]
+        # base lr, SGD's x m. The weight's gradient carries the logits' m^readout_exponent, so
+        # Adam's eps follows it (at eps 1 it would swamp the gradient at width)
+        update = optimizer_rule(mult.optimizer)
+        init_mult = 1.0
+        eps_mult = info.width_mult ** c.readout_exponent if update.eps_exponent is not None else 1.0
+        lr_mult = info.width_mult ** update.lr_exponent[Role.INPUT]
     elif info.role is Role.OUTPUT and scheme == "mup":
         init_mult = info.width_mult ** c.readout_exponent
     init_mult *= c.init(info.role)
