@@ -217,3 +217,17 @@ def test_the_package_docstring_defines_each_noun():
     rows = {line.split("|")[1].strip() for line in mutransfer.__doc__.splitlines() if line.startswith("| ")}
     nouns = {"plan", "transfer plan", "role", "usage", "proxy", "base", "target", "trial", "study"}
     assert nouns <= rows, f"missing from the glossary: {sorted(nouns - rows)}"
+
+
+MAX_FUNCTION_LINES = 120  # a function longer than this does several things: split it
+
+
+def test_no_function_is_over_120_lines():
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {size} lines")
+    assert long == [], "functions over 120 lines:\n" + "\n".join(long)

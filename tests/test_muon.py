@@ -258,3 +258,19 @@ def test_cpu_batches_only_small_same_shaped_matrices():
 
     params = [torch.zeros(s) for s in [(32, 32), (200, 200), (32, 32), (200, 200), (8, 2, 3, 3)]]
     assert _batches(params) == [[0, 2], [1], [3], [4]]
+
+
+@pytest.mark.parametrize("shapes", SHAPES[:3])
+def test_equals_torch_muon_for_the_moonlight_rule(shapes):
+    """muon_scale = "moonlight" at the base: alpha = 0.2 sqrt(max(A, B)), Moonlight's AdamW-matched
+    rms, which torch.optim.Muon calls adjust_lr_fn="match_rms_adamw"."""
+    from mutransfer.core import muon_alpha
+
+    ours, theirs = _params(shapes), _params(shapes)
+    groups = {}
+    for p in ours:
+        groups.setdefault(muon_alpha(p.shape[1], p.shape[0], "moonlight"), []).append(p)
+    groups = [{"params": ps, "alpha": alpha} for alpha, ps in groups.items()]
+    opt = Muon(groups, lr=0.02, weight_decay=0.1, ns_dtype=BF16)
+    ref = torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    _assert_same_trajectory(opt, ours, ref, theirs)

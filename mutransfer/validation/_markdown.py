@@ -29,3 +29,17 @@ def markdown_table(df: pd.DataFrame) -> list[str]:
     head = [str(c) for c in df.columns]
     rows = [[cell(v) for v in r] for r in df.itertuples(index=False)]
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def read_stored(folder: str | Path, name: str, run: str):
+    """The results an experiment stored in ``folder/name`` (JSON as a dict, CSV as a DataFrame),
+    or a ValueError that names the file and ``run``, the command that stores them.
+
+        >>> done = read_stored("reports/bare-table", "results.json", "python -m mutransfer.experiments.bare_table run")
+    """
+    import json
+
+    path = Path(folder) / name
+    if not path.is_file():
+        raise ValueError(f"no {path}: run `{run}` first")
+    return json.loads(path.read_text()) if path.suffix == ".json" else pd.read_csv(path)

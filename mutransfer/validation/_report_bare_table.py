@@ -4,12 +4,11 @@ the target, drawn from the ``results.json`` the experiment stored (``python -m
 mutransfer.experiments.bare_table``)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from mutransfer.validation._markdown import markdown_table, write_markdown
+from mutransfer.validation._markdown import markdown_table, read_stored, write_markdown
 
 BARE_TABLE_COMMAND = "python -m mutransfer.experiments.bare_table"
 # The setup the experiment measured (its plans are in results.json's "plans"; the page names them).
@@ -50,10 +49,7 @@ def write_bare_table_report(folder: str | Path, *, proxy: int = 32, target: int 
         PosixPath('reports/bare-table/index.md')
     """
     out = Path(folder)
-    path = out / "results.json"
-    if not path.is_file():
-        raise ValueError(f"no {path}: run `{command} run --out {out}` first")
-    done = json.loads(path.read_text())
+    done = read_stored(out, "results.json", f"{command} run --out {out}")
     rows, means, proxy_best = [], {}, {}
     for name, p in done["plans"].items():
         losses, best, seeds, at_target = _grid(done, name)

@@ -4,13 +4,12 @@ B_noise and the measured B_simple differed, from the ``results.json`` the experi
 noise meter's spread ("meter") and the plan's reconciliation ("gpt")."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from mutransfer.validation._fig_noise import plot_noise
-from mutransfer.validation._markdown import markdown_table, write_markdown
+from mutransfer.validation._markdown import markdown_table, read_stored, write_markdown
 
 BATCH_NOISE_COMMAND = "python -m mutransfer.experiments.batch_noise"
 BATCH_NOISE_PLAN = "reports/gpt-cpu-batch/plan.json"
@@ -44,13 +43,10 @@ def write_batch_noise_report(folder: str | Path, *, plan: str | Path = BATCH_NOI
         PosixPath('reports/batch-noise/index.md')
     """
     out = Path(folder)
-    path = out / "results.json"
-    if not path.is_file():
-        raise ValueError(f"no {path}: run `{command} run --out {out}` first")
-    done = json.loads(path.read_text())
+    done = read_stored(out, "results.json", f"{command} run --out {out}")
     missing = [k for k in NOISE_PARTS if k not in done]
     if missing:
-        raise ValueError(f"{path} lacks {missing}: rerun `{command} run --out {out}`")
+        raise ValueError(f"{out / 'results.json'} lacks {missing}: rerun `{command} run --out {out}`")
     gpt, model = done["gpt"], Path(plan).parent
     plot_noise(done["teacher"], gpt, out / "noise.png", batches=batches, dim=dim, model=model.name)
     lines = [f"It reads `{plan}` (the last stop's plan) and runs a teacher-student linear regression "

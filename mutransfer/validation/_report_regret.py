@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mutransfer.validation._markdown import markdown_table, write_markdown
+from mutransfer.validation._markdown import markdown_table, read_stored, write_markdown
 
 REGRET_GOAL = 1.0  # percent: a transferred lr within 1% of the target's best loss passes
 REGRET_COMMAND = "python -m mutransfer.experiments.regret"
@@ -28,9 +28,7 @@ def write_regret_report(folder: str | Path, *, goal: float = REGRET_GOAL,
     """
     folder = Path(folder)
     path = folder / "regret.csv"
-    if not path.is_file():
-        raise ValueError(f"no {path}: run `{command} run` (or `write`) to store the table first")
-    df = pd.read_csv(path)
+    df = read_stored(folder, "regret.csv", f"{command} run")
     missing = [c for c in REGRET_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path} lacks the columns {missing}; rewrite it with `{command} write`")
