@@ -101,3 +101,20 @@ def test_cli_exits_1_when_the_target_diverges(tmp_path):
     assert run_command(train_cmd, "train", str(config), "--plan", str(plan_path), "--device", "cpu",
                        "--out", str(tmp_path / "run")) == 1
     assert "diverged" in (tmp_path / "run" / "train.md").read_text()
+
+
+def test_tensorboard_log_writes_each_steps_scalars(tmp_path):
+    """[train] log = "tensorboard": loss, lr per group, grad norm and tokens/s for every step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(write_tiny_mlp(tmp_path)).override({"train.log": "tensorboard"})
+    res = train_target(cfg, _plan(), steps=6, device="cpu", progress=False, log_dir=tmp_path / "tb")
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/eval", "grad_norm", "tokens_per_second"} <= tags
+    assert any(t.startswith("lr/") for t in tags)
+    assert [e.step for e in events.Scalars("loss/train")] == list(range(1, 7))
+    assert [e.value for e in events.Scalars("loss/train")] == pytest.approx(res.history["train_loss"].tolist())
+    with pytest.raises(ValueError, match=r"\[train\] log must be one of none, tensorboard, got 'wandb'"):
+        cfg.override({"train.log": "wandb"})

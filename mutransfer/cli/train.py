@@ -51,7 +51,7 @@ def run(args) -> int:
     try:
         res = train_target(cfg, plan, width=width, depth=args.depth, steps=args.steps,
                            device=args.device, seed=args.seed, resume=args.resume,
-                           checkpoint_dir=out / "checkpoints")
+                           checkpoint_dir=out / "checkpoints", log_dir=out / "tensorboard")
         main = is_main_process()
     finally:
         _end_process_group(wait=res is not None)

@@ -97,7 +97,7 @@ def _check_constants(cfg: ExperimentConfig, plan: TransferPlan) -> None:
 
 # [train] keys that say how the target runs, not what it computes: a checkpoint written under
 # one of them resumes under another (DCP reshards; every rank reads the same global batches)
-HOW_IT_RUNS = ("parallel", "compile", "checkpoint_every")
+HOW_IT_RUNS = ("parallel", "compile", "checkpoint_every", "log")
 
 
 def run_fingerprint(cfg: ExperimentConfig, plan: TransferPlan, *, width: int, depth: int | None,
@@ -129,7 +129,7 @@ def run_fingerprint(cfg: ExperimentConfig, plan: TransferPlan, *, width: int, de
 def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str | Path, *,
                  width: int | None = None, depth: int | None = None, steps: int | None = None,
                  device: str = "auto", seed: int = 0, progress: bool = True, resume: bool = False,
-                 checkpoint_dir: str | Path | None = None):
+                 checkpoint_dir: str | Path | None = None, log_dir: str | Path | None = None):
     """Train the config's model at ``width`` (default ``plan.target_width``) and ``depth``
     (default ``plan.target_depth``) with the plan.
 
@@ -141,7 +141,9 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
     ``[train] parallel`` ("ddp", "fsdp": launch under torchrun), ``compile`` and
     ``checkpoint_every`` apply here. Checkpoints go to ``checkpoint_dir`` (default
     ``reports/<name>/train-w<W>/checkpoints``, where ``mutransfer train`` puts them) with the
-    run's :func:`run_fingerprint`; ``resume`` continues from the newest one there.
+    run's :func:`run_fingerprint`; ``resume`` continues from the newest one there. With
+    ``[train] log = "tensorboard"`` each step's scalars go to ``log_dir`` (default
+    ``reports/<name>/train-w<W>/tensorboard``) while it trains.
 
         >>> res = train_target("sweeps/quickstart.toml", "reports/quickstart/plan.json")
         >>> res.final_loss, res.history.tail()
@@ -170,6 +172,16 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
                                       steps=cfg.steps_for(int(plan.batch_size)))
         checkpoint = Checkpoints(folder, every=t.checkpoint_every, resume=resume,
                                  fingerprint=fingerprint)
-    return run_trial(cfg, plan_params(plan), width=width, device=device, seed=seed,
-                     progress=progress, depth=depth, parallel=t.parallel, compile=t.compile,
-                     checkpoint=checkpoint)
+    log = None
+    if t.log == "tensorboard":
+        from mutransfer.training import TensorBoardLog, is_main_process
+
+        if is_main_process():
+            log = TensorBoardLog(log_dir or Path("reports") / cfg.name / f"train-w{width}" / "tensorboard")
+    try:
+        return run_trial(cfg, plan_params(plan), width=width, device=device, seed=seed,
+                         progress=progress, depth=depth, parallel=t.parallel, compile=t.compile,
+                         checkpoint=checkpoint, log=log)
+    finally:
+        if log is not None:
+            log.close()

@@ -23,7 +23,7 @@ from mutransfer.optim import DECAY_KINDS
 from mutransfer.core import WD_POLICIES
 from mutransfer.core import CONSTANT_NAMES, Constants
 from mutransfer.core import MUON_SCALES, OPTIMIZER_RULES, OPTIMIZERS, READOUTS, SCHEMES
-from mutransfer.training import PARALLEL
+from mutransfer.training import LOGS, PARALLEL
 
 try:
     import tomllib
@@ -105,6 +105,7 @@ class TrainConfig:
     parallel: str = "none"
     compile: bool = False
     checkpoint_every: int | None = None
+    log: str = "none"  # "tensorboard": live scalars of the target run (mutransfer train) beside its report
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,7 @@ def _check_choices(cfg: ExperimentConfig, source: str) -> None:
               ("train", "wd_policy", cfg.train.wd_policy, WD_POLICIES),
               ("train", "decay", cfg.train.decay, DECAY_KINDS),
               ("train", "parallel", cfg.train.parallel, PARALLEL),
+              ("train", "log", cfg.train.log, LOGS),
               ("parametrization", "scheme", cfg.parametrization.scheme, SCHEMES),
               ("parametrization", "optimizer", cfg.parametrization.optimizer, OPTIMIZERS),
               ("parametrization", "muon_scale", cfg.parametrization.muon_scale, MUON_SCALES),

@@ -31,7 +31,7 @@ DIVERGED_PENALTY = 2.0  # a diverged trial's value: this times the largest finit
 
 def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, seed: int,
               callback: Callable | None = None, progress: bool = False, depth: int | None = None,
-              parallel: str = "none", compile: bool = False, checkpoint=None):
+              parallel: str = "none", compile: bool = False, checkpoint=None, log=None):
     """Train the model of ``cfg`` at ``width`` with the swept ``params`` (one trial, no Optuna).
 
     ``depth`` (blocks, passed to the factory as ``depth=``) parametrizes against a base of
@@ -87,7 +87,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
                  grad_accum=t.grad_accum, eval_every=t.eval_every or max(1, steps // 10),
                  eval_batches=t.eval_batches, eval_batch_size=t.batch_size, seed=seed, callback=callback,
                  measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip,
-                 parallel=parallel, checkpoint=checkpoint)
+                 parallel=parallel, checkpoint=checkpoint, log=log)
 
 
 def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:

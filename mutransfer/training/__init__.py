@@ -12,11 +12,12 @@ May import :mod:`mutransfer.optim`, :mod:`mutransfer.core` and :mod:`mutransfer.
 """
 from mutransfer.training import data, teacher
 from mutransfer.training._checkpoint import Checkpoints, flat_settings, latest_checkpoint
+from mutransfer.training._live_log import LOGS, TensorBoardLog
 from mutransfer.training._loop import (TrainResult, lr_factor, lr_scheduler, resolve_device,
                                        resolve_dtype, train)
 from mutransfer.training._parallel import (PARALLEL, init_parallel, is_main_process, local_batch,
                                            rank_and_world, wrap_model)
 
-__all__ = ["Checkpoints", "PARALLEL", "TrainResult", "data", "flat_settings", "init_parallel",
+__all__ = ["Checkpoints", "LOGS", "PARALLEL", "TensorBoardLog", "TrainResult", "data", "flat_settings", "init_parallel",
            "is_main_process", "latest_checkpoint", "local_batch", "lr_factor", "lr_scheduler",
            "rank_and_world", "resolve_device", "resolve_dtype", "teacher", "train", "wrap_model"]

@@ -293,7 +293,8 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
           callback: Callable[[int, float], bool | None] | None = None,
           measure_noise: bool = False, noise_decay: float = NOISE_DECAY,
           progress: bool = False, qk_clip=None, parallel: str = "none",
-          checkpoint: Checkpoints | None = None) -> TrainResult:
+          checkpoint: Checkpoints | None = None,
+          log: Callable[[dict, torch.optim.Optimizer], None] | None = None) -> TrainResult:
     """Train ``model`` for ``steps`` optimizer steps on ``data``; returns a :class:`TrainResult`.
 
     Each step draws one batch of ``batch_size`` examples (windows of ``seq_len`` tokens; None for
@@ -350,7 +351,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data, *, steps: in
         meter = NoiseMeter(batch_size // grad_accum, batch_size, noise_decay) if measure_noise else None
         with _bar(steps, progress and run.rank == 0) as bar:
             return _loop(run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar,
-                         checkpoint)
+                         checkpoint, log if run.rank == 0 else None)
 
 
 def _bar(steps: int, show: bool):
@@ -371,7 +372,8 @@ class _Progress:
     seconds: float = 0.0  # spent before this process took over (a resumed run's earlier part)
 
 
-def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar, checkpoint=None):
+def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, meter, bar, checkpoint=None,
+          log=None):
     import pandas as pd
 
     factor = functools.partial(lr_factor, steps=steps, warmup_steps=n_warmup, schedule=schedule)
@@ -399,6 +401,8 @@ def _loop(run: _Run, steps, n_warmup, schedule, eval_every, seed, callback, mete
                 reason = _divergence(state.final, "eval loss")
         row["seconds"] = state.seconds + time.perf_counter() - t0
         state.rows.append(row)
+        if log is not None:  # live curves (TensorBoard) while a long run trains
+            log(row, run.opt)
         _advance(bar, state.smooth, state.final)
         if reason is not None:
             state.final, diverged_step = math.nan, s + 1
