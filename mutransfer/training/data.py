@@ -27,6 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+# text to token ids (`mutransfer data prepare`), and Hugging Face datasets tokenized once into a cache
+from mutransfer.training._hf import hf_tokens  # noqa: F401
+from mutransfer.training._prepare import prepare_tokens, train_tokenizer  # noqa: F401
+
 SPLITS = ("train", "val")
 SYNTHETIC_KINDS = ("classification", "regression", "image")
 VOCAB = 256
