@@ -144,6 +144,10 @@ def make_dataset(data: DataConfig):
         return datasets.pycorpus()
     if data.source == "textfile":
         return datasets.textfile(data.path)
+    if data.source == "hf":  # tokenized once into a cached prepared folder, read as tokens
+        return datasets.tokens(path=datasets.hf_tokens(
+            data.dataset, data_files=data.data_files, split=data.split, text_field=data.text_field,
+            tokenizer=data.tokenizer, val_fraction=data.val_fraction, cache_dir=data.cache_dir))
     return datasets.synthetic(kind=data.kind, in_dim=data.in_dim, out_dim=data.out_dim, seed=data.seed)
 
 
