@@ -43,8 +43,8 @@ TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".rst", ".tex", ".py", ".pyi"
 SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", "node_modules"})
 MIN_BPE_VOCAB = 257  # 256 byte tokens and the end-of-text token
 BATCH_DOCS = 512  # documents encoded per call (the tokenizer's Rust threads share them)
-BATCH_CHARS = 8_000_000  # ... or fewer when they hold this much text
-FLUSH_TOKENS = 1 << 22  # ids buffered per split before they go to disk
+BATCH_CHARS = 4_000_000  # ... or fewer when they hold this much text
+FLUSH_TOKENS = 1 << 20  # ids buffered per split before they go to disk
 
 
 def check_val_fraction(value) -> float:
@@ -250,7 +250,9 @@ def _jsonl_documents(path: Path, name: str, text_field: str):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: line {number} is not JSON ({exc.msg}); a .jsonl file holds "
                                  f"one JSON object per line, e.g. {{\"{text_field}\": \"...\"}}") from exc
-            yield name + f"#{number}", _field(record, path, f"line {number}", text_field), len(line)
+            text = _field(record, path, f"line {number}", text_field)
+            if text:
+                yield name + f"#{number}", text, len(line)
 
 
 def _field(record, path: Path, where: str, text_field: str) -> str:
@@ -324,7 +326,7 @@ class TokenWriter:
         split = "val" if val else "train"
         if len(ids) == 0:
             return
-        self.buffers[split].append(ids)
+        self.buffers[split].append(np.asarray(ids, dtype=np.int64))
         self.buffered[split] += len(ids)
         self.documents[split] += 1
         if self.buffered[split] >= FLUSH_TOKENS:
@@ -333,7 +335,7 @@ class TokenWriter:
     def _flush(self, split: str) -> None:
         if not self.buffers[split]:
             return
-        chunk = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in self.buffers[split]])
+        chunk = np.concatenate(self.buffers[split])
         top = int(chunk.max())
         if top >= np.iinfo(self.dtype).max + 1 or chunk.min() < 0:
             raise ValueError(f"the tokenizer produced id {top}, outside {self.dtype.name} for its "
@@ -354,6 +356,7 @@ class TokenWriter:
             os.replace(self._partial("val"), self._partial("train"))
             open(self._partial("val"), "wb").close()
             self.counts = {"train": self.counts["val"], "val": 0}
+            self.documents = {"train": self.documents["val"], "val": 0}
         if self.counts["val"] == 0 and self.counts["train"] >= 2:
             self._move_tail(max(1, int(self.counts["train"] * val_fraction)))
             split_by = "tail"
