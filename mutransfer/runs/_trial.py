@@ -181,13 +181,18 @@ def make_dataset(data: DataConfig, seq_len: int | None = None):
         >>> ds = make_dataset(cfg.data, cfg.train.seq_len)
         >>> ds.describe()["name"]
     """
-    if data.factory is None and data.source == "tokens":
+    if data.factory is None and data.source in ("tokens", "hf"):
         return _token_dataset(data, seq_len)
     return _dataset(data)
 
 
 @functools.lru_cache(maxsize=4)
 def _token_dataset(data: DataConfig, seq_len: int | None):
+    if data.source == "hf":  # tokenized once into a cached prepared folder, read as tokens
+        return datasets.tokens(datasets.hf_tokens(
+            data.dataset, data_files=data.data_files, split=data.split, text_field=data.text_field,
+            tokenizer=data.tokenizer, val_fraction=data.val_fraction, cache_dir=data.cache_dir),
+            seq_len=seq_len)
     return datasets.tokens(data.path, train_file=data.train_file, val_file=data.val_file,
                            dtype=data.dtype, vocab_size=data.vocab_size, seq_len=seq_len)
 
@@ -203,7 +208,7 @@ def _dataset(data: DataConfig):
     if data.source == "synthetic":
         return datasets.synthetic(kind=data.kind, in_dim=data.in_dim, out_dim=data.out_dim, seed=data.seed)
     raise ValueError(f"[data] source {data.source!r} has no reader here; use one of pycorpus, "
-                     f"textfile, synthetic, tokens, or [data] factory")
+                     f"textfile, synthetic, tokens, hf, or [data] factory")
 
 
 def trial_value(res) -> float:

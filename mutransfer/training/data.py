@@ -61,8 +61,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mutransfer.training._data_factory import PROTOCOL, check_protocol, from_factory
-from mutransfer.training._tokens import TOKEN_DTYPES, TokenCorpus, tokens
+from mutransfer.training._data_factory import PROTOCOL, check_protocol, from_factory  # noqa: F401
+# text to token ids (`mutransfer data prepare`), and Hugging Face datasets tokenized once into a cache
+from mutransfer.training._hf import hf_tokens  # noqa: F401
+from mutransfer.training._prepare import prepare_tokens, train_tokenizer  # noqa: F401
+from mutransfer.training._tokens import TOKEN_DTYPES, TokenCorpus, tokens  # noqa: F401
 
 SPLITS = ("train", "val")
 SYNTHETIC_KINDS = ("classification", "regression", "image")
