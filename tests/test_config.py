@@ -64,7 +64,7 @@ def test_data_path_is_relative_to_the_config(tmp_path):
 @pytest.mark.parametrize("old, new, message", [
     ("steps = 10", "steps = 'ten'", r"x\.toml: \[train\] steps must be an int, got 'ten'"),
     ("steps = 10", "steps = 10\nstepz = 3", r"x\.toml: unknown key 'stepz' in \[train\]; allowed keys: steps"),
-    ('source = "synthetic"', 'source = "imagenet"', r"\[data\] source must be one of pycorpus, textfile, synthetic, got 'imagenet'"),
+    ('source = "synthetic"', 'source = "imagenet"', r"\[data\] source must be one of pycorpus, textfile, synthetic, tokens, hf, got 'imagenet'"),
     ("[parametrization]", "[parametrization]\nscheme = 'ntk'", r"\[parametrization\] scheme must be one of sp, mup, spectral"),
     ("[sweep]", "[sweep]\npruner = 'asha'", r"\[sweep\] pruner must be one of median, hyperband, none"),
     ("[sweep]", "[sweep]\nwidth = 0", r"\[sweep\] width must be >= 1, got 0"),

@@ -183,7 +183,7 @@ def test_run_trial_applies_qk_clip_and_spectral_decay(tmp_path):
 
     text = tiny_mlp_toml().replace('factory = "mutransfer.zoo:mlp"', 'factory = "mutransfer.zoo:gpt"')
     text = text.replace("kwargs = { depth = 2 }", "kwargs = { depth = 1 }")
-    text = text.replace('source = "synthetic"', 'source = "pycorpus"')
+    text = text.replace('source = "synthetic"\nin_dim = 8\nout_dim = 4', 'source = "pycorpus"')
     text = text.replace("[train]\n", '[train]\nseq_len = 16\nqk_clip = 30\ndecay = "spectral"\n'
                                      'weight_decay = 0.1\n')
     path = tmp_path / "g.toml"

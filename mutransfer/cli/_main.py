@@ -8,7 +8,7 @@ import sys
 from mutransfer._version import __version__
 
 # Subcommand modules, in the order `mutransfer --help` lists them.
-COMMANDS = ("quickstart", "describe", "coord-check", "sweep", "transfer", "train", "validate", "compare",
+COMMANDS = ("quickstart", "data", "describe", "coord-check", "sweep", "transfer", "train", "validate", "compare",
             "exponents",
             "report")
 

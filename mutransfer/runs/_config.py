@@ -30,7 +30,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-DATA_SOURCES = ("pycorpus", "textfile", "synthetic")
+DATA_SOURCES = ("pycorpus", "textfile", "synthetic", "tokens", "hf")
+TOKEN_DTYPES = ("uint16", "uint32")  # flat token-id files: uint16 below 65536 ids (nanoGPT, llm.c)
 SYNTHETIC_KINDS = ("classification", "regression")
 SAMPLERS = ("tpe", "random", "grid", "qmc")
 PRUNERS = ("median", "hyperband", "none")
@@ -63,9 +64,30 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    # "textfile" is implied by `path`; pycorpus (the stdlib's .py files) needs no download.
+    # "textfile" is implied by `path` to a file; pycorpus (the stdlib's .py files) needs no download.
     source: str = "pycorpus"
-    path: str | None = None  # relative to the config file; stored resolved (absolute)
+    # relative to the config file; stored resolved (absolute). textfile: the file; tokens: a folder
+    # from `mutransfer data prepare` (train.bin, val.bin, meta.json)
+    path: str | None = None
+    # tokens: files of token ids instead of a prepared folder: .bin (flat, `dtype`) or .npy, and the
+    # vocabulary they index (the model factory receives it as vocab=)
+    train_file: str | None = None
+    val_file: str | None = None
+    dtype: str | None = None  # "uint16" | "uint32" for .bin files
+    vocab_size: int | None = None
+    # hf: datasets.load_dataset(dataset, data_files=data_files, split=split) (local files, or a
+    # dataset already in the cache), its `text_field` tokenized once by `tokenizer` (a
+    # tokenizer.json path, or a transformers name or folder) into tokens under `cache_dir`
+    dataset: str | None = None
+    data_files: str | None = None  # a file or glob, relative to the config file
+    split: str = "train"
+    val_fraction: float = 0.05  # hf: the share of documents held out as "val"
+    text_field: str = "text"
+    tokenizer: str | None = None
+    cache_dir: str | None = None  # None: ~/.cache/mutransfer/tokens
+    # your own data: "module:function" or "path/to/file.py:function" returning an object with
+    # batch(split, batch_size, seq_len, generator, device), loss(outputs, y) and describe()
+    factory: str | None = None
     kind: str = "classification"  # synthetic only
     in_dim: int = 32  # synthetic only
     out_dim: int = 10  # synthetic only
@@ -322,18 +344,87 @@ def _ok(ok: bool, value, result, where: str, expected: str):
     return result
 
 
+# the [data] fields each source reads (besides source itself)
+SOURCE_FIELDS = {"pycorpus": (), "textfile": ("path",), "synthetic": ("kind", "in_dim", "out_dim", "seed"),
+                 "tokens": ("path", "train_file", "val_file", "dtype", "vocab_size"),
+                 "hf": ("dataset", "data_files", "split", "val_fraction", "text_field", "tokenizer",
+                        "cache_dir")}
+
+
 def _check_data(data: DataConfig, source: str, root: Path) -> DataConfig:
-    if data.path is not None:
-        if data.source not in ("pycorpus", "textfile"):  # pycorpus is only the default
-            raise ValueError(f"{source}: [data] give either path or source = {data.source!r}, not both")
-        resolved = (root / data.path).resolve()
-        if not resolved.is_file():
-            raise ValueError(f"{source}: [data] path {data.path!r} not found (looked at {resolved}); "
-                             f"paths are relative to the config file")
-        return dataclasses.replace(data, source="textfile", path=str(resolved))
+    """Resolve the data's paths against the config's folder and refuse fields of another source."""
+    if data.factory is not None:
+        return data  # a factory (resolved when the dataset is built) takes the data's place
+    if data.path is not None and data.source == "pycorpus":  # pycorpus is only the default
+        data = dataclasses.replace(data, source="tokens" if (root / data.path).is_dir() else "textfile")
+    if data.source not in SOURCE_FIELDS:
+        return data  # _check_choices names the allowed sources
+    _check_source_fields(data, source)
+    resolve = lambda value: None if value is None else str((root / value).resolve())  # noqa: E731
     if data.source == "textfile":
-        raise ValueError(f"{source}: [data] source = 'textfile' needs path = \"file.txt\"")
+        if data.path is None:
+            raise ValueError(f"{source}: [data] source = 'textfile' needs path = \"file.txt\"")
+        _must_exist(data.path, resolve(data.path), "path", source, Path.is_file)
+        return dataclasses.replace(data, path=resolve(data.path))
+    if data.source == "tokens":
+        return _check_tokens(data, source, resolve)
+    if data.source == "hf":
+        return _check_hf(data, source, root, resolve)
     return data
+
+
+def _check_source_fields(data: DataConfig, source: str) -> None:
+    defaults = DataConfig()
+    foreign = [f.name for f in dataclasses.fields(DataConfig)
+               if f.name not in ("source", "factory", *SOURCE_FIELDS[data.source])
+               and getattr(data, f.name) != getattr(defaults, f.name)]
+    if foreign:
+        raise ValueError(f"{source}: [data] {foreign[0]} is not read by source = {data.source!r} "
+                         f"(it reads {', '.join(SOURCE_FIELDS[data.source]) or 'no other field'}); "
+                         f"remove it or set the source that uses it")
+
+
+def _must_exist(given: str, resolved: str, key: str, source: str, test) -> None:
+    if not test(Path(resolved)):
+        raise ValueError(f"{source}: [data] {key} {given!r} not found (looked at {resolved}); "
+                         f"paths are relative to the config file")
+
+
+def _check_tokens(data: DataConfig, source: str, resolve) -> DataConfig:
+    if data.path is not None:
+        if data.train_file or data.val_file:
+            raise ValueError(f"{source}: [data] give path (a prepared folder) or train_file/val_file, not both")
+        _must_exist(data.path, resolve(data.path), "path", source, Path.is_dir)
+        return dataclasses.replace(data, path=resolve(data.path))
+    if data.train_file is None or data.val_file is None:
+        raise ValueError(f"{source}: [data] source = 'tokens' needs path = \"folder\" (from `mutransfer "
+                         f"data prepare`) or train_file and val_file (.bin or .npy) with vocab_size")
+    for key in ("train_file", "val_file"):
+        _must_exist(getattr(data, key), resolve(getattr(data, key)), key, source, Path.is_file)
+    if data.vocab_size is None or data.vocab_size < 1:
+        raise ValueError(f"{source}: [data] token files need vocab_size = <ids the model embeds>, e.g. "
+                         f"vocab_size = 50257; got {data.vocab_size!r}")
+    binary = [k for k in ("train_file", "val_file") if not getattr(data, k).endswith(".npy")]
+    if binary and data.dtype not in TOKEN_DTYPES:
+        raise ValueError(f"{source}: [data] {binary[0]} is a flat .bin file: give dtype = \"uint16\" "
+                         f"(vocabularies under 65536) or \"uint32\"; got {data.dtype!r}")
+    return dataclasses.replace(data, train_file=resolve(data.train_file), val_file=resolve(data.val_file))
+
+
+def _check_hf(data: DataConfig, source: str, root: Path, resolve) -> DataConfig:
+    if data.dataset is None and data.data_files is None:
+        raise ValueError(f"{source}: [data] source = 'hf' needs dataset = \"json\" (a builder or a "
+                         f"local folder) with data_files = \"docs/*.jsonl\", or a dataset name in the cache")
+    if data.tokenizer is None:
+        raise ValueError(f"{source}: [data] source = 'hf' needs tokenizer = \"tokenizer.json\" (a file, "
+                         f"e.g. from `mutransfer data prepare --train-tokenizer 512`) or a transformers name")
+    if not 0 < data.val_fraction < 1:
+        raise ValueError(f"{source}: [data] val_fraction must lie in (0, 1), e.g. 0.05; got {data.val_fraction!r}")
+    local = lambda value: value if value is None or not (root / value).exists() else resolve(value)  # noqa: E731
+    dataset = local(data.dataset)
+    files = resolve(data.data_files) if data.data_files is not None else None
+    return dataclasses.replace(data, dataset=dataset, data_files=files, tokenizer=local(data.tokenizer),
+                               cache_dir=resolve(data.cache_dir) if data.cache_dir else None)
 
 
 def _check_choices(cfg: ExperimentConfig, source: str) -> None:

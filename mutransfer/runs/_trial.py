@@ -60,8 +60,8 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     torch.manual_seed(seed)
     factory = config_factory(cfg, zoo.load_factory(cfg.model.factory))
     p = cfg.parametrization
-    data = make_dataset(cfg.data)
-    seq_len = None if cfg.data.source == "synthetic" else cfg.train.seq_len
+    seq_len = None if cfg.data.source == "synthetic" and cfg.data.factory is None else cfg.train.seq_len
+    data = make_dataset(cfg.data, seq_len)
     # the roles are traced on a batch of the config's own data (any factory, no example_input needed)
     example = data.batch("train", 2, seq_len, torch.Generator().manual_seed(0))[0]
     depths = {} if depth is None else {"depth": depth, "base_depth": cfg.model.base_depth or depth}
@@ -106,8 +106,10 @@ def trial_constants(knobs: dict) -> Constants:
 
 
 def config_factory(cfg: ExperimentConfig, factory: Callable) -> Callable:
-    """The factory with the config's kwargs; sizes the data fixes (seq_len, in_dim, out_dim)
-    default to the data's so a GPT's context matches ``train.seq_len``.
+    """The factory with the config's kwargs; sizes the data fixes (seq_len and vocab, or in_dim
+    and out_dim) default to the data's so a GPT's context matches ``train.seq_len`` and its
+    embedding the token corpus's ``vocab_size`` (passed as ``vocab=``, or ``vocab_size=`` to a
+    factory that names it so; 256 for byte corpora).
 
         >>> make = config_factory(cfg, mutransfer.zoo.gpt)
         >>> model = make(width=128)
@@ -117,12 +119,46 @@ def config_factory(cfg: ExperimentConfig, factory: Callable) -> Callable:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         accepted = {}
-    implied = ({"in_dim": cfg.data.in_dim, "out_dim": cfg.data.out_dim}
-               if cfg.data.source == "synthetic" else {"seq_len": cfg.train.seq_len})
+    if cfg.data.source == "synthetic" and cfg.data.factory is None:
+        implied = {"in_dim": cfg.data.in_dim, "out_dim": cfg.data.out_dim}
+    else:
+        implied = {"seq_len": cfg.train.seq_len}
+        vocab_key = next((k for k in VOCAB_KEYS if k in accepted), None)
+        vocab = _data_vocab(cfg)
+        if vocab is not None and vocab_key is not None and not any(k in kwargs for k in VOCAB_KEYS):
+            implied[vocab_key] = vocab
     for key, value in implied.items():
         if key in accepted and key not in kwargs:
             kwargs[key] = value
+    _check_model_vocab(cfg, kwargs)
     return functools.partial(factory, **kwargs)
+
+
+VOCAB_KEYS = ("vocab", "vocab_size")  # what a model factory may call its vocabulary
+
+
+def _data_vocab(cfg: ExperimentConfig) -> int | None:
+    """The vocabulary the data implies: 256 for byte corpora, None for synthetic tasks, else the
+    dataset's ``vocab`` attribute (token corpora, a factory's dataset that sets one)."""
+    if cfg.data.factory is None and cfg.data.source in ("pycorpus", "textfile"):
+        return datasets.VOCAB
+    if cfg.data.factory is None and cfg.data.source == "synthetic":
+        return None
+    vocab = getattr(make_dataset(cfg.data, cfg.train.seq_len), "vocab", None)
+    return vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
+
+
+def _check_model_vocab(cfg: ExperimentConfig, kwargs: dict) -> None:
+    """A ``[model] kwargs`` vocabulary smaller than the data's token ids is refused before training."""
+    given = next(((k, kwargs[k]) for k in VOCAB_KEYS if k in kwargs), None)
+    if given is None or (cfg.data.factory is None and cfg.data.source in ("pycorpus", "textfile", "synthetic")):
+        return
+    corpus = make_dataset(cfg.data, cfg.train.seq_len)
+    max_id = getattr(corpus, "max_id", None)
+    if isinstance(given[1], int) and isinstance(max_id, int) and given[1] <= max_id:
+        raise ValueError(f"[model] kwargs {given[0]} = {given[1]} but the data ({corpus.describe()['name']}) "
+                         f"holds token id {max_id}; set {given[0]} >= {max_id + 1} or remove it (the "
+                         f"factory then gets the data's vocab_size, {getattr(corpus, 'vocab', max_id + 1)})")
 
 
 def _scale_init_(plan, scale: float) -> None:
@@ -137,14 +173,42 @@ def _scale_init_(plan, scale: float) -> None:
                 named[name].mul_(scale)
 
 
+def make_dataset(data: DataConfig, seq_len: int | None = None):
+    """The dataset ``data`` describes (cached per process: pycorpus reads ~the whole stdlib).
+    ``[data] factory`` wins over ``source``; token files given ``seq_len`` are checked at open
+    to hold one window of ``seq_len + 1`` ids per split.
+
+        >>> ds = make_dataset(cfg.data, cfg.train.seq_len)
+        >>> ds.describe()["name"]
+    """
+    if data.factory is None and data.source in ("tokens", "hf"):
+        return _token_dataset(data, seq_len)
+    return _dataset(data)
+
+
 @functools.lru_cache(maxsize=4)
-def make_dataset(data: DataConfig):
-    """The dataset ``data`` describes (cached per process: pycorpus reads ~the whole stdlib)."""
+def _token_dataset(data: DataConfig, seq_len: int | None):
+    if data.source == "hf":  # tokenized once into a cached prepared folder, read as tokens
+        return datasets.tokens(datasets.hf_tokens(
+            data.dataset, data_files=data.data_files, split=data.split, text_field=data.text_field,
+            tokenizer=data.tokenizer, val_fraction=data.val_fraction, cache_dir=data.cache_dir),
+            seq_len=seq_len)
+    return datasets.tokens(data.path, train_file=data.train_file, val_file=data.val_file,
+                           dtype=data.dtype, vocab_size=data.vocab_size, seq_len=seq_len)
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(data: DataConfig):
+    if data.factory is not None:
+        return datasets.from_factory(data.factory)
     if data.source == "pycorpus":
         return datasets.pycorpus()
     if data.source == "textfile":
         return datasets.textfile(data.path)
-    return datasets.synthetic(kind=data.kind, in_dim=data.in_dim, out_dim=data.out_dim, seed=data.seed)
+    if data.source == "synthetic":
+        return datasets.synthetic(kind=data.kind, in_dim=data.in_dim, out_dim=data.out_dim, seed=data.seed)
+    raise ValueError(f"[data] source {data.source!r} has no reader here; use one of pycorpus, "
+                     f"textfile, synthetic, tokens, hf, or [data] factory")
 
 
 def trial_value(res) -> float:

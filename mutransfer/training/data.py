@@ -1,15 +1,49 @@
-"""Built-in datasets that need no download: Python's own stdlib sources, any text file, and a
-synthetic teacher-network task.
+"""Datasets: Python's own stdlib sources, any text file, token-id files, a synthetic
+teacher-network task, or your own (``[data] factory``).
 
-Every dataset implements one small protocol, which :func:`mutransfer.train` uses:
+**The dataset protocol** (the one place it is written down): :func:`mutransfer.train`, every trial
+and ``[data] factory = "module:function"`` or ``"path/to/file.py:function"`` (called with no
+arguments) use any object with these three methods:
 
     x, y = ds.batch(split, batch_size, seq_len, generator, device)   # split "train" | "val"
-    loss = ds.loss(outputs, y)     # scalar: cross-entropy (bytes, classification) or MSE
-    ds.describe()                  # dict: name, sizes, sha256, ...
+    loss = ds.loss(outputs, y)     # scalar: cross-entropy (tokens, bytes, classes) or MSE
+    ds.describe()                  # dict: name, sizes, sha256, ... (written into the reports)
+
+``batch`` must draw its randomness from ``generator`` only (a CPU ``torch.Generator`` seeded per
+trial: every rank then reads the same global batch and trials stay comparable) and return
+tensors on ``device``; an optional ``vocab`` attribute reaches the model factory as ``vocab=``.
+A factory returning an object without one of the methods is a TypeError naming it. A custom
+dataset, in ``my_data.py`` with ``[data] factory = "my_data.py:make_dataset"``:
+
+    import numpy as np, torch, torch.nn.functional as F
+
+    class MyTokens:
+        vocab = 50257                                    # the model factory gets vocab=50257
+
+        def __init__(self, train, val):                  # 1-D arrays of token ids
+            self.splits = {"train": train, "val": val}
+
+        def batch(self, split, batch_size, seq_len, generator=None, device="cpu"):
+            data = self.splits[split]
+            starts = torch.randint(0, len(data) - seq_len, (batch_size,), generator=generator)
+            w = torch.from_numpy(np.stack([data[s:s + seq_len + 1] for s in starts.tolist()])).long()
+            return w[:, :-1].to(device), w[:, 1:].to(device)
+
+        def loss(self, outputs, y):                      # logits (B, T, vocab), targets (B, T)
+            return F.cross_entropy(outputs.flatten(0, 1).float(), y.flatten())
+
+        def describe(self):
+            return {"name": "my-tokens", "n_train": len(self.splits["train"])}
+
+    def make_dataset():
+        ids = np.load("ids.npy", mmap_mode="r")
+        cut = int(0.95 * len(ids))
+        return MyTokens(ids[:cut], ids[cut:])
 
 Byte corpora (:func:`pycorpus`, :func:`textfile`) return windows of ``seq_len + 1`` bytes as
-``x = w[:-1], y = w[1:]`` (next-byte prediction, vocab 256); synthetic tasks return
-``(inputs, targets)`` and ignore ``seq_len``.
+``x = w[:-1], y = w[1:]`` (next-byte prediction, vocab 256); token corpora (:func:`tokens`) do the
+same over memory-mapped token ids; synthetic tasks return ``(inputs, targets)`` and ignore
+``seq_len``.
 
     >>> ds = pycorpus()
     >>> x, y = ds.batch("train", 8, 64, torch.Generator().manual_seed(0), "cpu")
@@ -26,6 +60,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from mutransfer.training._data_factory import PROTOCOL, check_protocol, from_factory  # noqa: F401
+# text to token ids (`mutransfer data prepare`), and Hugging Face datasets tokenized once into a cache
+from mutransfer.training._hf import hf_tokens  # noqa: F401
+from mutransfer.training._prepare import prepare_tokens, train_tokenizer  # noqa: F401
+from mutransfer.training._tokens import TOKEN_DTYPES, TokenCorpus, tokens  # noqa: F401
 
 SPLITS = ("train", "val")
 SYNTHETIC_KINDS = ("classification", "regression", "image")
