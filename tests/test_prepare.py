@@ -299,3 +299,16 @@ def test_make_dataset_reads_the_hf_cache_as_tokens(jsonl_data, tokenizer, tmp_pa
     assert x.shape == (2, 8) and int(x.max()) < corpus.vocab
     res = run_trial(cfg, {"lr": 1e-3}, width=32, device="cpu", seed=0)
     assert math.isfinite(res.final_loss)
+
+def test_the_cli_tokenizes_the_standard_library_with_stdlib(texts, tmp_path, monkeypatch, capsys):
+    """--stdlib adds the .py files pycorpus reads (here a few of them, for speed)."""
+    from mutransfer.training import data as data_module
+
+    files = data_module.stdlib_files()[:5]
+    assert files and all(f.suffix == ".py" and "site-packages" not in f.parts for f in files)
+    monkeypatch.setattr(data_module, "stdlib_files", lambda: files)
+    out = tmp_path / "std"
+    assert main(["data", "prepare", "--stdlib", "--out", str(out), "--train-tokenizer", "300", "--quiet"]) == 0
+    assert set(json.loads((out / "meta.json").read_text())["sources"]) == {str(f) for f in files}
+    assert main(["data", "prepare", "--out", str(tmp_path / "none"), "--train-tokenizer", "300"]) == 2
+    assert "nothing to tokenize: give INPUT files, folders or globs, or --stdlib" in capsys.readouterr().err

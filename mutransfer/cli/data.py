@@ -25,9 +25,12 @@ def register(subparsers) -> None:
                     "downloaded: use a local tokenizer, or train one with --train-tokenizer N.",
         epilog="example: mutransfer data prepare docs/ --out data/docs --train-tokenizer 4096, "
                "then [data] source = \"tokens\", path = \"data/docs\" in the experiment file")
-    prep.add_argument("inputs", nargs="+", metavar="INPUT",
+    prep.add_argument("inputs", nargs="*", metavar="INPUT",
                       help="text, .jsonl or .parquet files, folders holding them, or globs "
                            "(quote them: 'docs/**/*.md')")
+    prep.add_argument("--stdlib", action="store_true",
+                      help="add the running Python's standard-library .py files (the text of the "
+                           "default byte corpus, present everywhere: a first corpus to try)")
     prep.add_argument("--out", required=True, metavar="FOLDER",
                       help="the prepared folder to write (created if needed)")
     which = prep.add_mutually_exclusive_group(required=True)
@@ -53,9 +56,12 @@ def _no_action(parser: argparse.ArgumentParser) -> int:
 
 
 def run_prepare(args) -> int:
-    from mutransfer.training.data import prepare_tokens
+    from mutransfer.training.data import prepare_tokens, stdlib_files
 
-    meta = prepare_tokens(args.inputs, args.out, args.tokenizer, train_tokenizer=args.train_tokenizer,
+    inputs = list(args.inputs) + ([str(f) for f in stdlib_files()] if args.stdlib else [])
+    if not inputs:
+        raise ValueError("nothing to tokenize: give INPUT files, folders or globs, or --stdlib")
+    meta = prepare_tokens(inputs, args.out, args.tokenizer, train_tokenizer=args.train_tokenizer,
                           text_field=args.text_field, val_fraction=args.val_fraction,
                           progress=not args.quiet)
     print(summary(meta, args.out))

@@ -162,6 +162,17 @@ def _python_files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def stdlib_files(root: str | os.PathLike | None = None) -> list[Path]:
+    """The standard-library ``.py`` files :func:`pycorpus` reads (sorted, tests and installed
+    packages left out), e.g. to tokenize them: ``mutransfer data prepare --stdlib``.
+
+        >>> files = stdlib_files()
+        >>> files[0].suffix
+        '.py'
+    """
+    return _python_files(Path(root or sysconfig.get_paths()["stdlib"]))
+
+
 def pycorpus(root: str | os.PathLike | None = None) -> ByteCorpus:
     """The bytes of the running Python's standard-library ``.py`` files (no download).
 
