@@ -29,6 +29,7 @@ from mutransfer.validation._landscape import (MUP_MAX_DRIFT, MUP_MAX_REGRET, MUP
                                               loss_at, regret, summarize, survivors)
 from mutransfer.validation._markdown import markdown_table, write_markdown
 from mutransfer.validation._report import write_report
+from mutransfer.validation._report_corpora import write_corpora_report
 from mutransfer.validation._report_sweep import best_table, failed_table, write_sweep_report
 from mutransfer.validation._report_bare_table import write_bare_table_report
 from mutransfer.validation._report_batch_noise import write_batch_noise_report
@@ -41,7 +42,7 @@ from mutransfer.validation._target_report import summary_rows, write_training_re
 from mutransfer.validation._validate import landscape_markdown, shell_path, validate
 from mutransfer.validation._verdict import CoordVerdict, coord_slopes, coord_verdict
 
-__all__ = ["CoordVerdict", "DEFAULT_ADAM_LR", "DEFAULT_LR", "MUP_MAX_DRIFT", "MUP_MAX_REGRET",
+__all__ = ["CoordVerdict", "write_corpora_report", "DEFAULT_ADAM_LR", "DEFAULT_LR", "MUP_MAX_DRIFT", "MUP_MAX_REGRET",
            "MUP_SCHEMES", "REGRET_COLUMNS", "best_table", "check_runs", "compare", "compare_verdict",
            "config_coord_check", "coord_batches", "coord_check", "coord_slopes", "coord_verdict",
            "curve_means", "depth_coord_check", "depth_etas", "depth_markdown", "depth_summary",

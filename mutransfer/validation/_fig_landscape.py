@@ -193,3 +193,28 @@ def _plot_depth_landscapes(plt, df: pd.DataFrame, etas: pd.DataFrame, path) -> P
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
                frameon=False, title="depth", title_fontsize=8)
     return save(fig, path)
+
+
+def plot_corpora(frames: dict, etas: pd.DataFrame, path) -> Path:
+    """Loss against log2 lr, one panel per corpus (its own loss scale), one curve per width, and
+    each fitted eta* as a dashed line: where the optimum sits, corpus by corpus.
+
+        >>> plot_corpora({"BPE": bpe_df, "bytes": byte_df}, etas, "reports/tokens-vs-bytes/corpora.png")
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(frames), figsize=(3.6 * len(frames), 3.0), squeeze=False)
+    for ax, (label, df) in zip(axes[0], frames.items()):
+        means = df.groupby(["width", "log2_lr"], as_index=False)["loss"].mean()
+        for i, (width, curve) in enumerate(means.groupby("width")):
+            colour = plt.get_cmap("viridis")(i / max(1, means["width"].nunique() - 1))
+            ax.plot(curve["log2_lr"], curve["loss"], "o-", ms=3, color=colour, label=f"width {width}")
+            eta = etas[(etas.corpus == label) & (etas.width == width)]["log2_eta"]
+            if len(eta):
+                ax.axvline(float(eta.iloc[0]), color=colour, ls="--", lw=1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("log2 lr", fontsize=8)
+        ax.set_ylabel("final eval loss (nats per token)", fontsize=8)
+        style_axes(ax)
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
