@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from ranks import cli, start_ranks
+from tiny import tiny_tokens
 
 import mutransfer
 from mutransfer.runs import _trial, load_config, to_toml
-from mutransfer.training.data import prepare_tokens, stdlib_files
 
 pytest.importorskip("tokenizers")
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +27,7 @@ TOY = {"model.width": 32, "model.base_width": 8, "sweep.width": 16, "sweep.trial
 
 def test_the_tokens_quickstart_runs_at_toy_size(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    meta = prepare_tokens([str(f) for f in stdlib_files()[:12]], data, train_tokenizer=VOCAB,
-                          progress=False)
+    meta = tiny_tokens(data, VOCAB)
     assert {p.name for p in data.iterdir()} == {"train.bin", "val.bin", "meta.json", "tokenizer.json"}
     assert meta["vocab_size"] == VOCAB and meta["train_tokens"] > 10_000 and meta["val_tokens"] > 16
 
