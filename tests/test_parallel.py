@@ -212,17 +212,21 @@ def test_torchrun_mutransfer_train_on_two_ranks(tmp_path):
     pd.testing.assert_series_equal(two["eval_loss"], one["eval_loss"], rtol=1e-5, atol=1e-6)
 
 
-def _recipe(rank: int, world: int) -> float:
+def _recipe(rank: int, world: int, cwd: str) -> dict:
     from readme_blocks import readme_block
 
+    os.chdir(cwd)  # where the recipe's relative reports/tokens-quickstart/data is
     namespace = {"__name__": "recipe"}
     exec(compile(readme_block("fully_shard(block)"), "README.md", "exec"), namespace)
-    return float(namespace["loss"].detach())
+    return {"loss": float(namespace["loss"].detach()), "vocab": namespace["data"].vocab,
+            "rows": namespace["plan"].model.wte.weight.shape[0]}  # a DTensor: the global shape
 
 
-def test_readme_fsdp_loop_runs_on_two_ranks():
-    losses = run_ranks(_recipe, world=2, init_group=False)
-    assert all(math.isfinite(v) and v < math.log(256) for v in losses)
+def test_readme_fsdp_loop_runs_on_two_ranks(quickstart_tokens):
+    """The recipe as written, on a tiny folder of tokens where the tokens quickstart prepares it."""
+    results = run_ranks(_recipe, world=2, init_group=False, cwd=str(quickstart_tokens))
+    assert all(r["vocab"] == r["rows"] == 300 for r in results)
+    assert all(math.isfinite(r["loss"]) and r["loss"] < math.log(r["vocab"]) for r in results)
 
 
 # --- bad launches ------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ MAX_LINES = 300
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_python_blocks_run(code, tmp_path, monkeypatch):
+def test_readme_python_blocks_run(code, tmp_path, monkeypatch, request):
     (tmp_path / "sweeps").symlink_to(ROOT / "sweeps")  # examples name sweeps/*.toml as in a checkout
+    if "reports/tokens-quickstart/data" in code:  # what the tokens quickstart prepares
+        request.getfixturevalue("quickstart_tokens")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
 

@@ -251,16 +251,20 @@ def test_lr_scheduler_is_the_loops_schedule_for_any_loop():
         T.lr_scheduler(opt, steps=10, schedule="step")
 
 
-def test_transformers_trainer_takes_the_plans_optimizer_and_schedule(tmp_path, monkeypatch):
-    """The README's recipe as written: a Llama from config, no download."""
+def test_transformers_trainer_takes_the_plans_optimizer_and_schedule(quickstart_tokens, monkeypatch):
+    """The README's recipe as written: a Llama from config, no download, on the tokens the tokens
+    quickstart prepares (a tiny folder of them at that path)."""
     pytest.importorskip("transformers")
     pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (the hf extra)")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(quickstart_tokens)
     from readme_blocks import readme_block
 
     ns = {"__name__": "recipe"}
     exec(compile(readme_block("Trainer("), "README.md", "exec"), ns)
     trainer, opt, sched, lr, steps = (ns[k] for k in ("trainer", "opt", "sched", "lr", "steps"))
+    vocab = ns["data"].vocab
+    assert vocab == 300 and trainer.model.get_input_embeddings().weight.shape[0] == vocab
+    assert int(ns["ids"].max()) < vocab and ns["ids"].shape == (64, 32)
     assert getattr(trainer.optimizer, "optimizer", trainer.optimizer) is opt
     assert trainer.lr_scheduler is sched and sched.last_epoch == trainer.state.global_step == steps
     assert len({g["lr_mult"] for g in opt.param_groups}) > 1

@@ -63,3 +63,20 @@ def run_command(module, name: str, *argv: str) -> int:
     module.register(parser.add_subparsers())
     args = parser.parse_args([name, *argv])
     return args.func(args)
+
+
+# the folder the tokens quickstart's first command prepares; the README's recipes read it
+QUICKSTART_TOKENS = Path("reports/tokens-quickstart/data")
+
+
+def tiny_tokens(folder: Path, vocab: int = 300, files: int = 12) -> dict:
+    """A prepared token folder, as `mutransfer data prepare --stdlib --train-tokenizer N` writes
+    it, in small: a ``vocab``-token BPE trained on the first ``files`` stdlib .py files (~100 KB,
+    offline, about a second); returns its meta.
+
+        >>> meta = tiny_tokens(tmp_path / QUICKSTART_TOKENS)
+    """
+    from mutransfer.training.data import prepare_tokens, stdlib_files
+
+    return prepare_tokens([str(f) for f in stdlib_files()[:files]], folder, train_tokenizer=vocab,
+                          progress=False)
