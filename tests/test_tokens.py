@@ -281,6 +281,6 @@ def test_a_data_factory_from_a_file_trains_and_a_wrong_one_names_the_missing_met
         data.from_factory(f"{tmp_path / 'my_data.py'}:wrong")
     with pytest.raises(TypeError, match=r"returned a HalfDone, which lacks batch, describe;"):
         data.from_factory(f"{tmp_path / 'my_data.py'}:half")
-    with pytest.raises(ValueError, match=r"has no function 'nope'.*make_dataset"):
+    with pytest.raises(ValueError, match=r"has no attribute 'nope'.*\[data\] factory"):
         data.from_factory(f"{tmp_path / 'my_data.py'}:nope")
     assert data.from_factory("mutransfer.training.data:pycorpus").describe()["name"] == "pycorpus"

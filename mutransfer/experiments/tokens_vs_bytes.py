@@ -10,7 +10,7 @@ from __future__ import annotations
 from mutransfer.experiments._cli import out_folder, parser
 
 VALIDATE = ("mutransfer validate sweeps/tokens-{}-300.toml --widths 32,64 --schemes spectral "
-            "--optimizers adamw --lrs=-10:-3:1 --seeds 2")
+            "--optimizers adamw --lrs=-10:-3:0.5 --seeds 2")
 PREPARE = "mutransfer data prepare --stdlib --train-tokenizer 512 --out reports/tokens-quickstart/data"
 
 

@@ -8,5 +8,6 @@ May import :mod:`mutransfer.optim` and :mod:`mutransfer.core`.
     >>> model = mutransfer.models.zoo.gpt(width=128, depth=2)
 """
 from mutransfer.models import hf, zoo
+from mutransfer.models._specs import load_object
 
-__all__ = ["hf", "zoo"]
+__all__ = ["hf", "load_object", "zoo"]

@@ -17,11 +17,7 @@ They are ordinary modules with PyTorch's default init (exceptions noted per fact
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -243,46 +239,11 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
         >>> load_factory("mutransfer.zoo:gpt") is gpt
         True
     """
-    if not isinstance(spec, str) or spec.count(":") < 1 or not all(spec.rpartition(":")[::2]):
-        raise ValueError(f"factory spec {spec!r} is malformed; write 'package.module:function' "
-                         f"(e.g. 'mutransfer.zoo:gpt') or 'path/to/file.py:make_model'")
-    where, _, attr = spec.rpartition(":")
-    module = _load_file(where) if where.endswith(".py") else _import(where)
-    if not hasattr(module, attr):
-        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise ValueError(f"{where!r} has no attribute {attr!r}; callables there: {public[:12]}. "
-                         f"Fix the name after ':' in {spec!r}")
-    factory = getattr(module, attr)
+    from mutransfer.models._specs import load_object
+
+    factory = load_object(spec, what="factory", example="make_model")
     _check_width_keyword(factory, spec)
     return factory
-
-
-def _import(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        raise ValueError(f"cannot import module {name!r} ({err}); check the spelling, or give a "
-                         f"file path ending in .py ('path/to/file.py:make_model')") from err
-
-
-def _load_file(path: str):
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"factory file {path!r} not found (resolved: {file.resolve()}); "
-                         f"give a path to an existing .py file, relative to the working directory")
-    folder = str(file.resolve().parent)
-    if folder not in sys.path:  # last: siblings import, installed modules keep their names
-        sys.path.append(folder)
-    name = f"mutransfer_user_{abs(hash(str(file.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # lets dataclasses/pickle inside the user's file find it
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def _check_width_keyword(factory, spec: str) -> None:

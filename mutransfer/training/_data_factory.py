@@ -7,12 +7,7 @@ of :mod:`mutransfer.training.data` (``batch``, ``loss``, ``describe``).
 """
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import sys
-from pathlib import Path
 
 PROTOCOL = ("batch", "loss", "describe")
 SIGNATURE = "batch(split, batch_size, seq_len, generator, device), loss(outputs, y) and describe()"
@@ -58,44 +53,10 @@ def check_protocol(dataset, where: str = "the dataset") -> None:
 
 
 def _resolve(spec: str):
-    if not isinstance(spec, str) or spec.count(":") < 1 or not all(spec.rpartition(":")[::2]):
-        raise ValueError(f"[data] factory {spec!r} is malformed; write 'package.module:function' "
-                         f"or 'path/to/file.py:make_dataset'")
-    where, _, name = spec.rpartition(":")
-    module = _load_file(Path(where)) if where.endswith(".py") else _import(where)
-    function = getattr(module, name, None)
+    from mutransfer.models import load_object
+
+    function = load_object(spec, what="[data] factory", example="make_dataset")
     if not callable(function):
-        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise ValueError(f"{where!r} has no function {name!r}; callables there: {public[:12]}. "
-                         f"Fix the name after ':' in [data] factory {spec!r}")
+        raise TypeError(f"[data] factory {spec!r} is {type(function).__name__}, not a function; point "
+                        f"it at a function of no arguments returning the dataset")
     return function
-
-
-def _import(name: str):
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        raise ValueError(f"[data] factory: cannot import module {name!r} ({err}); check the spelling, "
-                         f"or give a file path ending in .py ('path/to/file.py:make_dataset')") from err
-
-
-def _load_file(file: Path):
-    if not file.is_file():
-        raise ValueError(f"[data] factory file {str(file)!r} not found (resolved: {file.resolve()}); "
-                         f"give a path to an existing .py file, relative to the working directory")
-    resolved = file.resolve()
-    name = f"mutransfer_data_{hashlib.sha256(str(resolved).encode()).hexdigest()[:16]}"
-    if name in sys.modules:  # loaded once per process, like an import
-        return sys.modules[name]
-    folder = str(resolved.parent)
-    if folder not in sys.path:  # last: siblings import, installed modules keep their names
-        sys.path.append(folder)
-    spec = importlib.util.spec_from_file_location(name, resolved)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # lets dataclasses/pickle inside the user's file find it
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
