@@ -81,3 +81,26 @@ def test_the_batch_noise_page_is_written_from_its_stored_results(tmp_path):
     shutil.copy(ROOT / "reports" / "batch-noise" / "results.json", tmp_path / "results.json")
     assert batch_noise.main(["write", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "index.md").read_text() == (ROOT / "reports" / "batch-noise" / "index.md").read_text()
+
+
+def test_the_corpora_report_is_written_from_the_stored_landscapes(tmp_path):
+    """reports/tokens-vs-bytes from the two validate.csv it reads: eta* per corpus and width,
+    the shift between corpora and whether the intervals overlap; a missing one names its command."""
+    import shutil
+
+    from mutransfer.validation import write_corpora_report
+
+    reports = Path(__file__).resolve().parents[1] / "reports"
+    corpora = {}
+    for name in ("tokens-bpe-300", "tokens-bytes-300"):
+        (tmp_path / name).mkdir()
+        shutil.copy(reports / name / "validate.csv", tmp_path / name / "validate.csv")
+        corpora[name] = tmp_path / name
+    page = write_corpora_report(tmp_path / "out", corpora).read_text()
+    assert (tmp_path / "out" / "corpora.png").stat().st_size > 0
+    committed = (reports / "tokens-vs-bytes" / "index.md").read_text()
+    for row in ("| 64 | -5.03 [-5.26, -4.53] |", "| 64 | -4.56 [-4.65, -4.30] |"):
+        assert row in page and row in committed
+    assert "width 64: eta* on tokens-bytes-300 is +0.47 octaves from tokens-bpe-300's" in page
+    with pytest.raises(ValueError, match=r"no .*nowhere/validate.csv: run `mutransfer validate"):
+        write_corpora_report(tmp_path / "x", {"a": tmp_path / "nowhere", "b": tmp_path / "tokens-bpe-300"})

@@ -42,11 +42,11 @@ def write_corpora_report(folder: str | Path, corpora: Mapping[str, str | Path], 
     out.mkdir(parents=True, exist_ok=True)
     plot_corpora(frames, etas, out / "corpora.png")
     first = next(iter(corpora))
-    lines = ["then this page from their validate.csv. Each run is the zoo GPT at the proxy widths, "
-             "spectral + AdamW, the same steps, batch and sequence length; only the data differs. "
-             "Losses are per token of each corpus's own vocabulary, so they do not compare "
-             "across corpora; eta* does.", "",
-             *(f"- `{runs[label]}` ({label})" for label in corpora if label in runs), "",
+    lines = ["The runs are the commands below; this page is written from their validate.csv. Each run "
+             "is the zoo GPT at the proxy widths, spectral + AdamW, with the same steps, batch and "
+             "sequence length: only the data differs. Losses are per token of each corpus's own "
+             "vocabulary, so they do not compare across corpora; eta* does.", "",
+             *(f"- {label}: `{runs[label]}`" for label in corpora if label in runs), "",
              *markdown_table(_eta_table(etas, first)), "", "![loss against lr per corpus](corpora.png)", "",
              *_verdict(etas, first), ""]
     return write_markdown(out / "index.md", "Does the proxy's eta* depend on the data?", command, lines)
