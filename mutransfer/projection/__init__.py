@@ -8,7 +8,10 @@ May import every package below it: :mod:`mutransfer.optim`, :mod:`mutransfer.cor
 :mod:`mutransfer.tuning`.
 
 The laws it fits are records: the eta*(B) laws in :data:`LAWS` (one :class:`Law` each) and
-the B_opt(D) law of the token budget, :func:`fit_budget_law` (B_opt = b0 * D^p).
+the B_opt(D) law of the token budget, :func:`fit_budget_law` (B_opt = b0 * D^p). At one budget,
+:func:`fit_loss_surface` fits the loss over (log2 lr, log2 batch) as one smooth
+:class:`LossSurface` that can rank batches, and :func:`batch_menu` lists what each batch costs
+(:func:`recommended_batch`: the largest within eps of the best).
 
     >>> plan = mutransfer.projection.transfer(study, target_width=1024)
     >>> print(plan.summary())
@@ -17,12 +20,14 @@ from mutransfer.projection._budget_laws import BudgetLaw, fit_budget_law
 from mutransfer.projection._laws import (CI_LEVEL, LAWS, VAR_FLOOR, Law, fit_law, fit_laws, fit_line,
                                          flat_optimum, interval, law_log2_eta, momentum_c,
                                          quadratic_optimum)
+from mutransfer.projection._menu import batch_menu, recommended_batch
 from mutransfer.projection._pipeline import PipelineResult, pipeline
+from mutransfer.projection._surface import BestBatch, Estimate, LossSurface, fit_loss_surface
 from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 
-__all__ = ["BudgetLaw", "CI_LEVEL", "LAWS", "Law", "PipelineResult", "TransferPlan", "VAR_FLOOR",
-           "fit_budget_law", "fit_law", "fit_laws", "fit_line", "flat_optimum", "interval",
-           "law_log2_eta", "load_plan", "momentum_c", "pipeline", "quadratic_optimum",
-           "train_target", "transfer"]
+__all__ = ["BestBatch", "BudgetLaw", "CI_LEVEL", "Estimate", "LAWS", "Law", "LossSurface", "PipelineResult",
+           "TransferPlan", "VAR_FLOOR", "batch_menu", "fit_budget_law", "fit_law", "fit_laws", "fit_line",
+           "fit_loss_surface", "flat_optimum", "interval", "law_log2_eta", "load_plan", "momentum_c",
+           "pipeline", "quadratic_optimum", "recommended_batch", "train_target", "transfer"]
