@@ -233,12 +233,11 @@ def _start(x, y, loss, W, quadratic_y: bool) -> np.ndarray:
     b = wls(X, np.broadcast_to(loss, W.shape), W)
     if not quadratic_y:
         b = np.c_[b[:, :2], np.zeros(len(b)), b[:, 2:]]
-    b0, b1, b2, b3, b4, b5 = b.T
+    b5 = b[:, 5]
     if not (np.isfinite(b5[0]) and b5[0] > 0):
         raise ValueError("the loss is not convex in the lr near the best lrs (the fitted curvature is "
                          f"{b5[0]:.3g}): the sweep does not bracket eta*; extend the lr range both ways")
-    bad = ~(np.isfinite(b5) & (b5 > 0))
-    b[bad] = b[0]
+    b[~(np.isfinite(b5) & (b5 > 0))] = b[0]
     b0, b1, b2, b3, b4, b5 = b.T
     p0, p1 = -b3 / (2 * b5), -b4 / (2 * b5)
     theta = np.c_[b0 - b5 * p0 ** 2, b1 - 2 * b5 * p0 * p1, b2 - b5 * p1 ** 2, p0, p1, np.log(b5), np.zeros(len(b))]
