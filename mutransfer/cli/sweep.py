@@ -62,11 +62,11 @@ def stored_study(args):
     import optuna
 
     from mutransfer.runs import load_config
-    from mutransfer.tuning import default_storage, default_study_name, open_storage
+    from mutransfer.tuning import open_storage, study_location
 
     cfg = load_config(args.config)
-    name = args.study or default_study_name(cfg, args.width, args.seed)
-    url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
+    name, url = study_location(cfg, width=args.width, seed=args.seed, storage=args.storage,
+                               study_name=args.study, reports_dir=args.reports)
     try:
         return optuna.load_study(study_name=name, storage=open_storage(
             url, heartbeat_interval=cfg.sweep.heartbeat_interval, grace_period=cfg.sweep.grace_period))

@@ -88,6 +88,16 @@ class DataConfig:
     # your own data: "module:function" or "path/to/file.py:function" returning an object with
     # batch(split, batch_size, seq_len, generator, device), loss(outputs, y) and describe()
     factory: str | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the data is the synthetic vector task (no seq_len, no vocabulary)."""
+        return self.source == "synthetic" and self.factory is None
+
+    @property
+    def byte_corpus(self) -> bool:
+        """Whether the data is a byte corpus (vocabulary 256, nothing to scan)."""
+        return self.source in ("pycorpus", "textfile") and self.factory is None
     kind: str = "classification"  # synthetic only
     in_dim: int = 32  # synthetic only
     out_dim: int = 10  # synthetic only

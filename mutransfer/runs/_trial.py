@@ -60,7 +60,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     torch.manual_seed(seed)
     factory = config_factory(cfg, zoo.load_factory(cfg.model.factory))
     p = cfg.parametrization
-    seq_len = None if cfg.data.source == "synthetic" and cfg.data.factory is None else cfg.train.seq_len
+    seq_len = None if cfg.data.synthetic else cfg.train.seq_len
     data = make_dataset(cfg.data, seq_len)
     # the roles are traced on a batch of the config's own data (any factory, no example_input needed)
     example = data.batch("train", 2, seq_len, torch.Generator().manual_seed(0))[0]
@@ -119,7 +119,7 @@ def config_factory(cfg: ExperimentConfig, factory: Callable) -> Callable:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         accepted = {}
-    if cfg.data.source == "synthetic" and cfg.data.factory is None:
+    if cfg.data.synthetic:
         implied = {"in_dim": cfg.data.in_dim, "out_dim": cfg.data.out_dim}
     else:
         implied = {"seq_len": cfg.train.seq_len}
@@ -140,9 +140,9 @@ VOCAB_KEYS = ("vocab", "vocab_size")  # what a model factory may call its vocabu
 def _data_vocab(cfg: ExperimentConfig) -> int | None:
     """The vocabulary the data implies: 256 for byte corpora, None for synthetic tasks, else the
     dataset's ``vocab`` attribute (token corpora, a factory's dataset that sets one)."""
-    if cfg.data.factory is None and cfg.data.source in ("pycorpus", "textfile"):
+    if cfg.data.byte_corpus:
         return datasets.VOCAB
-    if cfg.data.factory is None and cfg.data.source == "synthetic":
+    if cfg.data.synthetic:
         return None
     vocab = getattr(make_dataset(cfg.data, cfg.train.seq_len), "vocab", None)
     return vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
@@ -151,7 +151,7 @@ def _data_vocab(cfg: ExperimentConfig) -> int | None:
 def _check_model_vocab(cfg: ExperimentConfig, kwargs: dict) -> None:
     """A ``[model] kwargs`` vocabulary smaller than the data's token ids is refused before training."""
     given = next(((k, kwargs[k]) for k in VOCAB_KEYS if k in kwargs), None)
-    if given is None or (cfg.data.factory is None and cfg.data.source in ("pycorpus", "textfile", "synthetic")):
+    if given is None or cfg.data.byte_corpus or cfg.data.synthetic:
         return
     corpus = make_dataset(cfg.data, cfg.train.seq_len)
     max_id = getattr(corpus, "max_id", None)

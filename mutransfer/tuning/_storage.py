@@ -265,7 +265,9 @@ def run_worker(study, objective: Callable, total: int, *, grace_period: float,
                 study.optimize(objective, n_trials=1, catch=catch)
         finally:
             lock.release()
-        check_not_broken(study, stop_if_first_fail)
+        # only once enough trials could have been rejected to fill the head (this one included)
+        if stop_if_first_fail and c["REJECTED"] + 1 >= stop_if_first_fail:
+            check_not_broken(study, stop_if_first_fail)
         if not start:
             time.sleep(poll)
 

@@ -145,11 +145,11 @@ def sweep(config: ExperimentConfig | str | Path, *, width: int | None = None,
     import optuna
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    name = study_name or default_study_name(cfg, width, seed)
+    name, url = study_location(cfg, width=width, seed=seed, storage=storage, study_name=study_name,
+                               reports_dir=reports_dir)
     cfg = cfg.override({k: v for k, v in {"sweep.width": width, "sweep.trials": trials,
                                           "sweep.storage": storage, "sweep.seed": seed}.items()
                         if v is not None})
-    url = cfg.sweep.storage or default_storage(cfg, reports_dir)
     devices = worker_devices(device, workers)
     deadline = None if timeout is None else time.time() + timeout
     verbosity = optuna.logging.get_verbosity()
@@ -197,6 +197,20 @@ def default_study_name(cfg: ExperimentConfig, width: int | None = None, seed: in
     width = width or cfg.sweep.width
     other = seed is not None and seed != cfg.sweep.seed
     return f"{cfg.name}-w{width}" + (f"-s{seed}" if other else "")
+
+
+def study_location(cfg: ExperimentConfig, *, width: int | None = None, seed: int | None = None,
+                   storage: str | None = None, study_name: str | None = None,
+                   reports_dir: str | Path = "reports") -> tuple[str, str]:
+    """``(study name, storage URL)`` of the sweep these arguments run, as :func:`sweep` and
+    :func:`rerun` find it: ``study_name`` else :func:`default_study_name`; ``storage``, else
+    ``[sweep] storage``, else the SQLite file under ``reports_dir``.
+
+        >>> study_location(cfg, width=64, seed=1)
+        ('quickstart-w64-s1', 'sqlite:////abs/reports/quickstart/study.db')
+    """
+    name = study_name or default_study_name(cfg, width, seed)
+    return name, storage or cfg.sweep.storage or default_storage(cfg, reports_dir)
 
 
 def _spawn(cfg, url, name, devices, deadline, study, progress, total: int) -> None:
@@ -278,8 +292,8 @@ def rerun(config: ExperimentConfig | str | Path, trial_number: int, *, storage: 
     import optuna
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
-    url = storage or cfg.sweep.storage or default_storage(cfg, reports_dir)
-    name = study_name or default_study_name(cfg, width, seed)
+    name, url = study_location(cfg, width=width, seed=seed, storage=storage, study_name=study_name,
+                               reports_dir=reports_dir)
     study = optuna.load_study(study_name=name, storage=url)
     found = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number]
     if not found:

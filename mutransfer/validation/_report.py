@@ -148,7 +148,16 @@ def _sweep_reports_from_storage(folder: Path, cfg: ExperimentConfig) -> None:
     for name in optuna.get_all_study_names(storage=storage):
         m = STUDY_NAME.match(name)
         if m and m["name"] == cfg.name:
-            write_sweep_report(optuna.load_study(study_name=name, storage=storage), folder / name)
+            study = optuna.load_study(study_name=name, storage=storage)
+            states = [t.state.name for t in study.get_trials(deepcopy=False)]
+            if not _current(folder / name / "trials.csv", states):
+                write_sweep_report(study, folder / name)
+
+
+def _current(csv: Path, states: list[str]) -> bool:
+    """Whether a sweep's trials.csv already holds its trials in these states (then its figures
+    are current too, and rewriting them is wasted work)."""
+    return csv.is_file() and pd.read_csv(csv, usecols=["state"])["state"].tolist() == states
 
 
 def _study_order(folder: Path) -> tuple:
