@@ -46,6 +46,7 @@ def run(args) -> int:
         print(f"trial {args.rerun}: stored loss {stored:.6f}, rerun loss {new:.6f} "
               f"(difference {abs(new - stored):.2e})")
         return 0
+    print_ladder_cost(args.config, args.width)
     try:
         study = sweep(args.config, width=args.width, trials=args.trials, storage=args.storage,
                       study_name=args.study, workers=args.workers, device=args.device,
@@ -55,6 +56,26 @@ def run(args) -> int:
         raise
     _report(args, study)
     return 0 if study.get_trials(deepcopy=False) else 1
+
+
+def print_ladder_cost(config, width: int | None = None) -> None:
+    """Before a budget ladder (a space sweeping >= 2 token budgets), its cost in FLOPs (6 N D over
+    every run) beside one target run's ([model] width at [train] tokens)."""
+    from mutransfer.runs import count_params, load_config, sweep_tokens, training_flops
+
+    cfg = load_config(config)
+    budgets = cfg.sweep.space.get("tokens")
+    if not isinstance(budgets, list) or len(budgets) < 2:
+        return
+    width = width or cfg.sweep.width
+    flops = training_flops(count_params(cfg, width, cfg.proxy_depth()), sweep_tokens(cfg))
+    line = (f"budget ladder at width {width}: budgets {', '.join(str(b) for b in budgets)} tokens; this sweep "
+            f"trains {sweep_tokens(cfg):.3g} tokens, {flops:.3g} FLOPs (6 N D)")
+    if cfg.train.tokens:
+        target = training_flops(count_params(cfg, cfg.model.width, cfg.model.depth), cfg.train.tokens)
+        line += (f" = {flops / target:.2g} runs of the target (width {cfg.model.width} at {cfg.train.tokens} "
+                 f"tokens: {target:.3g} FLOPs)")
+    print(line)
 
 
 def stored_study(args):

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--target-tokens", "--tokens", dest="tokens", type=int,
                    help="the target's training tokens: gives steps, scales weight decay and, when "
                         "the proxies ran >= 2 budgets, the compute-optimal batch by B_opt ~ D^p")
+    p.add_argument("--eps", type=float, default=0.005,
+                   help="with a budget ladder: the batch handed over is the largest whose predicted loss "
+                        "at the target's budget is within this fraction of the best batch's (default 0.005)")
     p.add_argument("--wd-policy",
                    help="'timescale' holds tau = B / (lr wd D) when the batch or budget changes "
                         "(default: the trials' [train] wd_policy)")
@@ -54,7 +57,7 @@ def run(args) -> int:
                     target_depth=args.target_depth or cfg.model.depth, target_batch=_batch_arg(args.target_batch), tokens=args.tokens,
                     scheme=cfg.parametrization.scheme, optimizer=cfg.parametrization.optimizer,
                     max_batch=args.max_batch, correct_drift=args.correct_drift, seed=args.seed,
-                    wd_policy=args.wd_policy)
+                    wd_policy=args.wd_policy, eps=args.eps, **_params(cfg, args))
     print(plan.summary())
     out = Path(args.out or Path(args.reports) / cfg.name / "plan.json")
     command = regenerate_command(args, [s.study_name for s in studies], out)
@@ -66,6 +69,15 @@ def run(args) -> int:
     return 0
 
 
+def _params(cfg, args) -> dict:
+    """The proxy's and the target's parameter counts (for the ladder's FLOPs), from the config."""
+    from mutransfer.runs import count_params
+
+    return {"proxy_params": count_params(cfg, cfg.sweep.width, cfg.proxy_depth()),
+            "target_params": count_params(cfg, args.target_width or cfg.model.width,
+                                          args.target_depth or cfg.model.depth)}
+
+
 def regenerate_command(args, studies: list[str], out: Path) -> str:
     """The command that rewrites this plan: the studies actually used, every option given
     (the storage URL is left out: it may hold a password)."""
@@ -74,7 +86,8 @@ def regenerate_command(args, studies: list[str], out: Path) -> str:
     flags = [("--studies", ",".join(studies)), ("--target-width", args.target_width),
              ("--target-depth", args.target_depth),
              ("--target-batch", args.target_batch), ("--max-batch", args.max_batch),
-             ("--target-tokens", args.tokens), ("--wd-policy", args.wd_policy), ("--seed", args.seed or None)]
+             ("--target-tokens", args.tokens), ("--wd-policy", args.wd_policy), ("--seed", args.seed or None),
+             ("--eps", args.eps if args.eps != 0.005 else None)]
     parts = ["mutransfer transfer", shell_path(args.config)]
     parts += [f"{flag} {value}" for flag, value in flags if value is not None]
     parts += ["--correct-drift"] if args.correct_drift else []

@@ -52,7 +52,9 @@ from mutransfer.core import OPTIMIZERS, SCHEMES, WD_POLICIES, check_choice, time
 from mutransfer.projection._batch import (across_budgets, choose_batch, compute_optimal, finite_median, fit_noise,
                                           noise_at_target, project_loss, proxy_budget, steps_for)
 from mutransfer.projection._eta import fit_batch_law, fit_drift, lr_at_batch, recommended_lr, sweep_optima
+from mutransfer.projection._ladder import fit_ladder, ladder_plan
 from mutransfer.projection._laws import N_BOOT, WINDOW, exp2_interval, interval, momentum_c
+from mutransfer.projection._menu import EPS
 from mutransfer.projection._transfer_plan import TransferPlan, json_ready
 from mutransfer.tuning import DEFAULT_BETA1, trials_frame
 
@@ -62,7 +64,8 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
              tokens: int | None = None, optimizer: str | None = None, scheme: str | None = None,
              max_batch: int | None = None, correct_drift: bool = False, beta1: float | None = None,
              wd_policy: str | None = None, window: float = WINDOW, n_boot: int = N_BOOT,
-             seed: int = 0) -> TransferPlan:
+             seed: int = 0, eps: float = EPS, proxy_params: int | None = None,
+             target_params: int | None = None) -> TransferPlan:
     """Project eta* (and a batch size) from proxy sweeps to ``target_width`` (scaling.md section 6).
 
     lr = eta*(B_target) of the chosen law, eta_max / (1 + B_noise c / B) (sgd),
@@ -84,11 +87,18 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
         optimizer, scheme: the target's; trials swept otherwise are an error.
         beta1: momentum for B -> B / c (default: from the trials' config, else per optimizer).
         window: octaves around the best lr used by the quadratic fit. n_boot, seed: bootstrap.
+        eps: with trials at >= 2 token budgets (a budget ladder, :func:`fit_ladder`), the batch is
+            the largest whose predicted loss at ``tokens`` is within ``eps`` of the best batch's
+            (the batch menu), and its lr eta*(B, D) is projected along the budget.
+        proxy_params, target_params: parameter counts, for the ladder's FLOPs (6 N D) beside one
+            target run's.
 
         >>> plan = transfer([study64, study128], 1024, target_batch="auto", max_batch=512)
         >>> plan.lr, plan.batch_size, plan.warnings
     """
     _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy)
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < 1):
+        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
     notes: list[str] = []
     frame, constants = _constants_group(trials_frame(results, keep_diverged=True), notes)
     rng = np.random.default_rng(seed)
@@ -96,7 +106,8 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
         notes.append(f"{frame.attrs['dropped']['rejected']} trials failed at their point (no finite loss, "
                      f"or a point the trial refused) and are left out; `mutransfer sweep` lists them "
                      f"under 'failed trials'")
-    frame, budget_law = across_budgets(frame, tokens, window, n_boot, rng, notes)
+    ladder = _ladder(frame, eps, n_boot, seed)
+    frame, budget_law = _old_budget_law(frame, tokens, window, n_boot, rng, notes, ladder)
     ok = frame[~frame["diverged"]]
     budget = proxy_budget(ok)
     tokens = budget if tokens is None else tokens
@@ -120,15 +131,26 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     noise = fit_noise(ok, n_boot, rng, notes)
     shift, bn_target = noise_at_target(noise, loss, law, L, c, notes)
     b_opt = (budget_law.project(tokens) if budget_law is not None
-             else compute_optimal(groups, L, budget, tokens, notes))
-    batch, batch_ci = choose_batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
-    log2_lr, lr_proxy = lr_at_batch(batch, groups, En, law, c, shift, notes)
-    safe, risk = recommended_lr(frame, groups, batch, log2_lr, window, notes)
-    steps, tpe = steps_for(ok, tokens, batch, notes)
+             else compute_optimal(groups, L, budget, tokens, notes if ladder is None else []))
+    ladder_fields = {}
+    if ladder is not None:
+        batch, log2_lr, ladder_fields = ladder_plan(ladder, tokens, target_batch, eps=eps, max_batch=max_batch,
+                                                    proxy_params=proxy_params, target_params=target_params,
+                                                    notes=notes)
+        batch_ci, lr_proxy = None, lr_at_batch(batch, groups, En, law, c, shift, [])[1]
+        safe, risk = float(log2_lr[0]), None
+    else:
+        batch, batch_ci = choose_batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
+        log2_lr, lr_proxy = lr_at_batch(batch, groups, En, law, c, shift, notes)
+        safe, risk = recommended_lr(frame, groups, batch, log2_lr, window, notes)
+    steps_notes = [] if ladder is not None else notes  # the ladder projects the lr along the budget
+    steps, tpe = steps_for(ok, tokens, batch, steps_notes)
+    if ladder is not None and steps is None:
+        notes.extend(steps_notes)
     diag = {"trials": int(len(ok)), "dropped": frame.attrs.get("dropped", {}), "beta1": b1,
             "momentum_c": c, "window_octaves": window, "n_boot": n_boot, "seed": seed,
             "correct_drift": correct_drift, "lr_proxy": float(2 ** lr_proxy[0]),
-            "tokens_per_example": tpe, "proxy_tokens": finite_median(ok["tokens"])}
+            "tokens_per_example": tpe, "proxy_tokens": finite_median(ok["tokens"]), "target_tokens": tokens}
     if risk is not None:
         diag["risk"] = risk
     # the TransferPlan's fields, gathered as the fits produce them
@@ -142,7 +164,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     fields.update(adam_lr=_adam_lr(ok, groups, fields["lr"]), budget=budget, wd_policy=policy,
                   weight_decay=_weight_decay(ok, groups, fields["lr"], diag["lr_proxy"], batch, steps, tokens,
                                              tpe, policy))
-    fields.update(_law_fields(law, diag), **_drift_fields(drift), **_loss_fields(loss, diag))
+    fields.update(_law_fields(law, diag), **_drift_fields(drift), **_loss_fields(loss, diag), **ladder_fields)
     if bn_target is not None:
         fields.update(b_noise_target=float(2 ** bn_target[0]), b_noise_target_interval=exp2_interval(bn_target),
                       critical_batch=float(2 ** bn_target[0]), critical_batch_interval=exp2_interval(bn_target))
@@ -155,6 +177,28 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     if noise is not None:
         diag.update(noise_exponent=float(noise[0, 0]), noise_exponent_interval=interval(noise[1:, 0]))
     return TransferPlan(**fields, warnings=tuple(notes), diagnostics=json_ready(diag))
+
+
+def _ladder(frame, eps, n_boot, seed):
+    """The budget ladder of trials at >= 2 token budgets (:func:`fit_ladder`), else None."""
+    budgets = {float(v) for v in frame["budget"] if v is not None and np.isfinite(float(v))}
+    if len(budgets) < 2:
+        return None
+    return fit_ladder(frame, eps=eps, n_boot=n_boot, seed=seed)
+
+
+def _old_budget_law(frame, tokens, window, n_boot, rng, notes, ladder):
+    """(the largest budget's trials, the B_opt(D) law on grid optima or None). With a ladder the
+    law is a diagnostic (plan.compute_optimal_batch, for reports/gpt-cpu-budgets): its notes go
+    to the diagnostics and a budget it cannot fit leaves it out."""
+    if ladder is None:
+        return across_budgets(frame, tokens, window, n_boot, rng, notes)
+    quiet: list[str] = []
+    try:
+        return across_budgets(frame, tokens, window, n_boot, rng, quiet)
+    except ValueError:
+        top = max(float(v) for v in frame["budget"] if v is not None and np.isfinite(float(v)))
+        return frame[frame["budget"].astype(float) == top], None
 
 
 def _constants_group(frame, notes):

@@ -60,6 +60,18 @@ class TransferPlan:
     budget_exponent: float | None = None
     budget_exponent_interval: tuple[float, float] | None = None
     budgets: tuple[dict, ...] = ()  # per budget: budget, b_opt, its interval, at_edge
+    # the budget ladder (proxies at >= 2 budgets): loss surfaces per rung, laws in D, the batch menu
+    eps: float | None = None  # the menu's tolerance: batch_size is the largest batch within it
+    batch_source: str | None = None  # "rung" (measured at the target's budget), "law", "measured", "given"
+    batch_menu: tuple[dict, ...] = ()  # per batch at the target's budget: cost_pct (interval), lr, ...
+    ladder: tuple[dict, ...] = ()  # per rung: budget, best_batch, eps_batch (intervals, edges), eta*
+    eta_budget_exponent: float | None = None  # eta* ~ D^this at batch_size
+    eta_budget_exponent_interval: tuple[float, float] | None = None
+    eps_batch_exponent: float | None = None  # B_eps ~ D^this (the largest batch within eps)
+    eps_batch_exponent_interval: tuple[float, float] | None = None
+    eps_batch_target: float | None = None  # B_eps projected to the target's budget
+    eps_batch_target_interval: tuple[float, float] | None = None
+    compute: dict = field(default_factory=dict)  # FLOPs: ladder, one target run, a rung at the target's budget
     wd_policy: str | None = None  # "timescale": weight_decay holds tau = B / (lr wd D)
     drift_slope: float | None = None  # octaves of eta* per doubling of width
     drift_interval: tuple[float, float] | None = None
@@ -93,11 +105,10 @@ class TransferPlan:
             if key not in data and (key != "muon_scale" or data.get("optimizer_name") == "muon"):
                 data[key] = value
         for key, value in data.items():
-            if isinstance(value, list) and key not in ("optima", "warnings", "budgets"):
+            if isinstance(value, list) and key not in TABLE_FIELDS:
                 data[key] = tuple(value)
-        data["optima"] = tuple(data.get("optima", ()))
-        data["budgets"] = tuple(data.get("budgets", ()))
-        data["warnings"] = tuple(data.get("warnings", ()))
+        for key in TABLE_FIELDS:
+            data[key] = tuple(data.get(key, ()))
         return cls(**data)
 
     def summary(self) -> str:
@@ -206,6 +217,9 @@ class TransferPlan:
                              f"{self.base_depth}); build the target and base at those depths")
 
 
+# fields holding a list of records (or strings) that stay a tuple of them after a JSON round trip
+TABLE_FIELDS = ("optima", "warnings", "budgets", "batch_menu", "ladder")
+
 # What a plan.json written before a setting was recorded trained with: every plan then built its
 # target with these (TransferPlan.optimizer passed no readout and no wd_policy; Muon's scale was spectral).
 OLD_PLAN_DEFAULTS = {"readout": "init", "wd_policy": "fixed_product", "muon_scale": "spectral"}
@@ -257,10 +271,11 @@ def _summary(p: TransferPlan) -> str:
             ("batch_size", _fmt(p.batch_size, p.batch_interval, "{:.0f}")),
             ("weight_decay", _fmt(p.weight_decay) + (f"   ({p.wd_policy})" if p.wd_policy else "")),
             ("steps", _fmt(p.steps, None, "{:d}")), ("proxy budget", _fmt(p.budget, None, "{:.4g}")),
-            ("compute-optimal B", _fmt(p.compute_optimal_batch, p.compute_optimal_batch_interval, "{:.0f}")
-             if p.budget else "- (needs a token budget: [train] tokens)"),
-            ("B_opt ~ D^p", _fmt(p.budget_exponent, p.budget_exponent_interval, "{:.2f}")
-             + (f"   (budgets {', '.join(str(r['budget']) for r in p.budgets)})" if p.budgets else "")),
+            *(_ladder_rows(p) if p.ladder else [
+                ("compute-optimal B", _fmt(p.compute_optimal_batch, p.compute_optimal_batch_interval, "{:.0f}")
+                 if p.budget else "- (needs a token budget: [train] tokens)"),
+                ("B_opt ~ D^p", _fmt(p.budget_exponent, p.budget_exponent_interval, "{:.2f}")
+                 + (f"   (budgets {', '.join(str(r['budget']) for r in p.budgets)})" if p.budgets else ""))]),
             ("critical B (B_noise)", _fmt(p.critical_batch, p.critical_batch_interval, "{:.0f}")),
             ("eta*(B) law", p.law or "- (needs >= 3 batch sizes)"),
             ("eta_max", _fmt(p.eta_max, p.eta_max_interval)),
@@ -279,5 +294,38 @@ def _summary(p: TransferPlan) -> str:
         table = table.assign(lr=table["lr"].map("{:.4g}".format), lr_low=table["lr_low"].map("{:.4g}".format),
                              lr_high=table["lr_high"].map("{:.4g}".format), loss=table["loss"].map("{:.4g}".format))
         body += "\n\neta* per proxy:\n" + table.to_string(index=False)
+    body += _menu_text(p)
     notes = "".join(f"\n  - {w}" for w in p.warnings) or "\n  (none)"
     return f"{head}\n{body}\n\nwarnings:{notes}"
+
+
+def _ladder_rows(p: TransferPlan) -> list[tuple[str, str]]:
+    """The summary's rows for a budget ladder: where the batch came from, the laws in D, the compute."""
+    rungs = ", ".join(str(r["budget"]) for r in p.ladder)
+    source = {"rung": "measured at the target's budget (a rung of the ladder)",
+              "law": f"the menu at the target's budget: the largest batch within {100 * (p.eps or 0):.2g}%",
+              "measured": "the best measured batch (the batch law is unresolved: see warnings)",
+              "given": "given (--target-batch)"}.get(p.batch_source or "", "-")
+    c = p.compute
+    cost = (f"ladder {c['ladder_flops']:.3g} FLOPs = {c['ladder_flops'] / c['target_run_flops']:.2g} target runs "
+            f"({c['target_run_flops']:.3g} FLOPs each)" if c.get("ladder_flops") and c.get("target_run_flops")
+            else "-")
+    return [("batch source", source), ("budget ladder", f"rungs {rungs} tokens"),
+            ("eta* ~ D^x (at batch)", _fmt(p.eta_budget_exponent, p.eta_budget_exponent_interval, "{:+.3f}")),
+            ("B_eps ~ D^k", _fmt(p.eps_batch_exponent, p.eps_batch_exponent_interval, "{:+.2f}")),
+            ("B_eps at the target", _fmt(p.eps_batch_target, p.eps_batch_target_interval, "{:.3g}")),
+            ("tuning compute", cost)]
+
+
+def _menu_text(p: TransferPlan) -> str:
+    """The batch menu as a table: each batch's predicted loss cost at the target's budget and its lr."""
+    if not p.batch_menu:
+        return ""
+    lines = [f"\n\nbatch menu at {p.diagnostics.get('target_tokens', '?')} tokens (predicted loss cost over the "
+             f"best batch, 95% interval; * = handed over; ~ = outside the swept batches, extrapolated):",
+             f"  {'batch':>7}  {'cost %':>8}  {'interval':>17}  {'lr':>10}"]
+    for r in p.batch_menu:
+        mark = "*" if r["batch"] == p.batch_size else ("~" if r["extrapolated"] else " ")
+        lines.append(f"{mark} {r['batch']:>7}  {r['cost_pct']:>+8.2f}  [{r['cost_low']:>+6.2f}, {r['cost_high']:>+6.2f}]"
+                     f"  {r['lr']:>10.4g}")
+    return "\n".join(lines)

@@ -13,12 +13,13 @@ from mutransfer.runs._config import (CHOICE_SPACE_KEYS, DATA_SOURCES, INT_SPACE_
                                      SAMPLERS, SECTIONS, SPACE_KEYS, DataConfig, ExperimentConfig,
                                      ModelConfig, ParamConfig, SweepConfig, TrainConfig, budget_steps,
                                      check_staged, config_constants, load_config, swept_constants)
+from mutransfer.runs._flops import count_params, sweep_tokens, training_flops
 from mutransfer.runs._toml import to_toml
 from mutransfer.runs._trial import (DIVERGED_PENALTY, TrialRejected, config_factory, make_dataset, resolve_knobs,
                                     run_trial, trial_constants, trial_value)
 
 __all__ = ["CHOICE_SPACE_KEYS", "DATA_SOURCES", "DIVERGED_PENALTY", "DataConfig", "ExperimentConfig",
            "INT_SPACE_KEYS", "ModelConfig", "PRUNERS", "ParamConfig", "RECIPES", "SAMPLERS", "SECTIONS",
-           "SPACE_KEYS", "SweepConfig", "TrainConfig", "TrialRejected", "budget_steps", "check_staged", "config_constants",
+           "SPACE_KEYS", "SweepConfig", "TrainConfig", "TrialRejected", "budget_steps", "check_staged", "config_constants", "count_params",
            "config_factory", "load_config", "make_dataset", "resolve_knobs", "run_trial",
-           "swept_constants", "to_toml", "trial_constants", "trial_value"]
+           "sweep_tokens", "swept_constants", "to_toml", "training_flops", "trial_constants", "trial_value"]

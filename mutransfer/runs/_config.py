@@ -300,6 +300,8 @@ def _build(raw: dict, source: str, root: Path) -> ExperimentConfig:
         raw.setdefault(key, {})  # every field has a default: a section may be left out
         if not isinstance(raw[key], dict):
             raise ValueError(f"{source}: [{key}] must be a table, got {raw[key]!r}")
+    raw["sweep"] = _ladder_into_space(raw["sweep"], source)
+    for key, cls in SECTIONS.items():
         sections[key] = _section(cls, raw[key], key, source)
     sections["data"] = _check_data(sections["data"], source, root)
     cfg = ExperimentConfig(name=raw["name"], **sections)
@@ -308,6 +310,33 @@ def _build(raw: dict, source: str, root: Path) -> ExperimentConfig:
     if cfg.sweep.recipe == "staged":
         check_staged(cfg, config_constants(cfg), source)
     return cfg
+
+
+LADDER_RUNGS, LADDER_SPAN = 3, 4  # a budget ladder: >= 3 token budgets spanning >= 4x
+
+
+def _ladder_into_space(sweep: dict, source: str) -> dict:
+    """``[sweep] budgets = [D, 2D, 4D]`` (the budget ladder) as the swept ``tokens`` knob of
+    ``[sweep.space]`` (a new table; ``sweep`` is not changed): every budget runs over the space's
+    lr x batch. Refused: fewer than 3 budgets, a span under 4x, a non-increasing list, or a space
+    that sweeps tokens too."""
+    if "budgets" not in sweep:
+        return sweep
+    budgets, where = sweep["budgets"], f"{source}: [sweep] budgets"
+    ok = (isinstance(budgets, list) and all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in budgets)
+          and all(a < b for a, b in zip(budgets, budgets[1:])))
+    if not ok:
+        raise ValueError(f"{where} must be increasing positive token counts, e.g. [49152, 98304, 196608]; "
+                         f"got {budgets!r}")
+    if len(budgets) < LADDER_RUNGS or budgets[-1] < LADDER_SPAN * budgets[0]:
+        raise ValueError(f"{where} = {budgets}: a ladder needs >= {LADDER_RUNGS} budgets spanning >= "
+                         f"{LADDER_SPAN}x (the laws in D are fitted across them), e.g. [D, 2 * D, 4 * D]; for "
+                         f"other budgets sweep [sweep.space] tokens instead")
+    space = sweep.get("space", {})
+    if not isinstance(space, dict) or "tokens" in space:
+        raise ValueError(f"{where} and [sweep.space] tokens both set the budgets; keep one")
+    rest = {k: v for k, v in sweep.items() if k != "budgets"}
+    return {**rest, "space": {**space, "tokens": list(budgets)}}
 
 
 def _check_keys(table: dict, allowed, source: str, where: str) -> None:
