@@ -214,11 +214,10 @@ def _eps_batch(surface: LossSurface, eps: float) -> np.ndarray:
     lo, hi = np.log2(surface.batches[0]), np.log2(surface.batches[-1])
     y = np.linspace(lo, hi, Y_GRID)
     a = surface.loss_draws(2 ** y)  # (R+1, Y)
-    a_min = np.nanmin(a, 1, keepdims=True)
-    within = a <= a_min * (1 + eps) + 1e-12
-    last = Y_GRID - 1 - np.argmax(within[:, ::-1], 1)
-    out = y[last]
-    out[~np.isfinite(a).all(1)] = np.nan
+    finite = np.isfinite(a).all(1)  # an unidentified replicate is NaN throughout
+    out = np.full(len(a), np.nan)
+    within = a[finite] <= a[finite].min(1, keepdims=True) * (1 + eps) + 1e-12
+    out[finite] = y[Y_GRID - 1 - np.argmax(within[:, ::-1], 1)]
     return out
 
 

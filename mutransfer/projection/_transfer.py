@@ -65,7 +65,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
              max_batch: int | None = None, correct_drift: bool = False, beta1: float | None = None,
              wd_policy: str | None = None, window: float = WINDOW, n_boot: int = N_BOOT,
              seed: int = 0, eps: float = EPS, proxy_params: int | None = None,
-             target_params: int | None = None) -> TransferPlan:
+             target_params: int | None = None, use_ladder: bool = True) -> TransferPlan:
     """Project eta* (and a batch size) from proxy sweeps to ``target_width`` (scaling.md section 6).
 
     lr = eta*(B_target) of the chosen law, eta_max / (1 + B_noise c / B) (sgd),
@@ -92,6 +92,8 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
             (the batch menu), and its lr eta*(B, D) is projected along the budget.
         proxy_params, target_params: parameter counts, for the ladder's FLOPs (6 N D) beside one
             target run's.
+        use_ladder: False keeps the route before the ladder across budgets: the B_opt(D) law on each
+            budget's grid optimum sets the batch (reports/gpt-cpu-budgets measures it missing 7.8x).
 
         >>> plan = transfer([study64, study128], 1024, target_batch="auto", max_batch=512)
         >>> plan.lr, plan.batch_size, plan.warnings
@@ -106,7 +108,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
         notes.append(f"{frame.attrs['dropped']['rejected']} trials failed at their point (no finite loss, "
                      f"or a point the trial refused) and are left out; `mutransfer sweep` lists them "
                      f"under 'failed trials'")
-    ladder = _ladder(frame, eps, n_boot, seed)
+    ladder = _ladder(frame, eps, n_boot, seed) if use_ladder else None
     frame, budget_law = _old_budget_law(frame, tokens, window, n_boot, rng, notes, ladder)
     ok = frame[~frame["diverged"]]
     budget = proxy_budget(ok)

@@ -13,8 +13,9 @@ from mutransfer.validation.style import log2_width_axis, pyplot, save, style_axe
 def plot_transfer(plan, path) -> Path:
     """The transfer figure: eta* (95% interval bars) against batch size with the fitted eta*(B)
     law, and against width with the drift; the plan's (batch, lr) at the target is a star. With a
-    fitted landscape, a third panel: the expected excess loss at the target against log2 lr,
-    with the projected eta* and the risk-aware lr (the recommendation) marked.
+    fitted landscape, a panel of the expected excess loss at the target against log2 lr, with the
+    projected eta* and the risk-aware lr (the recommendation) marked; with a budget ladder, the
+    batch menu: each batch's predicted loss cost at the target's budget (95% band), eps dotted.
 
         >>> plan = mutransfer.transfer([study64, study128], 1024, target_batch="auto")
         >>> plot_transfer(plan, "reports/x/plan.png")
@@ -24,16 +25,39 @@ def plot_transfer(plan, path) -> Path:
         raise ValueError("the plan has no eta* per proxy to draw; is it from mutransfer.transfer?")
     plt = pyplot()
     risk = plan.diagnostics.get("risk")
+    panels = 2 + bool(risk) + bool(plan.batch_menu)
     with plt.style.context("default"):
-        fig, axes = plt.subplots(1, 3 if risk else 2, figsize=(13.6 if risk else 9.2, 3.6),
-                                 layout="constrained")
+        fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), layout="constrained")
         _eta_vs_batch(plt, axes[0], plan, table)
         _eta_vs_width(plt, axes[1], plan, table)
         if risk:
             _expected_loss(axes[2], plan, risk)
+        if plan.batch_menu:
+            _batch_menu(axes[-1], plan)
         fig.suptitle(f"transfer to width {plan.target_width}: lr {plan.lr:.3g}, batch {plan.batch_size}",
                      fontsize=10)
         return save(fig, path)
+
+
+def _batch_menu(ax, plan) -> None:
+    """The menu's cost (%) against batch: solid where swept, dashed where extrapolated."""
+    menu = pd.DataFrame(list(plan.batch_menu))
+    inside = ~menu["extrapolated"].astype(bool)
+    ax.fill_between(menu["batch"], menu["cost_low"], menu["cost_high"], color="#1f77b4", alpha=0.18, lw=0)
+    ax.plot(menu["batch"][inside], menu["cost_pct"][inside], "o-", color="#1f77b4", ms=4, label="predicted cost")
+    if (~inside).any():
+        edge = menu[~inside | inside.shift(-1, fill_value=False) | inside.shift(1, fill_value=False)]
+        ax.plot(edge["batch"], edge["cost_pct"], "--", color="#1f77b4", lw=1, label="extrapolated")
+    ax.axhline(100 * (plan.eps or 0), color="0.4", ls=":", lw=1, label=f"eps {100 * (plan.eps or 0):.2g}%")
+    chosen = menu[menu["batch"] == plan.batch_size]
+    if not chosen.empty:
+        ax.plot(chosen["batch"], chosen["cost_pct"], "*", color="#d62728", ms=12, label=f"batch {plan.batch_size}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size (examples)", fontsize=8)
+    ax.set_ylabel("loss cost over the best batch (%)", fontsize=8)
+    ax.set_title(f"batch menu at {plan.diagnostics.get('target_tokens', '?')} tokens", fontsize=9)
+    style_axes(ax)
+    ax.legend(fontsize=7, frameon=False)
 
 
 def _expected_loss(ax, plan, risk: dict) -> None:
@@ -91,15 +115,18 @@ def _eta_vs_batch(plt, ax, plan, table: pd.DataFrame) -> None:
         theta = np.array([[np.log2(plan.eta_max), np.log2(plan.b_noise or 1.0)]])
         ax.plot(grid, 2 ** law_log2_eta(plan.law, np.log2(grid / c), theta)[0], "k-", lw=1,
                 label=f"{plan.law} law fit")
-    marks = [(plan.critical_batch, "--", "critical batch (B_noise at the target)"),
-             (plan.compute_optimal_batch, ":", "compute-optimal batch at the budget")]
+    marks = [(plan.critical_batch, "--", "critical batch (B_noise at the target)")]
+    if not plan.ladder:  # with a ladder the menu panel says what each batch costs
+        marks.append((plan.compute_optimal_batch, ":", "compute-optimal batch at the budget"))
     for value, style, label in marks:
         if value is not None:
             ax.axvline(value, color="0.4", ls=style, lw=1, label=f"{label} {value:.3g}")
     ax.set_xscale("log", base=2)
     shown = [*table["batch_size"], plan.batch_size]
     ax.set_xlim(min(shown) / 1.6, max(shown) * 1.6)  # one batch size must not fill the axis
-    _eta_axes(ax, (plan.batch_size, plan.lr), title="eta* against batch size", xlabel="batch size (examples)")
+    title = f"eta* against batch (the rung at {plan.ladder[-1]['budget']} tokens)" if plan.ladder else \
+        "eta* against batch size"
+    _eta_axes(ax, (plan.batch_size, plan.lr), title=title, xlabel="batch size (examples)")
 
 
 def _eta_vs_width(plt, ax, plan, table: pd.DataFrame) -> None:

@@ -21,7 +21,8 @@ BUDGETS_GOAL = 2.0  # projected B_opt within this factor of the measured one
 def _plan(frame: pd.DataFrame, width: int, tokens: int, batch="auto"):
     from mutransfer.projection import transfer
 
-    return transfer(frame[~frame.diverged.astype(bool)], width, tokens=tokens, target_batch=batch)
+    return transfer(frame[~frame.diverged.astype(bool)], width, tokens=tokens, target_batch=batch,
+                    use_ladder=False)
 
 
 def per_budget(frame: pd.DataFrame) -> pd.DataFrame:
