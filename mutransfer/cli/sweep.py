@@ -55,7 +55,26 @@ def run(args) -> int:
         _report(args, stored_study(args))
         raise
     _report(args, study)
+    _depth_probe(args)
     return 0 if study.get_trials(deepcopy=False) else 1
+
+
+def _depth_probe(args) -> None:
+    """Under depth_alpha "auto" with a target deeper than the proxy: the depth probe around the
+    lr the sweep's studies hand over (mutransfer.tuning.probe_depth), and the rule it picks."""
+    from mutransfer.cli.transfer import load_studies
+    from mutransfer.projection import choose_depth_rule, run_depth_probe
+    from mutransfer.runs import load_config
+    from mutransfer.tuning import default_storage, worker_devices
+
+    cfg = load_config(args.config)
+    url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
+    if cfg.parametrization.depth_alpha != "auto" or (cfg.model.depth or 0) <= (cfg.proxy_depth() or 0):
+        return
+    probe = run_depth_probe(cfg, load_studies(cfg, url, None), storage=url, reports_dir=args.reports,
+                            device=worker_devices(args.device, 1)[0])
+    for note in choose_depth_rule(probe, base_depth=cfg.proxy_depth()).notes():
+        print(note)
 
 
 def print_ladder_cost(config, width: int | None = None) -> None:

@@ -57,7 +57,7 @@ def run(args) -> int:
                     target_depth=args.target_depth or cfg.model.depth, target_batch=_batch_arg(args.target_batch), tokens=args.tokens,
                     scheme=cfg.parametrization.scheme, optimizer=cfg.parametrization.optimizer,
                     max_batch=args.max_batch, correct_drift=args.correct_drift, seed=args.seed,
-                    wd_policy=args.wd_policy, eps=args.eps, **_params(cfg, args))
+                    wd_policy=args.wd_policy, eps=args.eps, depth_probe=_probe(cfg, url), **_params(cfg, args))
     print(plan.summary())
     out = Path(args.out or Path(args.reports) / cfg.name / "plan.json")
     command = regenerate_command(args, [s.study_name for s in studies], out)
@@ -67,6 +67,20 @@ def run(args) -> int:
     figure = plot_transfer(plan, out.with_suffix(".png"))
     print(f"wrote {out}, {figure.name}")
     return 0
+
+
+def _probe(cfg, url: str):
+    """The depth probe's study (depth_alpha "auto"), None when the config does not ask for one or
+    none was run (transfer then says what to run)."""
+    import optuna
+
+    from mutransfer.tuning import open_storage, probe_study_name
+
+    if cfg.parametrization.depth_alpha != "auto":
+        return None
+    storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval, grace_period=cfg.sweep.grace_period)
+    name = probe_study_name(cfg)
+    return optuna.load_study(study_name=name, storage=storage) if name in optuna.get_all_study_names(storage) else None
 
 
 def _params(cfg, args) -> dict:

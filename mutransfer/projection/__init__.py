@@ -19,6 +19,7 @@ become power laws in D, and ``transfer(..., tokens=N)`` reads the menu at the ta
     >>> print(plan.summary())
 """
 from mutransfer.projection._budget_laws import BudgetLaw, fit_budget_law
+from mutransfer.projection._depth_rule import DepthRule, choose_depth_rule, run_depth_probe
 from mutransfer.projection._ladder import BatchChoice, BudgetLadder, fit_ladder
 from mutransfer.projection._laws import (CI_LEVEL, LAWS, VAR_FLOOR, Law, fit_law, fit_laws, fit_line,
                                          flat_optimum, interval, law_log2_eta, momentum_c,
@@ -30,7 +31,8 @@ from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 
-__all__ = ["BatchChoice", "BestBatch", "BudgetLadder", "BudgetLaw", "CI_LEVEL", "Estimate", "LAWS", "Law", "LossSurface", "PipelineResult",
+__all__ = ["BatchChoice", "BestBatch", "BudgetLadder", "BudgetLaw", "DepthRule", "choose_depth_rule",
+           "run_depth_probe", "CI_LEVEL", "Estimate", "LAWS", "Law", "LossSurface", "PipelineResult",
            "TransferPlan", "VAR_FLOOR", "batch_menu", "fit_budget_law", "fit_ladder", "fit_law", "fit_laws", "fit_line",
            "fit_loss_surface", "flat_optimum", "interval", "law_log2_eta", "load_plan", "momentum_c",
            "pipeline", "quadratic_optimum", "recommended_batch", "train_target", "transfer"]

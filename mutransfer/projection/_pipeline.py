@@ -68,7 +68,8 @@ def pipeline(config: ExperimentConfig | str | Path, target_width: int | None = N
         >>> res = pipeline("sweeps/quickstart.toml", device="cpu", reports_dir="reports")
         >>> res.plan_json, res.target.final_loss
     """
-    from mutransfer.tuning import sweep
+    from mutransfer.projection._depth_rule import run_depth_probe
+    from mutransfer.tuning import sweep, worker_devices
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     width = cfg.model.width if target_width is None else target_width
@@ -81,8 +82,11 @@ def pipeline(config: ExperimentConfig | str | Path, target_width: int | None = N
         trials = sweep(cfg, study_name=study_name, workers=workers, device=device,
                        show_progress=show_progress, reports_dir=reports_dir)
     studies = tuple(trials) if isinstance(trials, (list, tuple)) else (trials,)
-    plan = transfer(list(studies) if isinstance(trials, (list, tuple)) else trials,
-                    target_width=width, target_depth=target_depth)
+    results = list(studies) if isinstance(trials, (list, tuple)) else trials
+    deep = cfg.override({"model.depth": target_depth}) if target_depth else cfg
+    probe = run_depth_probe(deep, results, reports_dir=reports_dir, device=worker_devices(device, 1)[0],
+                            show_progress=show_progress)
+    plan = transfer(results, target_width=width, target_depth=target_depth, depth_probe=probe)
     plan_json = None
     if write_plan:
         plan_json = Path(reports_dir) / cfg.name / "plan.json"

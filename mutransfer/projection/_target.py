@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mutransfer.runs import ExperimentConfig, load_config
+from mutransfer.runs import DEPTH_AUTO, ExperimentConfig, load_config
 from mutransfer.projection._transfer_plan import TransferPlan
 
 
@@ -57,7 +57,8 @@ def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
              ("readout", plan.readout, p.readout), ("wd_policy", plan.wd_policy, cfg.train.wd_policy),
              ("base_width", plan.base_width, cfg.model.base_width),
              ("base_depth", plan.base_depth, cfg.model.base_depth or cfg.model.depth),
-             ("depth_alpha", _alpha(plan.depth_alpha), _alpha(p.depth_alpha)))
+             ("depth_alpha", _alpha(plan.depth_alpha), _alpha(p.depth_alpha) if p.depth_alpha != DEPTH_AUTO
+              else (_alpha(plan.depth_alpha) if plan.depth_rule or plan.depth_alpha is None else "auto")))
     for what, planned, configured in pairs:
         if planned is not None and planned != configured:
             raise ValueError(f"the plan's {what} is {planned!r} but the config "
@@ -154,6 +155,8 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     plan = load_plan(plan)
     check_plan_matches(cfg, plan)
+    if cfg.parametrization.depth_alpha == DEPTH_AUTO:  # the rule the depth probe chose
+        cfg = cfg.override({"parametrization.depth_alpha": plan.depth_alpha})
     width = plan.target_width if width is None else width
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive int, e.g. --width 512; got {width!r}")

@@ -52,10 +52,12 @@ from mutransfer.core import OPTIMIZERS, SCHEMES, WD_POLICIES, check_choice, time
 from mutransfer.projection._batch import (across_budgets, choose_batch, compute_optimal, finite_median, fit_noise,
                                           noise_at_target, project_loss, proxy_budget, steps_for)
 from mutransfer.projection._eta import fit_batch_law, fit_drift, lr_at_batch, recommended_lr, sweep_optima
+from mutransfer.projection._depth_rule import choose_depth_rule
 from mutransfer.projection._ladder import fit_ladder, ladder_plan
 from mutransfer.projection._laws import N_BOOT, WINDOW, exp2_interval, interval, momentum_c
 from mutransfer.projection._menu import EPS
 from mutransfer.projection._transfer_plan import TransferPlan, json_ready
+from mutransfer.runs import DEPTH_AUTO
 from mutransfer.tuning import DEFAULT_BETA1, trials_frame
 
 
@@ -65,7 +67,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
              max_batch: int | None = None, correct_drift: bool = False, beta1: float | None = None,
              wd_policy: str | None = None, window: float = WINDOW, n_boot: int = N_BOOT,
              seed: int = 0, eps: float = EPS, proxy_params: int | None = None,
-             target_params: int | None = None, use_ladder: bool = True) -> TransferPlan:
+             target_params: int | None = None, use_ladder: bool = True, depth_probe=None) -> TransferPlan:
     """Project eta* (and a batch size) from proxy sweeps to ``target_width`` (scaling.md section 6).
 
     lr = eta*(B_target) of the chosen law, eta_max / (1 + B_noise c / B) (sgd),
@@ -92,6 +94,8 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
             (the batch menu), and its lr eta*(B, D) is projected along the budget.
         proxy_params, target_params: parameter counts, for the ladder's FLOPs (6 N D) beside one
             target run's.
+        depth_probe: with trials swept under ``depth_alpha = "auto"``, the depth probe's study (or
+            frame): the plan takes the rule :func:`choose_depth_rule` picks and records why.
         use_ladder: False keeps the route before the ladder across budgets: the B_opt(D) law on each
             budget's grid optimum sets the batch (reports/gpt-cpu-budgets measures it missing 7.8x).
 
@@ -161,7 +165,8 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
               "steps": steps, "scheme": scheme, "optimizer_name": optimizer,
               "muon_scale": _one(ok, "muon_scale"), "readout": _one(ok, "readout"),
               "base_width": _one(ok, "base_width", int),
-              "optima": _optima_records(groups), "constants": constants, **_depth_fields(ok, target_depth)}
+              "optima": _optima_records(groups), "constants": constants,
+              **_depth_fields(ok, target_depth, depth_probe, notes)}
     policy = wd_policy or _one(ok, "wd_policy")
     fields.update(adam_lr=_adam_lr(ok, groups, fields["lr"]), budget=budget, wd_policy=policy,
                   weight_decay=_weight_decay(ok, groups, fields["lr"], diag["lr_proxy"], batch, steps, tokens,
@@ -334,10 +339,10 @@ def _loss_fields(loss, diag) -> dict:
     return {"predicted_loss": float(2 ** loss["log2_loss"][0]), "loss_interval": exp2_interval(loss["log2_loss"])}
 
 
-def _depth_fields(ok, target_depth: int | None) -> dict:
+def _depth_fields(ok, target_depth: int | None, depth_probe, notes) -> dict:
     """target_depth, base_depth and depth_alpha of the plan: the proxies' depth unless the
     target's is given; proxies swept at several depths are an error (their lrs differ by the
-    depth rules, not by width)."""
+    depth rules, not by width). Under depth_alpha "auto" the rule comes from ``depth_probe``."""
     depths = sorted({int(v) for v in ok["depth"] if v is not None and v == v})
     if len(depths) > 1:
         raise ValueError(f"the trials ran at depths {depths}; transfer fits eta* across width at one "
@@ -348,9 +353,20 @@ def _depth_fields(ok, target_depth: int | None) -> dict:
     if target_depth is not None and not depths:
         raise ValueError(f"target_depth={target_depth} needs proxies swept with [model] depth (their "
                          f"blocks passed to the factory and a base depth); these trials have none")
-    return {"target_depth": target_depth if target_depth is not None else (depths[0] if depths else None),
-            "base_depth": _one(ok, "base_depth", int) if depths else None,
-            "depth_alpha": _one(ok, "depth_alpha", float)}
+    fields = {"target_depth": target_depth if target_depth is not None else (depths[0] if depths else None),
+              "base_depth": _one(ok, "base_depth", int) if depths else None}
+    if _one(ok, "depth_alpha") != DEPTH_AUTO:
+        return {**fields, "depth_alpha": _one(ok, "depth_alpha", float)}
+    deeper = fields["target_depth"] is not None and depths and fields["target_depth"] > depths[0]
+    if depth_probe is None:
+        if deeper:
+            raise ValueError(f"the proxies ran depth_alpha = \"auto\" and the target is deeper ({fields['target_depth']} "
+                             f"blocks against {depths[0]}), but no depth probe was given: `mutransfer sweep CONFIG` "
+                             f"runs it (study <name>-w<width>-depth-probe); pass it as depth_probe=")
+        return {**fields, "depth_alpha": None}
+    rule = choose_depth_rule(depth_probe, base_depth=depths[0] if depths else 1)
+    notes.extend(rule.notes())
+    return {**fields, "depth_alpha": rule.alpha, "depth_rule": rule.as_dict()}
 
 
 def _one(ok, column: str, cast=str):

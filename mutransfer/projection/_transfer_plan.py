@@ -33,6 +33,7 @@ class TransferPlan:
     target_depth: int | None = None  # the target's blocks; None: the factory's own (width-only)
     base_depth: int | None = None  # the base's blocks the depth rules are relative to
     depth_alpha: float | None = None  # the branch multiplier m_L^-alpha the proxies ran with
+    depth_rule: dict = field(default_factory=dict)  # depth_alpha "auto": the probe's choice, evidence, cost
     adam_lr: float | None = None  # Muon's AdamW groups: carried as its ratio to lr in the best trials
     weight_decay: float | None = None  # keeps lr*wd (and its share of training, given tokens)
     batch_interval: tuple[float, float] | None = None  # "auto": the projected B_noise's interval
@@ -284,6 +285,11 @@ def _summary(p: TransferPlan) -> str:
             ("drift (oct/doubling)", _fmt(p.drift_slope, p.drift_interval, "{:+.3f}")),
             ("predicted loss", _fmt(p.predicted_loss, p.loss_interval)),
             ("constants", ", ".join(f"{k}={v:.4g}" for k, v in p.constants.items()) or "all 1 (defaults)")]
+    if p.depth_rule:
+        r = p.depth_rule
+        cost = f"; probe {r['probe_flops']:.3g} FLOPs" if r.get("probe_flops") else ""
+        rows.append(("depth rule", f"alpha {r['chosen']:g} chosen by the probe at {r['probe_depth']} blocks "
+                                   f"(regret {r['regret_pct']:.2f}% at the handed-over lr){cost}"))
     depth = (f", depth {p.base_depth} -> {p.target_depth} (alpha {p.depth_alpha:g})"
              if p.target_depth is not None and p.depth_alpha is not None else "")
     head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width}{depth} "

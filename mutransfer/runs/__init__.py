@@ -9,7 +9,7 @@ May import :mod:`mutransfer.optim`, :mod:`mutransfer.core`, :mod:`mutransfer.mod
     >>> cfg = mutransfer.runs.load_config("sweeps/quickstart.toml", {"train.steps": 10})
     >>> res = mutransfer.runs.run_trial(cfg, {"lr": 3e-3}, width=64, device="cpu", seed=0)
 """
-from mutransfer.runs._config import (CHOICE_SPACE_KEYS, DATA_SOURCES, INT_SPACE_KEYS, PRUNERS, RECIPES,
+from mutransfer.runs._config import (CHOICE_SPACE_KEYS, DATA_SOURCES, DEPTH_AUTO, INT_SPACE_KEYS, PRUNERS, RECIPES,
                                      SAMPLERS, SECTIONS, SPACE_KEYS, DataConfig, ExperimentConfig,
                                      ModelConfig, ParamConfig, SweepConfig, TrainConfig, budget_steps,
                                      check_staged, config_constants, load_config, swept_constants)
@@ -18,7 +18,7 @@ from mutransfer.runs._toml import to_toml
 from mutransfer.runs._trial import (DIVERGED_PENALTY, TrialRejected, config_factory, make_dataset, resolve_knobs,
                                     run_trial, trial_constants, trial_value)
 
-__all__ = ["CHOICE_SPACE_KEYS", "DATA_SOURCES", "DIVERGED_PENALTY", "DataConfig", "ExperimentConfig",
+__all__ = ["CHOICE_SPACE_KEYS", "DATA_SOURCES", "DEPTH_AUTO", "DIVERGED_PENALTY", "DataConfig", "ExperimentConfig",
            "INT_SPACE_KEYS", "ModelConfig", "PRUNERS", "ParamConfig", "RECIPES", "SAMPLERS", "SECTIONS",
            "SPACE_KEYS", "SweepConfig", "TrainConfig", "TrialRejected", "budget_steps", "check_staged", "config_constants", "count_params",
            "config_factory", "load_config", "make_dataset", "resolve_knobs", "run_trial",

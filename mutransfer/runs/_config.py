@@ -148,8 +148,9 @@ class ParamConfig:
     readout: str = "init"
     output_mult: float = 1.0  # used when [sweep.space] does not sweep output_mult
     # residual branches scaled by m_L^-alpha with the depth rules of scaling.md section 9 when
-    # the model has more blocks than the base; None = the default (mutransfer.core DEFAULT_DEPTH_ALPHA)
-    depth_alpha: float | None = None
+    # the model has more blocks than the base; None = the default (mutransfer.core DEFAULT_DEPTH_ALPHA);
+    # "auto": the sweep probes alpha 0, 1/2 and 1 at 4x the proxy's depth and transfer picks one
+    depth_alpha: float | str | None = None
     # muP's free constants (mutransfer.Constants: init_<role>, lr_<role>, readout_exponent,
     # attention_mult); each is used when [sweep.space] does not sweep it. output_mult is above.
     constants: dict[str, float] = field(default_factory=dict)
@@ -359,8 +360,15 @@ def _coerce(value, hint, where: str):
     or ``X | None``); ints are accepted for floats, bools never for numbers."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)][0]
-        return None if value is None else _coerce(value, inner, where)
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        for kind in inner[1:]:  # X | Y: the first that takes the value; X's message otherwise
+            try:
+                return _coerce(value, kind, where)
+            except ValueError:
+                pass
+        return _coerce(value, inner[0], where)
     if hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
         return _ok(ok, value, value, where, "an int")
@@ -531,9 +539,15 @@ def _check_depth(cfg: ExperimentConfig, source: str) -> None:
     if m.depth is not None and "depth" in m.kwargs:
         raise ValueError(f"{source}: [model] depth = {m.depth} and kwargs depth = {m.kwargs['depth']}: "
                          f"give depth in one place, [model] depth")
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
+    if isinstance(alpha, str) and alpha != DEPTH_AUTO:
+        raise ValueError(f"{source}: [parametrization] depth_alpha must be a number in [0, 1] or "
+                         f"\"{DEPTH_AUTO}\" (the sweep measures which rule transfers), got {alpha!r}")
+    if alpha is not None and alpha != DEPTH_AUTO and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"{source}: [parametrization] depth_alpha must lie in [0, 1] (0: width-only, "
-                         f"0.5: depth-muP, 1: CompleteP), got {alpha!r}")
+                         f"0.5: depth-muP, 1: CompleteP) or be \"{DEPTH_AUTO}\", got {alpha!r}")
+
+
+DEPTH_AUTO = "auto"  # [parametrization] depth_alpha: chosen by the depth probe (mutransfer.tuning.probe_depth)
 
 
 def _check_space(sweep: SweepConfig, source: str) -> None:

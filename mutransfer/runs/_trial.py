@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from mutransfer.core import CONSTANT_NAMES, Constants, Role, parametrize
 from mutransfer.models import zoo
-from mutransfer.runs._config import DataConfig, ExperimentConfig, config_constants
+from mutransfer.runs._config import DEPTH_AUTO, DataConfig, ExperimentConfig, config_constants
 from mutransfer.training import data as datasets
 from mutransfer.training import train
 
@@ -68,7 +68,7 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
     plan = parametrize(factory, width=width, base_width=cfg.model.base_width, scheme=p.scheme,
                        optimizer=p.optimizer, muon_scale=p.muon_scale, readout=p.readout,
                        constants=trial_constants(k), seed=seed, example=example,
-                       depth_alpha=p.depth_alpha, **depths)
+                       depth_alpha=trial_depth_alpha(cfg, depth), **depths)
     _scale_init_(plan, k["init_scale"])
     t = cfg.train
     # wrapped (FSDP2 shards the parameters) before the optimizer takes them
@@ -88,6 +88,25 @@ def run_trial(cfg: ExperimentConfig, params: dict, *, width: int, device: str, s
                  eval_batches=t.eval_batches, eval_batch_size=t.batch_size, seed=seed, callback=callback,
                  measure_noise=t.measure_noise, progress=progress, qk_clip=qk_clip,
                  parallel=parallel, checkpoint=checkpoint, log=log)
+
+
+def trial_depth_alpha(cfg: ExperimentConfig, depth: int | None) -> float | None:
+    """``[parametrization] depth_alpha`` for a run at ``depth`` blocks. "auto" runs only at the
+    base depth (where every rule gives the same model, m_L = 1); deeper runs need the rule the
+    depth probe chose, which the plan carries (``mutransfer train`` takes it from there).
+
+        >>> trial_depth_alpha(cfg.override({"parametrization.depth_alpha": 0.5}), 8)
+        0.5
+    """
+    alpha = cfg.parametrization.depth_alpha
+    if alpha != DEPTH_AUTO:
+        return alpha
+    base = cfg.model.base_depth or cfg.model.depth
+    if depth is not None and base is not None and depth != base:
+        raise ValueError(f"depth_alpha = \"auto\" is chosen by the depth probe, not at {depth} blocks: train "
+                         f"the target from its plan (`mutransfer train`, which carries the chosen alpha), or set "
+                         f"[parametrization] depth_alpha to a number for this run")
+    return None
 
 
 def resolve_knobs(cfg: ExperimentConfig, params: dict) -> dict[str, Any]:

@@ -1,0 +1,150 @@
+"""``depth_alpha = "auto"``: the depth rule chosen by the regret a user would pay (issue 32).
+
+The depth probe (:func:`mutransfer.tuning.probe_depth`) trains the proxy at 4x its depth under
+each candidate branch multiplier m_L^-alpha on a short lr grid around the handed-over lr. For
+each alpha:
+
+    regret(alpha) = L_alpha(handed-over lr) / min over every alpha and lr of L - 1,
+
+the loss the rule gives at the lr the shallow proxy hands over, against the best loss any rule
+reaches at that depth with its lr tuned there. The rule with the lowest L_alpha(handed-over lr)
+is chosen; a warning says when even it pays more than :data:`REGRET_GOAL`.
+
+    >>> rule = choose_depth_rule(probe_study, lr=plan.lr)
+    >>> rule.alpha, rule.records
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mutransfer.runs import training_flops
+
+REGRET_GOAL = 0.01  # a rule whose regret at the probe's depth exceeds 1% is warned about
+
+
+@dataclass(frozen=True)
+class DepthRule:
+    """The chosen alpha, the evidence per candidate and the probe's cost (see the module).
+
+        >>> rule = choose_depth_rule(frame, lr=0.01)
+        >>> rule.alpha, rule.regret_pct, rule.as_dict()["candidates"]
+    """
+
+    alpha: float
+    records: tuple[dict, ...]  # per alpha: depth_alpha, loss_at_lr, best_loss, best_log2_lr, regret_pct
+    base_depth: int
+    probe_depth: int
+    lr: float  # the handed-over lr the rules were judged at
+    regret_pct: float  # the chosen rule's
+    probe_flops: float | None = None  # 6 N D over the probe's runs
+
+    def as_dict(self) -> dict:
+        """The plan's record of the choice (plan.depth_rule)."""
+        return {"chosen": self.alpha, "base_depth": self.base_depth, "probe_depth": self.probe_depth,
+                "lr": self.lr, "regret_pct": self.regret_pct, "candidates": list(self.records),
+                "probe_flops": self.probe_flops}
+
+    def notes(self) -> list[str]:
+        """The choice in a sentence, and a warning when no rule keeps the regret under the goal."""
+        listed = ", ".join(f"alpha {r['depth_alpha']:g}: {r['regret_pct']:+.2f}%" for r in self.records)
+        out = [f"depth_alpha auto: the probe at {self.probe_depth} blocks (the proxy's {self.base_depth} x "
+               f"{self.probe_depth // self.base_depth}) chose alpha {self.alpha:g}, whose loss at the handed-over lr "
+               f"{self.lr:.4g} is lowest there; regret against the best of any rule tuned at that depth: {listed}"]
+        if self.regret_pct > 100 * REGRET_GOAL:
+            out.append(f"no depth rule keeps the regret at {self.probe_depth} blocks under {100 * REGRET_GOAL:g}% "
+                       f"(the best, alpha {self.alpha:g}, pays {self.regret_pct:.2f}%): the lr handed over from "
+                       f"{self.base_depth} blocks will be off at the target's depth; sweep the proxy nearer "
+                       f"the target's depth ([sweep] depth)")
+        return out
+
+
+def probe_frame(probe):
+    """One row per finished probe trial: depth_alpha, lr, loss, tokens, params (from a study or a
+    DataFrame with those columns)."""
+    import pandas as pd
+
+    if isinstance(probe, pd.DataFrame):
+        return probe
+    import optuna
+
+    rows = []
+    for t in probe.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        a = t.user_attrs
+        loss = a.get("loss")
+        rows.append({"depth_alpha": a.get("depth_alpha"), "lr": a.get("lr"), "depth": a.get("depth"),
+                     "handed_lr": a.get("handed_lr"),
+                     "loss": math.inf if loss is None or a.get("diverged") else float(loss),
+                     "tokens": float(a.get("steps", 0)) * float(a.get("batch_size", 0)) * _seq_len(a)})
+    frame = pd.DataFrame(rows)
+    frame.attrs["params_probe"] = probe.user_attrs.get("params_probe")
+    return frame
+
+
+def _seq_len(attrs: dict) -> float:
+    cfg = attrs.get("config", {})
+    synthetic = cfg.get("data", {}).get("source") == "synthetic"
+    return 1.0 if synthetic else float(cfg.get("train", {}).get("seq_len", 1))
+
+
+def choose_depth_rule(probe, *, base_depth: int, lr: float | None = None) -> DepthRule:
+    """The rule whose loss at ``lr`` (the handed-over lr; default the one the probe ran around, its
+    runs' ``handed_lr``) is lowest at the probe's depth, with each candidate's regret (see the
+    module). ``probe``: the probe's study or a frame with columns depth_alpha, lr, loss (and
+    handed_lr, depth, tokens). A candidate without a run at ``lr`` is refused.
+
+        >>> choose_depth_rule(study, base_depth=2).alpha
+        0.5
+    """
+    frame = probe_frame(probe)
+    if frame.empty:
+        raise ValueError("the depth probe holds no finished runs: run `mutransfer sweep CONFIG` with "
+                         "[parametrization] depth_alpha = \"auto\" (it runs the probe) before transfer")
+    if lr is None:
+        if "handed_lr" not in frame or frame["handed_lr"].isna().all():
+            raise ValueError("the probe's runs record no handed-over lr: pass lr= (the lr the proxy hands over)")
+        lr = float(frame["handed_lr"].dropna().iloc[-1])
+    best = float(frame["loss"].min())
+    if not math.isfinite(best):
+        raise ValueError("every depth-probe run diverged: lower the sweep's lr range and sweep again")
+    records = []
+    for alpha, g in frame.groupby("depth_alpha", sort=True):
+        at = g[np.isclose(np.log2(g["lr"].astype(float)), math.log2(lr), atol=1e-6)]
+        if at.empty:
+            raise ValueError(f"the depth probe has no run of alpha {alpha:g} at the handed-over lr {lr:.4g} "
+                             f"(its lrs: {sorted(g['lr'].round(6).tolist())}): the sweep changed since the "
+                             f"probe ran; run `mutransfer sweep CONFIG` again to probe at the new lr")
+        loss = float(at["loss"].mean())
+        top = g.loc[g["loss"].idxmin()]
+        records.append({"depth_alpha": float(alpha), "loss_at_lr": loss, "best_loss": float(top["loss"]),
+                        "best_log2_lr": float(math.log2(top["lr"])), "regret_pct": 100 * (loss - best) / best})
+    chosen = min(records, key=lambda r: r["loss_at_lr"])
+    params = frame.attrs.get("params_probe")
+    flops = training_flops(params, float(frame["tokens"].sum())) if params and "tokens" in frame else None
+    depth = int(frame["depth"].max()) if "depth" in frame else 0
+    return DepthRule(chosen["depth_alpha"], tuple(records), int(base_depth), depth, float(lr),
+                     chosen["regret_pct"], flops)
+
+
+def run_depth_probe(cfg, studies, *, storage: str | None = None, reports_dir="reports", device: str = "cpu",
+                    show_progress: bool = True):
+    """The probe for ``cfg``'s proxy sweep (``studies``): the lr and knobs :func:`transfer` hands
+    over at the proxy's width, then :func:`mutransfer.tuning.probe_depth` around them. None when
+    the config does not ask for it (depth_alpha not "auto", or a target no deeper than the proxy).
+
+        >>> run_depth_probe(load_config("sweeps/llama-cpu-depth.toml"), [study])
+    """
+    from mutransfer.projection._target import plan_params
+    from mutransfer.projection._transfer import transfer
+    from mutransfer.runs import DEPTH_AUTO
+    from mutransfer.tuning import probe_depth
+
+    base = cfg.proxy_depth()
+    if cfg.parametrization.depth_alpha != DEPTH_AUTO or base is None or (cfg.model.depth or base) <= base:
+        return None
+    plan = transfer(studies, cfg.sweep.width, scheme=cfg.parametrization.scheme,
+                    optimizer=cfg.parametrization.optimizer)
+    return probe_depth(cfg, plan_params(plan), storage=storage, reports_dir=reports_dir, device=device,
+                       show_progress=show_progress)

@@ -1,0 +1,116 @@
+"""depth_alpha = "auto" (issue 32, item 2): the sweep's depth probe trains the proxy at 4x its depth
+under alpha 0, 1/2 and 1 around the handed-over lr; transfer picks the rule whose loss at that lr is
+lowest there, records the evidence and the probe's compute in the plan, warns when every rule pays
+more than 1%, and the target trains with the chosen rule."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mutransfer import TransferPlan, load_config
+from mutransfer.projection import choose_depth_rule, run_depth_probe, train_target, transfer
+from mutransfer.runs import run_trial
+from mutransfer.tuning import probe_points, probe_study_name, sweep
+
+
+def probe(losses: dict[float, list[float]], lr: float = 2 ** -6) -> pd.DataFrame:
+    """A probe frame: per alpha the losses at lr x 2^k, k = -2..2."""
+    return pd.DataFrame([{"depth_alpha": a, "lr": lr * 2.0 ** k, "loss": v, "handed_lr": lr, "depth": 8}
+                         for a, vs in losses.items() for k, v in zip(range(-2, 3), vs)])
+
+
+def test_the_rule_with_the_lowest_loss_at_the_handed_over_lr_is_chosen():
+    frame = probe({0.0: [2.30, 2.20, 2.15, 2.12, 2.40],  # best at +1 octave: its handed-over loss is 2.15
+                   0.5: [2.25, 2.16, 2.11, 2.14, 2.50],  # best at the handed-over lr: 2.11
+                   1.0: [2.35, 2.22, 2.13, 2.10, 2.20]})  # reaches 2.10 tuned, but 2.13 at the handed-over lr
+    rule = choose_depth_rule(frame, base_depth=2)
+    assert rule.alpha == 0.5 and rule.probe_depth == 8 and rule.lr == 2 ** -6
+    regrets = {r["depth_alpha"]: r["regret_pct"] for r in rule.records}
+    assert regrets[0.5] == pytest.approx(100 * (2.11 - 2.10) / 2.10)
+    assert regrets[0.0] == pytest.approx(100 * (2.15 - 2.10) / 2.10)
+    assert {r["depth_alpha"]: r["best_log2_lr"] for r in rule.records}[1.0] == pytest.approx(-5)
+    assert "chose alpha 0.5" in rule.notes()[0] and len(rule.notes()) == 1
+    assert rule.as_dict()["chosen"] == 0.5 and len(rule.as_dict()["candidates"]) == 3
+
+
+def test_a_warning_when_no_rule_keeps_the_regret_under_one_percent():
+    frame = probe({0.0: [2.5, 2.4, 2.30, 2.2, 2.3], 0.5: [2.5, 2.4, 2.35, 2.10, 2.3], 1.0: [2.6, 2.5, 2.4, 2.3, 2.2]})
+    rule = choose_depth_rule(frame, base_depth=2)
+    assert rule.alpha == 0.0 and rule.regret_pct == pytest.approx(100 * 0.2 / 2.1)
+    assert any("no depth rule keeps the regret at 8 blocks under 1%" in n and "[sweep] depth" in n
+               for n in rule.notes())
+
+
+def test_the_probe_refuses_what_it_cannot_judge():
+    frame = probe({0.5: [2.2, 2.1, 2.0, 2.1, 2.2]})
+    with pytest.raises(ValueError, match="no run of alpha 0.5 at the handed-over lr 0.1"):
+        choose_depth_rule(frame, base_depth=2, lr=0.1)
+    with pytest.raises(ValueError, match="holds no finished runs"):
+        choose_depth_rule(frame.iloc[:0], base_depth=2)
+    with pytest.raises(ValueError, match="every depth-probe run diverged"):
+        choose_depth_rule(frame.assign(loss=math.inf), base_depth=2)
+    with pytest.raises(ValueError, match="handed-over lr must be a positive number"):
+        probe_points(0.0)
+    assert len(probe_points(0.01)) == 15
+
+
+def test_config_takes_auto_and_refuses_other_words():
+    assert load_config("sweeps/gpt-cpu.toml", {"parametrization.depth_alpha": "auto"}).parametrization.depth_alpha == "auto"
+    with pytest.raises(ValueError, match="must be a number in \\[0, 1\\] or \"auto\""):
+        load_config("sweeps/gpt-cpu.toml", {"parametrization.depth_alpha": "deep"})
+    with pytest.raises(ValueError, match="must lie in \\[0, 1\\]"):
+        load_config("sweeps/gpt-cpu.toml", {"parametrization.depth_alpha": 2.0})
+
+
+def test_auto_sweeps_probes_transfers_and_trains_the_target_with_the_chosen_rule(tmp_path):
+    cfg = load_config("sweeps/gpt-cpu.toml", {
+        "name": "tiny-auto", "model.kwargs": {"seq_len": 16}, "model.depth": 4, "model.base_depth": 1,
+        "model.width": 32, "model.base_width": 16, "sweep.width": 16, "train.steps": 4, "train.seq_len": 16,
+        "train.batch_size": 4, "train.eval_every": 4, "train.eval_batches": 1, "sweep.sampler": "grid",
+        "sweep.trials": 3, "sweep.pruner": "none", "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]},
+        "sweep.storage": f"sqlite:///{tmp_path}/s.db", "parametrization.depth_alpha": "auto"})
+    study = sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path)
+    with pytest.raises(ValueError, match="no depth probe was given: `mutransfer sweep CONFIG` runs it"):
+        transfer(study, 32, target_depth=4)
+    probe_study = run_depth_probe(cfg, study, show_progress=False)
+    assert probe_study.study_name == probe_study_name(cfg) == "tiny-auto-w16-depth-probe"
+    trials = probe_study.get_trials(deepcopy=False)
+    assert len(trials) == 15 and {t.user_attrs["depth"] for t in trials} == {4}
+    assert {t.user_attrs["depth_alpha"] for t in trials} == {0.0, 0.5, 1.0}
+    assert len(run_depth_probe(cfg, study, show_progress=False).get_trials()) == 15  # resumed: nothing re-run
+    plan = transfer(study, 32, target_depth=4, depth_probe=probe_study)
+    rule = plan.depth_rule
+    assert plan.depth_alpha == rule["chosen"] in (0.0, 0.5, 1.0) and rule["probe_depth"] == 4
+    assert rule["probe_flops"] > 0 and rule["lr"] == pytest.approx(plan.lr)
+    assert any("depth_alpha auto: the probe at 4 blocks" in w for w in plan.warnings)
+    assert TransferPlan.from_json(plan.to_json()) == plan
+    res = train_target(cfg, plan, device="cpu", progress=False)  # "auto" in the config: the plan's rule
+    assert math.isfinite(res.final_loss)
+    with pytest.raises(ValueError, match="depth_alpha = \"auto\" is chosen by the depth probe, not at 4 blocks"):
+        run_trial(cfg, {"lr": 1e-3}, width=16, device="cpu", seed=0, depth=4)
+    assert "depth rule" in plan.summary() and "chosen by the probe at 4 blocks" in plan.summary()
+
+
+def test_the_sweep_command_runs_the_probe_and_transfer_reads_it(tmp_path, capsys):
+    from mutransfer.cli import sweep as sweep_cmd
+    from mutransfer.cli import transfer as transfer_cmd
+    from mutransfer.runs import to_toml
+    from tiny import run_command
+
+    cfg = load_config("sweeps/gpt-cpu.toml", {
+        "name": "cli-auto", "model.kwargs": {"seq_len": 16}, "model.depth": 2, "model.base_depth": 1,
+        "model.width": 16, "model.base_width": 16, "sweep.width": 16, "train.steps": 3, "train.seq_len": 16,
+        "train.batch_size": 4, "train.eval_every": 3, "train.eval_batches": 1, "sweep.sampler": "grid",
+        "sweep.trials": 3, "sweep.pruner": "none", "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]},
+        "parametrization.depth_alpha": "auto"})
+    path = tmp_path / "cli-auto.toml"
+    path.write_text(to_toml(cfg.to_dict()))
+    reports = tmp_path / "reports"
+    assert run_command(sweep_cmd, "sweep", str(path), "--reports", str(reports)) == 0
+    assert "depth_alpha auto: the probe at 4 blocks" in capsys.readouterr().out
+    out = tmp_path / "plan.json"
+    assert run_command(transfer_cmd, "transfer", str(path), "--reports", str(reports), "--out", str(out)) == 0
+    plan = TransferPlan.from_json(out.read_text())
+    assert plan.depth_rule["probe_depth"] == 4 and plan.target_depth == 2 and plan.depth_alpha == plan.depth_rule["chosen"]
