@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from mutransfer import TransferPlan, load_config
 from mutransfer.projection import choose_depth_rule, run_depth_probe, train_target, transfer
+from mutransfer.projection._depth_rule import tuned_points
 from mutransfer.runs import run_trial
 from mutransfer.tuning import probe_points, probe_study_name, sweep
 
@@ -31,12 +33,29 @@ def test_the_rule_with_the_lowest_loss_at_the_handed_over_lr_is_chosen():
     assert regrets[0.5] == pytest.approx(100 * (2.11 - 2.10) / 2.10)
     assert regrets[0.0] == pytest.approx(100 * (2.15 - 2.10) / 2.10)
     assert {r["depth_alpha"]: r["best_log2_lr"] for r in rule.records}[1.0] == pytest.approx(-5)
-    assert "chose alpha 0.5" in rule.notes()[0] and len(rule.notes()) == 1
+    assert "chose alpha 0.5 at the handed-over lr" in rule.notes()[0] and len(rule.notes()) == 1
     assert rule.as_dict()["chosen"] == 0.5 and len(rule.as_dict()["candidates"]) == 3
 
 
+def test_a_rule_that_moves_the_lr_with_depth_wins_only_by_more_than_the_tie():
+    frame = probe({0.0: [2.30, 2.20, 2.15, 2.12, 2.40], 0.5: [2.40, 2.30, 2.15, 2.08, 2.12],
+                   1.0: [2.35, 2.22, 2.13, 2.10, 2.20]})
+    at = [p for p in tuned_points(frame) if p["depth_alpha"] == 0.5][0]
+    assert at["kind"] == "tuned" and -5 < np.log2(at["lr"]) < -4  # between two grid lrs, above the handed-over one
+    tuned = pd.DataFrame([{"depth_alpha": 0.5, "lr": at["lr"], "loss": 2.05, "handed_lr": 2 ** -6, "depth": 8,
+                           "kind": "tuned"}])
+    rule = choose_depth_rule(pd.concat([frame.assign(kind="grid"), tuned]), base_depth=2)
+    s = (np.log2(at["lr"]) + 6) / 2  # octaves over 2 doublings of depth
+    assert rule.alpha == 0.5 and rule.lr_depth_exponent == pytest.approx(s)
+    assert rule.lr_factor(16) == pytest.approx(8 ** s) and rule.regret_pct == 0.0
+    assert f"alpha 0.5, lr x m_L^{s:+.2f}" in [r["rule"] for r in rule.records]
+    close = pd.concat([frame.assign(kind="grid"), tuned.assign(loss=2.1295)])  # within 0.1% of 2.13 (alpha 1)
+    assert choose_depth_rule(close, base_depth=2).lr_depth_exponent == 0.0
+
+
 def test_a_warning_when_no_rule_keeps_the_regret_under_one_percent():
-    frame = probe({0.0: [2.5, 2.4, 2.30, 2.2, 2.3], 0.5: [2.5, 2.4, 2.35, 2.10, 2.3], 1.0: [2.6, 2.5, 2.4, 2.3, 2.2]})
+    # every grid optimum lies between grid lrs, where the probe has no run: only the plain candidates
+    frame = probe({0.0: [2.5, 2.4, 2.30, 2.22, 2.28], 0.5: [2.5, 2.4, 2.35, 2.10, 2.3], 1.0: [2.6, 2.5, 2.4, 2.35, 2.38]})
     rule = choose_depth_rule(frame, base_depth=2)
     assert rule.alpha == 0.0 and rule.regret_pct == pytest.approx(100 * 0.2 / 2.1)
     assert any("no depth rule keeps the regret at 8 blocks under 1%" in n and "[sweep] depth" in n
@@ -45,7 +64,7 @@ def test_a_warning_when_no_rule_keeps_the_regret_under_one_percent():
 
 def test_the_probe_refuses_what_it_cannot_judge():
     frame = probe({0.5: [2.2, 2.1, 2.0, 2.1, 2.2]})
-    with pytest.raises(ValueError, match="no run of alpha 0.5 at the handed-over lr 0.1"):
+    with pytest.raises(ValueError, match="no run of alpha 0.5 at the lr 0.1 "):
         choose_depth_rule(frame, base_depth=2, lr=0.1)
     with pytest.raises(ValueError, match="holds no finished runs"):
         choose_depth_rule(frame.iloc[:0], base_depth=2)
@@ -77,13 +96,15 @@ def test_auto_sweeps_probes_transfers_and_trains_the_target_with_the_chosen_rule
     probe_study = run_depth_probe(cfg, study, show_progress=False)
     assert probe_study.study_name == probe_study_name(cfg) == "tiny-auto-w16-depth-probe"
     trials = probe_study.get_trials(deepcopy=False)
-    assert len(trials) == 15 and {t.user_attrs["depth"] for t in trials} == {4}
+    tuned = [t for t in trials if t.user_attrs["kind"] == "tuned"]  # one per alpha, unless its optimum is a grid lr
+    assert len(trials) == 15 + len(tuned) and {t.user_attrs["depth"] for t in trials} == {4}
     assert {t.user_attrs["depth_alpha"] for t in trials} == {0.0, 0.5, 1.0}
-    assert len(run_depth_probe(cfg, study, show_progress=False).get_trials()) == 15  # resumed: nothing re-run
+    assert len(run_depth_probe(cfg, study, show_progress=False).get_trials()) == len(trials)  # resumed: nothing re-run
     plan = transfer(study, 32, target_depth=4, depth_probe=probe_study)
     rule = plan.depth_rule
     assert plan.depth_alpha == rule["chosen"] in (0.0, 0.5, 1.0) and rule["probe_depth"] == 4
-    assert rule["probe_flops"] > 0 and rule["lr"] == pytest.approx(plan.lr)
+    assert rule["probe_flops"] > 0 and len(rule["candidates"]) == 6  # 3 alphas, each also with its lr moved
+    assert plan.lr == pytest.approx(rule["lr"] * 4 ** rule["lr_depth_exponent"])  # (L / L0)^s, L / L0 = 4
     assert any("depth_alpha auto: the probe at 4 blocks" in w for w in plan.warnings)
     assert TransferPlan.from_json(plan.to_json()) == plan
     res = train_target(cfg, plan, device="cpu", progress=False)  # "auto" in the config: the plan's rule

@@ -7,10 +7,13 @@ each alpha:
     regret(alpha) = L_alpha(handed-over lr) / min over every alpha and lr of L - 1,
 
 the loss the rule gives at the lr the shallow proxy hands over, against the best loss any rule
-reaches at that depth with its lr tuned there. The rule with the lowest L_alpha(handed-over lr)
-is chosen; a warning says when even it pays more than :data:`REGRET_GOAL`.
+reaches at that depth with its lr tuned there. A second candidate per alpha decouples the branch
+multiplier from the lr: it keeps m_L^-alpha and moves the lr by the depth exponent measured on
+the probe, lr x (L / L0)^s (one more run per alpha, at the probe grid's fitted optimum). The
+candidate with the lowest loss there is chosen (one that moves the lr only when it beats the
+others by more than :data:`TIE`); a warning says when even it pays more than :data:`REGRET_GOAL`.
 
-    >>> rule = choose_depth_rule(probe_study, lr=plan.lr)
+    >>> rule = choose_depth_rule(probe_study, base_depth=2)
     >>> rule.alpha, rule.records
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from mutransfer.runs import training_flops
 
 REGRET_GOAL = 0.01  # a rule whose regret at the probe's depth exceeds 1% is warned about
+TIE = 0.001  # relative loss within which a rule without a depth exponent is preferred
 
 
 @dataclass(frozen=True)
@@ -40,19 +44,27 @@ class DepthRule:
     lr: float  # the handed-over lr the rules were judged at
     regret_pct: float  # the chosen rule's
     probe_flops: float | None = None  # 6 N D over the probe's runs
+    lr_depth_exponent: float = 0.0  # the target's lr x (L / L0)^this (0: the lr as handed over)
+
+    def lr_factor(self, target_depth: int) -> float:
+        """(target_depth / base_depth)^s: what the chosen rule multiplies the handed-over lr by."""
+        return (target_depth / self.base_depth) ** self.lr_depth_exponent
 
     def as_dict(self) -> dict:
         """The plan's record of the choice (plan.depth_rule)."""
-        return {"chosen": self.alpha, "base_depth": self.base_depth, "probe_depth": self.probe_depth,
+        return {"chosen": self.alpha, "lr_depth_exponent": self.lr_depth_exponent,
+                "base_depth": self.base_depth, "probe_depth": self.probe_depth,
                 "lr": self.lr, "regret_pct": self.regret_pct, "candidates": list(self.records),
                 "probe_flops": self.probe_flops}
 
     def notes(self) -> list[str]:
         """The choice in a sentence, and a warning when no rule keeps the regret under the goal."""
-        listed = ", ".join(f"alpha {r['depth_alpha']:g}: {r['regret_pct']:+.2f}%" for r in self.records)
+        listed = ", ".join(f"{r['rule']}: {r['regret_pct']:+.2f}%" for r in self.records)
+        rule = f"alpha {self.alpha:g}" + (f" with the lr x (L / {self.base_depth})^{self.lr_depth_exponent:+.2f}"
+                                          if self.lr_depth_exponent else " at the handed-over lr")
         out = [f"depth_alpha auto: the probe at {self.probe_depth} blocks (the proxy's {self.base_depth} x "
-               f"{self.probe_depth // self.base_depth}) chose alpha {self.alpha:g}, whose loss at the handed-over lr "
-               f"{self.lr:.4g} is lowest there; regret against the best of any rule tuned at that depth: {listed}"]
+               f"{self.probe_depth // self.base_depth}) chose {rule} ({self.lr:.4g} at {self.base_depth}), whose loss "
+               f"is lowest there; regret against the best of any rule tuned at that depth: {listed}"]
         if self.regret_pct > 100 * REGRET_GOAL:
             out.append(f"no depth rule keeps the regret at {self.probe_depth} blocks under {100 * REGRET_GOAL:g}% "
                        f"(the best, alpha {self.alpha:g}, pays {self.regret_pct:.2f}%): the lr handed over from "
@@ -67,7 +79,7 @@ def probe_frame(probe):
     import pandas as pd
 
     if isinstance(probe, pd.DataFrame):
-        return probe
+        return probe if "kind" in probe else probe.assign(kind="grid")
     import optuna
 
     rows = []
@@ -75,7 +87,7 @@ def probe_frame(probe):
         a = t.user_attrs
         loss = a.get("loss")
         rows.append({"depth_alpha": a.get("depth_alpha"), "lr": a.get("lr"), "depth": a.get("depth"),
-                     "handed_lr": a.get("handed_lr"),
+                     "handed_lr": a.get("handed_lr"), "kind": a.get("kind", "grid"),
                      "loss": math.inf if loss is None or a.get("diverged") else float(loss),
                      "tokens": float(a.get("steps", 0)) * float(a.get("batch_size", 0)) * _seq_len(a)})
     frame = pd.DataFrame(rows)
@@ -90,10 +102,15 @@ def _seq_len(attrs: dict) -> float:
 
 
 def choose_depth_rule(probe, *, base_depth: int, lr: float | None = None) -> DepthRule:
-    """The rule whose loss at ``lr`` (the handed-over lr; default the one the probe ran around, its
-    runs' ``handed_lr``) is lowest at the probe's depth, with each candidate's regret (see the
-    module). ``probe``: the probe's study or a frame with columns depth_alpha, lr, loss (and
-    handed_lr, depth, tokens). A candidate without a run at ``lr`` is refused.
+    """The candidate with the lowest loss at the probe's depth (see the module), each with its regret.
+
+    Candidates: every alpha at ``lr`` (the handed-over lr; default the one the probe ran around,
+    its runs' ``handed_lr``), and every alpha with a run at its grid's fitted optimum
+    (:func:`tuned_points`), at that lr: the lr moved by the
+    depth exponent s = log2(eta*_probe / lr) / log2(probe depth / base depth) measured on the
+    probe's grid (the target then gets lr x (L / L0)^s). Within :data:`TIE` of the best, a
+    candidate without the exponent is preferred (it extrapolates nothing). ``probe``: the probe's
+    study or a frame with columns depth_alpha, lr, loss, kind (and handed_lr, depth, tokens).
 
         >>> choose_depth_rule(study, base_depth=2).alpha
         0.5
@@ -102,36 +119,77 @@ def choose_depth_rule(probe, *, base_depth: int, lr: float | None = None) -> Dep
     if frame.empty:
         raise ValueError("the depth probe holds no finished runs: run `mutransfer sweep CONFIG` with "
                          "[parametrization] depth_alpha = \"auto\" (it runs the probe) before transfer")
-    if lr is None:
-        if "handed_lr" not in frame or frame["handed_lr"].isna().all():
-            raise ValueError("the probe's runs record no handed-over lr: pass lr= (the lr the proxy hands over)")
-        lr = float(frame["handed_lr"].dropna().iloc[-1])
+    lr = _handed_lr(frame) if lr is None else float(lr)
     best = float(frame["loss"].min())
     if not math.isfinite(best):
         raise ValueError("every depth-probe run diverged: lower the sweep's lr range and sweep again")
+    depth = int(frame["depth"].max()) if "depth" in frame else 0
+    octaves = math.log2(depth / base_depth) if depth > base_depth else 1.0
     records = []
+    tuned = {p["depth_alpha"]: p["lr"] for p in tuned_points(frame)}
     for alpha, g in frame.groupby("depth_alpha", sort=True):
-        at = g[np.isclose(np.log2(g["lr"].astype(float)), math.log2(lr), atol=1e-6)]
-        if at.empty:
-            raise ValueError(f"the depth probe has no run of alpha {alpha:g} at the handed-over lr {lr:.4g} "
-                             f"(its lrs: {sorted(g['lr'].round(6).tolist())}): the sweep changed since the "
-                             f"probe ran; run `mutransfer sweep CONFIG` again to probe at the new lr")
-        loss = float(at["loss"].mean())
-        top = g.loc[g["loss"].idxmin()]
-        records.append({"depth_alpha": float(alpha), "loss_at_lr": loss, "best_loss": float(top["loss"]),
-                        "best_log2_lr": float(math.log2(top["lr"])), "regret_pct": 100 * (loss - best) / best})
-    chosen = min(records, key=lambda r: r["loss_at_lr"])
+        records.append(_candidate(g, alpha, lr, best, 0.0))
+        at = tuned.get(float(alpha))
+        if at is not None and np.isclose(np.log2(g["lr"].astype(float)), math.log2(at), atol=1e-6).any():
+            records.append(_candidate(g, alpha, at, best, (math.log2(at) - math.log2(lr)) / octaves))
+    plain = min((r for r in records if r["lr_depth_exponent"] == 0.0), key=lambda r: r["loss_at_lr"])
+    top = min(records, key=lambda r: r["loss_at_lr"])
+    chosen = plain if plain["loss_at_lr"] <= top["loss_at_lr"] * (1 + TIE) else top
     params = frame.attrs.get("params_probe")
     flops = training_flops(params, float(frame["tokens"].sum())) if params and "tokens" in frame else None
-    depth = int(frame["depth"].max()) if "depth" in frame else 0
     return DepthRule(chosen["depth_alpha"], tuple(records), int(base_depth), depth, float(lr),
-                     chosen["regret_pct"], flops)
+                     chosen["regret_pct"], flops, chosen["lr_depth_exponent"])
+
+
+def _handed_lr(frame) -> float:
+    if "handed_lr" not in frame or frame["handed_lr"].isna().all():
+        raise ValueError("the probe's runs record no handed-over lr: pass lr= (the lr the proxy hands over)")
+    return float(frame["handed_lr"].dropna().iloc[-1])
+
+
+def _candidate(g, alpha, lr: float, best: float, exponent: float) -> dict:
+    """One rule's record: its loss at ``lr`` (a run there, refused if missing) and its regret."""
+    at = g[np.isclose(np.log2(g["lr"].astype(float)), math.log2(lr), atol=1e-6)]
+    if at.empty:
+        raise ValueError(f"the depth probe has no run of alpha {alpha:g} at the lr {lr:.4g} (its lrs: "
+                         f"{sorted(g['lr'].round(6).tolist())}): the sweep changed since the probe ran; run "
+                         f"`mutransfer sweep CONFIG` again to probe at the new lr")
+    loss = float(at["loss"].mean())
+    top = g.loc[g["loss"].idxmin()]
+    label = f"alpha {alpha:g}" + (f", lr x m_L^{exponent:+.2f}" if exponent else "")
+    return {"rule": label, "depth_alpha": float(alpha), "lr_depth_exponent": float(exponent), "lr": float(lr),
+            "loss_at_lr": loss, "best_loss": float(top["loss"]), "best_log2_lr": float(math.log2(top["lr"])),
+            "regret_pct": 100 * (loss - best) / best}
+
+
+def tuned_points(probe, *, window: float = 2.0) -> list[dict]:
+    """Per alpha of the probe's grid, a run at the lr a quadratic fit puts the optimum at
+    (:func:`quadratic_optimum` on its grid): the "tuned" points that measure the drift-corrected
+    candidates. Where the grid's best sits at its edge the edge lr is used.
+
+        >>> tuned_points(study)
+        [{'depth_alpha': 0.0, 'lr': 0.0081, 'offset': 0.31, 'kind': 'tuned'}, ...]
+    """
+    from mutransfer.projection._laws import quadratic_optimum
+
+    frame = probe_frame(probe)
+    frame = frame[(frame["kind"] == "grid") & np.isfinite(frame["loss"])]
+    out = []
+    for alpha, g in frame.groupby("depth_alpha", sort=True):
+        x = np.log2(g["lr"].to_numpy(float))
+        if len(np.unique(x)) < 3:
+            continue
+        opt = float(quadratic_optimum(x, g["loss"].to_numpy(float), window=window, n_boot=0).log2_lr[0])
+        handed = float(g["handed_lr"].iloc[-1])
+        out.append({"depth_alpha": float(alpha), "lr": 2.0 ** opt, "offset": opt - math.log2(handed), "kind": "tuned"})
+    return out
 
 
 def run_depth_probe(cfg, studies, *, storage: str | None = None, reports_dir="reports", device: str = "cpu",
                     show_progress: bool = True):
     """The probe for ``cfg``'s proxy sweep (``studies``): the lr and knobs :func:`transfer` hands
-    over at the proxy's width, then :func:`mutransfer.tuning.probe_depth` around them. None when
+    over at the proxy's width, then :func:`mutransfer.tuning.probe_depth` around them, then one run
+    per alpha at the lr its grid puts the optimum at (:func:`tuned_points`). None when
     the config does not ask for it (depth_alpha not "auto", or a target no deeper than the proxy).
 
         >>> run_depth_probe(load_config("sweeps/llama-cpu-depth.toml"), [study])
@@ -146,5 +204,8 @@ def run_depth_probe(cfg, studies, *, storage: str | None = None, reports_dir="re
         return None
     plan = transfer(studies, cfg.sweep.width, scheme=cfg.parametrization.scheme,
                     optimizer=cfg.parametrization.optimizer)
-    return probe_depth(cfg, plan_params(plan), storage=storage, reports_dir=reports_dir, device=device,
-                       show_progress=show_progress)
+    params = plan_params(plan)
+    study = probe_depth(cfg, params, storage=storage, reports_dir=reports_dir, device=device,
+                        show_progress=show_progress)
+    return probe_depth(cfg, params, storage=storage, reports_dir=reports_dir, device=device,
+                       points=tuned_points(study), show_progress=show_progress)

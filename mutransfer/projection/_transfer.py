@@ -159,6 +159,9 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
             "tokens_per_example": tpe, "proxy_tokens": finite_median(ok["tokens"]), "target_tokens": tokens}
     if risk is not None:
         diag["risk"] = risk
+    depth = _depth_fields(ok, target_depth, depth_probe, notes)
+    octaves = _depth_lr_octaves(depth)  # a depth rule that moves the lr with the depth (depth_alpha "auto")
+    safe, log2_lr = safe + octaves, log2_lr + octaves
     # the TransferPlan's fields, gathered as the fits produce them
     fields = {"lr": float(2 ** safe), "eta_star": float(2 ** log2_lr[0]), "lr_interval": exp2_interval(log2_lr),
               "batch_size": int(batch), "batch_interval": batch_ci, "target_width": int(target_width),
@@ -166,7 +169,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
               "muon_scale": _one(ok, "muon_scale"), "readout": _one(ok, "readout"),
               "base_width": _one(ok, "base_width", int),
               "optima": _optima_records(groups), "constants": constants,
-              **_depth_fields(ok, target_depth, depth_probe, notes)}
+              **depth}
     policy = wd_policy or _one(ok, "wd_policy")
     fields.update(adam_lr=_adam_lr(ok, groups, fields["lr"]), budget=budget, wd_policy=policy,
                   weight_decay=_weight_decay(ok, groups, fields["lr"], diag["lr_proxy"], batch, steps, tokens,
@@ -367,6 +370,14 @@ def _depth_fields(ok, target_depth: int | None, depth_probe, notes) -> dict:
     rule = choose_depth_rule(depth_probe, base_depth=depths[0] if depths else 1)
     notes.extend(rule.notes())
     return {**fields, "depth_alpha": rule.alpha, "depth_rule": rule.as_dict()}
+
+
+def _depth_lr_octaves(depth: dict) -> float:
+    """log2 of the lr factor (L / L0)^s of a depth rule with a measured depth exponent s, else 0."""
+    s = depth.get("depth_rule", {}).get("lr_depth_exponent") or 0.0
+    if not s or not depth.get("target_depth") or not depth.get("base_depth"):
+        return 0.0
+    return float(s * math.log2(depth["target_depth"] / depth["base_depth"]))
 
 
 def _one(ok, column: str, cast=str):

@@ -37,22 +37,25 @@ def probe_points(lr: float, alphas=DEPTH_ALPHAS, offsets=PROBE_OFFSETS) -> list[
     """The probe's runs: each alpha at lr x 2^k for each offset k.
 
         >>> probe_points(0.01, alphas=(0.5,), offsets=(0,))
-        [{'depth_alpha': 0.5, 'offset': 0, 'lr': 0.01}]
+        [{'depth_alpha': 0.5, 'offset': 0.0, 'lr': 0.01, 'kind': 'grid'}]
     """
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"the handed-over lr must be a positive number; got {lr!r}")
-    return [{"depth_alpha": float(a), "offset": int(k), "lr": float(lr) * 2.0 ** k} for a in alphas for k in offsets]
+    return [{"depth_alpha": float(a), "offset": float(k), "lr": float(lr) * 2.0 ** k, "kind": "grid"}
+            for a in alphas for k in offsets]
 
 
 def probe_depth(cfg: ExperimentConfig, params: dict, *, width: int | None = None, storage: str | None = None,
                 reports_dir="reports", device: str = "cpu", factor: int = PROBE_FACTOR, alphas=DEPTH_ALPHAS,
-                offsets=PROBE_OFFSETS, show_progress: bool = True):
+                offsets=PROBE_OFFSETS, points: list[dict] | None = None, show_progress: bool = True):
     """Run (or resume) the depth probe and return its study (see the module).
 
     ``params``: the proxy's handed-over knobs (``lr`` and, optionally, batch_size, constants,
     adam_lr, weight_decay: :func:`mutransfer.projection.plan_params` of its plan). Each run trains
     the proxy (``width``, default ``[sweep] width``) at ``factor`` x the proxy's depth with seed
-    ``[sweep] seed``; a point already COMPLETE in the study is not run again. The study records
+    ``[sweep] seed``; a point already COMPLETE in the study is not run again. ``points`` (each
+    {depth_alpha, lr, offset, kind}) replaces the grid of :func:`probe_points`, e.g. the lrs tuned
+    at the probe's depth (kind "tuned"). The study records
     the parameter counts at both depths (``user_attrs``) for the probe's cost in FLOPs.
 
         >>> probe_depth(cfg, {"lr": 0.01, "batch_size": 16}, device="cpu").trials_dataframe()
@@ -78,8 +81,8 @@ def probe_depth(cfg: ExperimentConfig, params: dict, *, width: int | None = None
     study.set_user_attr("params_probe", count_params(cfg, width, deep))
     done = {(t.user_attrs.get("depth_alpha"), round(math.log2(t.user_attrs.get("lr", 1.0)), 6))
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
-    todo = [p for p in probe_points(float(params["lr"]), alphas, offsets)
-            if (p["depth_alpha"], round(math.log2(p["lr"]), 6)) not in done]
+    points = probe_points(float(params["lr"]), alphas, offsets) if points is None else points
+    todo = [p for p in points if (p["depth_alpha"], round(math.log2(p["lr"]), 6)) not in done]
     for p in tqdm(todo, desc=f"depth probe ({deep} blocks)", unit="run", disable=not show_progress):
         _run_point(study, cfg, {**params, "lr": p["lr"]}, p, width=width, depth=deep, device=device)
     return study
