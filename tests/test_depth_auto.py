@@ -135,3 +135,30 @@ def test_the_sweep_command_runs_the_probe_and_transfer_reads_it(tmp_path, capsys
     assert run_command(transfer_cmd, "transfer", str(path), "--reports", str(reports), "--out", str(out)) == 0
     plan = TransferPlan.from_json(out.read_text())
     assert plan.depth_rule["probe_depth"] == 4 and plan.target_depth == 2 and plan.depth_alpha == plan.depth_rule["chosen"]
+
+
+def test_the_validation_experiment_trains_auto_and_the_default_and_writes_the_report(tmp_path, monkeypatch):
+    import mutransfer.experiments.depth_auto as depth_auto
+    from mutransfer.runs import to_toml
+    from mutransfer.validation import validate
+
+    cfg = load_config("sweeps/gpt-cpu.toml", {
+        "name": "fam", "model.kwargs": {"seq_len": 16}, "model.depth": 4, "model.base_depth": 1,
+        "model.width": 16, "model.base_width": 16, "sweep.width": 16, "train.steps": 3, "train.seq_len": 16,
+        "train.batch_size": 4, "train.eval_every": 3, "train.eval_batches": 1, "sweep.sampler": "grid",
+        "sweep.trials": 3, "sweep.pruner": "none", "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]}})
+    config = tmp_path / "fam.toml"
+    config.write_text(to_toml(cfg.to_dict()))
+    reports = tmp_path / "reports"
+    validate(cfg, widths=[16], schemes=["spectral"], optimizers=["adamw"], log2_lrs=[-10, -8, -6], seeds=2,
+             depths=[1, 4], depth_alphas=[0, 0.5, 1], reports_dir=reports, device="cpu", show_progress=False)
+    out = tmp_path / "auto"
+    assert depth_auto.main(["run", "--config", str(config), "--out", str(out)]) == 0
+    targets = pd.read_csv(out / "fam" / "targets.csv")
+    assert sorted(targets.arm.unique()) == ["auto", "default"] and set(targets.seed) == {0, 1}
+    assert (targets[targets.arm == "default"].depth_alpha == 0.5).all() and (targets.depth == 4).all()
+    assert depth_auto.main(["write", "--configs", str(config), "--out", str(out), "--reports", str(reports)]) == 0
+    text = (out / "index.md").read_text()
+    assert "auto's regret" in text and "default (alpha 1/2) regret" in text and "## The probe's candidates" in text
+    assert depth_auto.main(["run", "--config", str(config), "--out", str(out)]) == 0  # resumes
+    assert len(pd.read_csv(out / "fam" / "targets.csv")) == 4

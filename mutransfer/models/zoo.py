@@ -28,6 +28,8 @@ from mutransfer.core import attention_scale
 from mutransfer.core import check_choice
 
 ATTENTIONS = ("mup", "sp")
+NORMS = ("layer", "rms")  # LayerNorm (GPT-2) or RMSNorm (Llama)
+MLPS = ("gelu", "swiglu")  # GELU(W1 x) (GPT-2) or SiLU(W1 x) * W3 x (Llama), both 4 x width wide
 DEFAULT_N_HEADS = 4  # with d_head=None the head count stays 4 and d_head = width / 4 grows
 # Reference head dim of the muP attention scale sqrt(BASE_D_HEAD) / d_head: any fixed value keeps
 # the scale ~ 1/d_head across widths; at d_head == BASE_D_HEAD it equals SP's 1/sqrt(d_head).
@@ -38,14 +40,14 @@ EMBEDDING_STD = 0.02  # GPT-2's embedding init; torch's N(0, 1) gives O(sqrt(wid
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with separate q, k, v, o projections."""
 
-    def __init__(self, width: int, n_heads: int, d_head: int, scale: float):
+    def __init__(self, width: int, n_heads: int, d_head: int, scale: float, bias: bool = True):
         super().__init__()
         self.n_heads, self.d_head, self.scale = n_heads, d_head, scale
         inner = n_heads * d_head
-        self.q = nn.Linear(width, inner)
-        self.k = nn.Linear(width, inner)
-        self.v = nn.Linear(width, inner)
-        self.o = nn.Linear(inner, width)
+        self.q = nn.Linear(width, inner, bias=bias)
+        self.k = nn.Linear(width, inner, bias=bias)
+        self.v = nn.Linear(width, inner, bias=bias)
+        self.o = nn.Linear(inner, width, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -55,15 +57,36 @@ class CausalSelfAttention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
 
 
-class Block(nn.Module):
-    """Pre-LN transformer block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))`` (MLP 4x, GELU)."""
+class SwiGLU(nn.Module):
+    """Llama's MLP: ``down(silu(gate(x)) * up(x))``."""
 
-    def __init__(self, width: int, n_heads: int, d_head: int, scale: float):
+    def __init__(self, width: int, hidden: int, bias: bool = True):
         super().__init__()
-        self.ln1 = nn.LayerNorm(width)
-        self.attn = CausalSelfAttention(width, n_heads, d_head, scale)
-        self.ln2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.gate = nn.Linear(width, hidden, bias=bias)
+        self.up = nn.Linear(width, hidden, bias=bias)
+        self.down = nn.Linear(hidden, width, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def _norm(kind: str, width: int, gains: bool) -> nn.Module:
+    if kind == "rms":
+        return nn.RMSNorm(width, elementwise_affine=gains)
+    return nn.LayerNorm(width, elementwise_affine=gains)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))`` (MLP 4x wide)."""
+
+    def __init__(self, width: int, n_heads: int, d_head: int, scale: float, norm: str = "layer",
+                 mlp: str = "gelu", bias: bool = True, norm_gains: bool = True):
+        super().__init__()
+        self.ln1 = _norm(norm, width, norm_gains)
+        self.attn = CausalSelfAttention(width, n_heads, d_head, scale, bias)
+        self.ln2 = _norm(norm, width, norm_gains)
+        self.mlp = (SwiGLU(width, 4 * width, bias) if mlp == "swiglu" else
+                    nn.Sequential(nn.Linear(width, 4 * width, bias=bias), nn.GELU(), nn.Linear(4 * width, width, bias=bias)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
@@ -74,13 +97,13 @@ class GPT(nn.Module):
     """Byte-level decoder: token + positional embedding, pre-LN blocks, final LayerNorm, readout."""
 
     def __init__(self, width: int, depth: int, n_heads: int, d_head: int, vocab: int, seq_len: int,
-                 tied: bool, scale: float):
+                 tied: bool, scale: float, **block):
         super().__init__()
         self.seq_len = seq_len
         self.wte = nn.Embedding(vocab, width)
         self.wpe = nn.Embedding(seq_len, width)
-        self.blocks = nn.ModuleList(Block(width, n_heads, d_head, scale) for _ in range(depth))
-        self.ln_f = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(Block(width, n_heads, d_head, scale, **block) for _ in range(depth))
+        self.ln_f = _norm(block.get("norm", "layer"), width, block.get("norm_gains", True))
         self.readout = nn.Linear(width, vocab, bias=False)
         for emb in (self.wte, self.wpe):
             nn.init.normal_(emb.weight, std=EMBEDDING_STD)
@@ -132,7 +155,8 @@ def _check_int(name: str, value, low: int = 1) -> int:
 
 def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | None = None,
         vocab: int = 256, seq_len: int = 128, tied: bool = False, attention: str = "mup",
-        base_d_head: int | None = None, attention_mult: float = 1.0) -> GPT:
+        base_d_head: int | None = None, attention_mult: float = 1.0, norm: str = "layer", mlp: str = "gelu",
+        bias: bool = True, norm_gains: bool = True) -> GPT:
     """A pre-LN GPT decoder mapping ids ``(B, T)`` to logits ``(B, T, vocab)``.
 
     Scaling dims: d_model = ``width``, MLP hidden ``4 * width``, and either d_head
@@ -143,7 +167,10 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     ``~1/d_head`` across widths) or ``1/sqrt(d_head)`` for ``attention="sp"``, times
     ``attention_mult`` (a width-independent constant to tune on the proxy, scaling.md section 8).
     Init: torch defaults, except both embeddings ~ N(0, 0.02) (GPT-2). ``tied=True`` shares the
-    token embedding with the readout (``readout.weight is wte.weight``).
+    token embedding with the readout (``readout.weight is wte.weight``). The block's parts, one at
+    a time from GPT-2's toward Llama's (the depth ablations of reports/depth-ablation):
+    ``norm`` "layer" or "rms", ``mlp`` "gelu" or "swiglu" (SiLU-gated, 4 x width wide), ``bias``
+    in every linear map of the blocks, ``norm_gains`` trainable (else fixed at 1).
 
     Args:
         width: d_model. depth: number of blocks. vocab: 256 for byte corpora.
@@ -156,6 +183,11 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     for name, value in (("width", width), ("depth", depth), ("vocab", vocab), ("seq_len", seq_len)):
         _check_int(name, value, 1)
     check_choice("attention", attention, ATTENTIONS)
+    check_choice("norm", norm, NORMS)
+    check_choice("mlp", mlp, MLPS)
+    for name, value in (("bias", bias), ("norm_gains", norm_gains)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False; got {value!r}")
     if isinstance(attention_mult, bool) or not isinstance(attention_mult, (int, float)) or not attention_mult > 0:
         raise ValueError(f"attention_mult must be a positive number (1 = the plain scale); got {attention_mult!r}")
     n_heads, d_head = _heads(width, n_heads, d_head)
@@ -164,7 +196,8 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     else:
         scale = d_head ** -0.5
     scale *= attention_mult
-    return GPT(width, depth, n_heads, d_head, vocab, seq_len, bool(tied), scale)
+    return GPT(width, depth, n_heads, d_head, vocab, seq_len, bool(tied), scale, norm=norm, mlp=mlp, bias=bias,
+               norm_gains=norm_gains)
 
 
 def mlp(width: int, depth: int = 3, in_dim: int = 32, out_dim: int = 10) -> nn.Sequential:

@@ -36,6 +36,8 @@ from mutransfer.validation._report_batch_noise import write_batch_noise_report
 from mutransfer.validation._report_budget import (direct_plan_of, load_trials, study_names,
                                                   write_budget_report)
 from mutransfer.validation._report_budgets import write_budgets_report
+from mutransfer.validation._report_depth_ablation import write_depth_ablation_report
+from mutransfer.validation._report_depth_auto import write_depth_auto_report
 from mutransfer.validation._report_ladder import write_ladder_report
 from mutransfer.validation._report_muonclip import write_muonclip_report
 from mutransfer.validation._report_regret import REGRET_COLUMNS, write_regret_report
@@ -54,7 +56,7 @@ __all__ = ["CoordVerdict", "DEFAULT_ADAM_LR", "DEFAULT_LR", "MUP_MAX_DRIFT", "MU
            "plot_role_landscapes", "plot_training", "plot_transfer", "read_compare", "regret",
            "role_runs", "shell_path", "study_names", "style", "summarize", "summary_rows",
            "survivors", "validate", "write_bare_table_report", "write_batch_noise_report",
-           "write_budget_report", "write_budgets_report", "write_ladder_report", "write_compare", "write_coord_report",
+           "write_budget_report", "write_budgets_report", "write_depth_ablation_report", "write_depth_auto_report", "write_ladder_report", "write_compare", "write_coord_report",
            "write_corpora_report", "write_depth_outputs", "write_exponents", "write_markdown",
            "write_muonclip_report", "write_regret_report", "write_report", "write_sweep_report",
            "write_training_report"]

@@ -1,0 +1,98 @@
+"""``depth_alpha = "auto"`` against the fixed default at 8x depth (issue 32, item 3;
+reports/depth-auto/index.md).
+
+Per family (a config of ``mutransfer validate`` across depth, e.g. sweeps/gpt-cpu-depth.toml, whose
+depth.csv holds every rule's lr landscape at the target's depth): the proxy sweep at the base
+depth (seeds :data:`SWEEP_SEEDS`), the depth probe at 4x (``mutransfer.projection.run_depth_probe``),
+the plan for ``[model] depth``, and the target trained there with seeds :data:`TARGET_SEEDS` twice:
+under the rule auto chose, and under the fixed default (alpha 1/2) at the lr the proxy hands over.
+Each loss is judged against the best that any rule reaches at that depth with its lr tuned there
+(the family's depth.csv, the same seeds).
+
+    python -m mutransfer.experiments.depth_auto run --config sweeps/gpt-cpu-depth.toml
+    python -m mutransfer.experiments.depth_auto run --config sweeps/llama-cpu-depth.toml
+    python -m mutransfer.experiments.depth_auto write --configs sweeps/gpt-cpu-depth.toml,sweeps/llama-cpu-depth.toml
+
+``run`` writes ``<out>/<name>/``: the studies (study.db), plan.json, plan-default.json and
+targets.csv (resumable); ``write`` is :func:`mutransfer.validation.write_depth_auto_report`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from mutransfer.experiments._cli import out_folder, parser
+from mutransfer.runs import DEPTH_AUTO, ExperimentConfig, load_config
+
+MODULE = "python -m mutransfer.experiments.depth_auto"
+OUT = "reports/depth-auto"
+SWEEP_SEEDS, TARGET_SEEDS = (0, 1000), (0, 1)
+
+
+def auto_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The family's config with depth_alpha "auto", named ``<name>-auto``."""
+    return cfg.override({"name": f"{cfg.name}-auto", "parametrization.depth_alpha": DEPTH_AUTO})
+
+
+def plans(cfg: ExperimentConfig, runs: Path, device: str = "cpu"):
+    """(auto's plan, the default's plan): the proxy sweeps, the probe, and transfer to [model] depth."""
+    from mutransfer.projection import run_depth_probe, transfer
+    from mutransfer.tuning import sweep
+
+    acfg = auto_config(cfg)
+    studies = [sweep(acfg, seed=s, device=device, reports_dir=runs) for s in SWEEP_SEEDS]
+    probe = run_depth_probe(acfg, studies, reports_dir=runs, device=device)
+    auto = transfer(studies, cfg.model.width, target_depth=cfg.model.depth, depth_probe=probe)
+    default = dataclasses.replace(auto, lr=auto.depth_rule["lr"], eta_star=auto.depth_rule["lr"], depth_alpha=0.5,
+                                  depth_rule={})
+    return auto, default
+
+
+def train_targets(cfg: ExperimentConfig, arms: dict, out: Path) -> pd.DataFrame:
+    """Each arm's plan trained at ``[model] depth`` with :data:`TARGET_SEEDS` (targets.csv, resumable)."""
+    from mutransfer.experiments.batch_at_budget import resume
+    from mutransfer.projection import train_target
+
+    def once(arm: str, seed: int) -> dict:
+        plan = arms[arm]
+        tcfg = cfg.override({"parametrization.depth_alpha": plan.depth_alpha})
+        res = train_target(tcfg, plan, seed=seed, device="cpu", progress=False)
+        return {"arm": arm, "seed": seed, "depth": plan.target_depth, "depth_alpha": plan.depth_alpha,
+                "log2_lr": math.log2(plan.lr), "loss": res.final_loss, "diverged": res.diverged}
+
+    todo = [{"arm": a, "seed": s} for a in arms for s in TARGET_SEEDS]
+    keyed = [{**t, "key": i} for i, t in enumerate(todo)]
+    return resume(out / "targets.csv", ("key",), keyed, lambda key, **kw: {"key": key, **once(**kw)}, "targets")
+
+
+def main(argv=None) -> int:
+    from mutransfer.validation import write_depth_auto_report
+
+    p = parser(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), out=OUT)
+    p.add_argument("--config", help="a family's depth config (run)")
+    p.add_argument("--configs", help="comma-separated depth configs, one per family (write)")
+    args = p.parse_args(argv)
+    out = out_folder(args)
+    if args.what == "run":
+        if not args.config:
+            p.error("run needs --config (a depth config with [model] depth and base_depth)")
+        cfg = load_config(args.config)
+        folder = out / cfg.name
+        folder.mkdir(parents=True, exist_ok=True)
+        auto, default = plans(cfg, folder)
+        (folder / "plan.json").write_text(auto.to_json())
+        (folder / "plan-default.json").write_text(default.to_json())
+        train_targets(cfg, {"auto": auto, "default": default}, folder)
+        return 0
+    if not args.configs:
+        p.error("write needs --configs")
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    print(f"wrote {write_depth_auto_report(out, configs, reports=Path(args.reports), command=MODULE)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The depth ablation (issue 32, item 1): the zoo GPT's block parts switch to Llama's one at a time
+(norm, MLP, biases, norm gains), and the experiment measures each variant's depth landscapes and
+writes the report; at toy sizes."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+import mutransfer.experiments.depth_ablation as ablation
+from mutransfer.models import zoo
+from mutransfer.runs import load_config
+
+
+def test_the_zoo_gpt_switches_its_block_parts_to_llamas():
+    llama = zoo.gpt(32, depth=2, norm="rms", mlp="swiglu", bias=False, seq_len=8)
+    names = dict(llama.named_parameters())
+    assert isinstance(llama.blocks[0].ln1, torch.nn.RMSNorm) and isinstance(llama.ln_f, torch.nn.RMSNorm)
+    assert {"blocks.0.mlp.gate.weight", "blocks.0.mlp.up.weight", "blocks.0.mlp.down.weight"} <= set(names)
+    assert not any(n.endswith(".bias") for n in names)
+    fixed = zoo.gpt(32, depth=2, norm_gains=False, seq_len=8)
+    assert not any("ln" in n for n, _ in fixed.named_parameters())
+    assert llama(torch.zeros(2, 8, dtype=torch.long)).shape == (2, 8, 256)
+    torch.manual_seed(0)
+    default = zoo.gpt(32, depth=2, seq_len=8)  # GPT-2's block by default, as before
+    assert [n for n, _ in default.named_parameters()][:6] == [
+        "wte.weight", "wpe.weight", "blocks.0.ln1.weight", "blocks.0.ln1.bias", "blocks.0.attn.q.weight",
+        "blocks.0.attn.q.bias"]
+    with pytest.raises(ValueError, match="norm"):
+        zoo.gpt(32, norm="batch")
+    with pytest.raises(ValueError, match="mlp"):
+        zoo.gpt(32, mlp="relu")
+    with pytest.raises(TypeError, match="bias must be True or False"):
+        zoo.gpt(32, bias=1)
+
+
+def test_the_ablation_runs_each_variant_and_writes_the_report(tmp_path, monkeypatch):
+    cfg = load_config("sweeps/depth-ablation.toml", {"model.width": 16, "model.base_width": 16, "model.depth": 4,
+                                                     "model.base_depth": 1, "sweep.width": 16, "train.steps": 3,
+                                                     "train.seq_len": 16, "train.batch_size": 4,
+                                                     "train.eval_every": 3, "train.eval_batches": 1,
+                                                     "model.kwargs": {"seq_len": 16},
+                                                     "sweep.space": {"lr": [0.001, 0.004, 0.016]}, "sweep.trials": 3})
+    path = tmp_path / "ablation.toml"
+    from mutransfer.runs import to_toml
+    path.write_text(to_toml(cfg.to_dict()))
+    monkeypatch.setattr(ablation, "VARIANTS", {"gpt": {}, "llama-like": {"norm": "rms", "mlp": "swiglu", "bias": False}})
+    monkeypatch.setattr(ablation, "DEPTHS", (1, 4))
+    monkeypatch.setattr(ablation, "SEEDS", 1)
+    out = tmp_path / "out"
+    assert ablation.main(["run", "--config", str(path), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "ablation.csv")
+    assert list(table.variant) == ["gpt", "llama-like"] and table.depth_alpha.eq(0.5).all()
+    assert {"log2 eta* at 1", "log2 eta* at 4", "drift", "best loss at 4"} <= set(table.columns)
+    text = (out / "index.md").read_text()
+    assert "python -m mutransfer.experiments.depth_ablation run" in text and "norm=rms, mlp=swiglu, bias=False" in text
+    assert (out / "ablation.png").stat().st_size > 5000
+    with pytest.raises(ValueError, match="unknown variant 'x'"):
+        ablation.variant_config(cfg, "x")
