@@ -34,7 +34,7 @@ from mutransfer.validation import load_trials, study_names
 MODULE = "python -m mutransfer.experiments.budget_ladder"
 OUT = "reports/budget-ladder"
 SEEDS = (0, 1000)  # the proxy studies' sweep seeds
-DIRECT_BATCHES, DIRECT_SEEDS, DIRECT_LRS = (2, 4, 8, 16), (0, 1), 4  # the grid at the target
+DIRECT_BATCHES, DIRECT_SEEDS, DIRECT_LRS = (2, 4, 8, 16), (0, 1), 3  # the grid at the target
 
 
 def proxy_frame(cfg: ExperimentConfig, reports: Path) -> pd.DataFrame:

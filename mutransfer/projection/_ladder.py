@@ -242,7 +242,7 @@ def ladder_plan(ladder: BudgetLadder, tokens: float, target_batch, *, eps: float
     compute, rung_cost = _compute(ladder, tokens, proxy_params, target_params)
     choice = ladder.choose(tokens, eps, rung_cost)
     notes.extend(choice.notes)
-    if ladder.rung(tokens) is None:
+    if ladder.rung(tokens) is None and choice.source != "measured":  # "measured" names the rung already
         notes.append(f"the ladder has no rung at the target's budget {int(tokens)}: a rung there "
                      f"({RUNG_BATCHES} batches x {RUNG_LRS} lrs at width {ladder.width}{rung_cost}) replaces "
                      f"both laws by a measurement")
@@ -257,6 +257,7 @@ def ladder_plan(ladder: BudgetLadder, tokens: float, target_batch, *, eps: float
         menu = batch_menu(ladder.surface_at(tokens), sorted(set(menu["batch"].tolist()) | {batch}), eps=eps)
     _outside_notes(menu, batch, notes)
     log2_lr = ladder.log2_eta(batch, tokens)
+    _eta_notes(ladder, batch, tokens, log2_lr, notes)
     law = ladder.batch_law
     projected = law.project(tokens)
     fields = {"eps": float(eps), "batch_source": source, "batch_menu": tuple(menu.to_dict("records")),
@@ -266,7 +267,36 @@ def ladder_plan(ladder: BudgetLadder, tokens: float, target_batch, *, eps: float
               "eps_batch_target": float(2 ** projected[0]),
               "eps_batch_target_interval": tuple(float(2 ** v) for v in interval(projected[1:])),
               "compute": compute}
+    fields["batch_interval"] = _batch_interval(ladder, tokens, source, fields["eps_batch_target_interval"])
     return batch, log2_lr, fields
+
+
+def _batch_interval(ladder: BudgetLadder, tokens: float, source: str, law_interval):
+    """The handed-over batch's interval: the B_eps law's at the target (source "law"), the rung's own
+    B_eps interval there ("rung"), else None (a measured or given batch)."""
+    if source == "law":
+        return law_interval
+    j = ladder.rung(tokens)
+    if source == "rung" and j is not None:
+        r = ladder.records()[j]
+        return (r["eps_batch_low"], r["eps_batch_high"])
+    return None
+
+
+ETA_SPREAD = 1.0  # octaves: an lr interval at the target's budget wider than this is warned about
+
+
+def _eta_notes(ladder: BudgetLadder, batch: int, tokens: float, log2_lr, notes: list[str]) -> None:
+    """Say how far the lr moved along the budget, and when its interval is too wide to trust."""
+    x = ladder.eta_exponent(batch)
+    lo, hi = interval(log2_lr[1:]) if len(log2_lr) > 1 else (log2_lr[0], log2_lr[0])
+    top = ladder.log2_eta(batch, ladder.budgets[-1])[0]
+    notes.append(f"eta* at batch {batch} ~ D^{x[0]:+.3f} (95% [{interval(x[1:])[0]:+.3f}, {interval(x[1:])[1]:+.3f}]): "
+                 f"{2 ** top:.4g} at the largest rung {ladder.budgets[-1]}, {2 ** log2_lr[0]:.4g} at {int(tokens)} "
+                 f"tokens ({log2_lr[0] - top:+.2f} octave)")
+    if hi - lo > ETA_SPREAD:
+        notes.append(f"the lr at {int(tokens)} tokens is uncertain: its 95% interval [{2 ** lo:.4g}, {2 ** hi:.4g}] "
+                     f"spans {hi - lo:.2f} octaves; add seeds to the ladder or a rung at the target's budget")
 
 
 def _compute(ladder: BudgetLadder, tokens: float, proxy_params, target_params) -> tuple[dict, str]:
@@ -280,7 +310,8 @@ def _compute(ladder: BudgetLadder, tokens: float, proxy_params, target_params) -
     if target_params:
         target = training_flops(target_params, tokens)
         out.update(target_run_flops=float(target), target_params=int(target_params))
-        phrase += f", {100 * rung / target:.2g}% of one target run"
+        ratio = rung / target
+        phrase += f", {ratio:.2g}x one target run" if ratio >= 1 else f", {100 * ratio:.2g}% of one target run"
     return out, phrase
 
 

@@ -143,7 +143,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
         batch, log2_lr, ladder_fields = ladder_plan(ladder, tokens, target_batch, eps=eps, max_batch=max_batch,
                                                     proxy_params=proxy_params, target_params=target_params,
                                                     notes=notes)
-        batch_ci, lr_proxy = None, lr_at_batch(batch, groups, En, law, c, shift, [])[1]
+        batch_ci, lr_proxy = ladder_fields.pop("batch_interval"), lr_at_batch(batch, groups, En, law, c, shift, [])[1]
         safe, risk = float(log2_lr[0]), None
     else:
         batch, batch_ci = choose_batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
