@@ -203,12 +203,11 @@ def test_a_sweep_config_carries_depth_to_the_trial_the_transfer_and_the_target(t
     from mutransfer.projection import train_target
     from mutransfer.tuning import sweep
 
-    cfg = load_config("sweeps/gpt-cpu.toml", {
-        "name": "tiny-depth", "model.kwargs": {"seq_len": 16}, "model.depth": 4, "model.base_depth": 2,
-        "model.width": 32, "model.base_width": 16, "sweep.width": 16, "train.steps": 4, "train.seq_len": 16,
-        "train.batch_size": 4, "train.eval_every": 4, "train.eval_batches": 1, "sweep.sampler": "grid",
-        "sweep.trials": 3, "sweep.pruner": "none", "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]},
-        "sweep.storage": f"sqlite:///{tmp_path}/s.db", "parametrization.depth_alpha": 0.5})
+    from tiny import tiny_depth_gpt
+
+    cfg = tiny_depth_gpt("tiny-depth", **{"model.depth": 4, "model.base_depth": 2, "model.width": 32,
+                                          "sweep.storage": f"sqlite:///{tmp_path}/s.db",
+                                          "parametrization.depth_alpha": 0.5})
     assert cfg.proxy_depth() == 2
     study = sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path)
     assert {t.user_attrs["depth"] for t in study.trials} == {2}

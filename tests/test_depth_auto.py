@@ -15,6 +15,7 @@ from mutransfer.projection import choose_depth_rule, run_depth_probe, train_targ
 from mutransfer.projection._depth_rule import tuned_points
 from mutransfer.runs import run_trial
 from mutransfer.tuning import probe_points, probe_study_name, sweep
+from tiny import tiny_depth_gpt
 
 
 def probe(losses: dict[float, list[float]], lr: float = 2 ** -6) -> pd.DataFrame:
@@ -84,12 +85,9 @@ def test_config_takes_auto_and_refuses_other_words():
 
 
 def test_auto_sweeps_probes_transfers_and_trains_the_target_with_the_chosen_rule(tmp_path):
-    cfg = load_config("sweeps/gpt-cpu.toml", {
-        "name": "tiny-auto", "model.kwargs": {"seq_len": 16}, "model.depth": 4, "model.base_depth": 1,
-        "model.width": 32, "model.base_width": 16, "sweep.width": 16, "train.steps": 4, "train.seq_len": 16,
-        "train.batch_size": 4, "train.eval_every": 4, "train.eval_batches": 1, "sweep.sampler": "grid",
-        "sweep.trials": 3, "sweep.pruner": "none", "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]},
-        "sweep.storage": f"sqlite:///{tmp_path}/s.db", "parametrization.depth_alpha": "auto"})
+    cfg = tiny_depth_gpt("tiny-auto", **{"model.depth": 4, "model.base_depth": 1, "model.width": 32,
+                                         "sweep.storage": f"sqlite:///{tmp_path}/s.db",
+                                         "parametrization.depth_alpha": "auto"})
     study = sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path)
     with pytest.raises(ValueError, match="no depth probe was given: `mutransfer sweep CONFIG` runs it"):
         transfer(study, 32, target_depth=4)
@@ -120,12 +118,8 @@ def test_the_sweep_command_runs_the_probe_and_transfer_reads_it(tmp_path, capsys
     from mutransfer.runs import to_toml
     from tiny import run_command
 
-    cfg = load_config("sweeps/gpt-cpu.toml", {
-        "name": "cli-auto", "model.kwargs": {"seq_len": 16}, "model.depth": 2, "model.base_depth": 1,
-        "model.width": 16, "model.base_width": 16, "sweep.width": 16, "train.steps": 3, "train.seq_len": 16,
-        "train.batch_size": 4, "train.eval_every": 3, "train.eval_batches": 1, "sweep.sampler": "grid",
-        "sweep.trials": 3, "sweep.pruner": "none", "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]},
-        "parametrization.depth_alpha": "auto"})
+    cfg = tiny_depth_gpt("cli-auto", **{"model.depth": 2, "model.base_depth": 1, "train.steps": 3,
+                                        "train.eval_every": 3, "parametrization.depth_alpha": "auto"})
     path = tmp_path / "cli-auto.toml"
     path.write_text(to_toml(cfg.to_dict()))
     reports = tmp_path / "reports"
@@ -142,11 +136,8 @@ def test_the_validation_experiment_trains_auto_and_the_default_and_writes_the_re
     from mutransfer.runs import to_toml
     from mutransfer.validation import validate
 
-    cfg = load_config("sweeps/gpt-cpu.toml", {
-        "name": "fam", "model.kwargs": {"seq_len": 16}, "model.depth": 4, "model.base_depth": 1,
-        "model.width": 16, "model.base_width": 16, "sweep.width": 16, "train.steps": 3, "train.seq_len": 16,
-        "train.batch_size": 4, "train.eval_every": 3, "train.eval_batches": 1, "sweep.sampler": "grid",
-        "sweep.trials": 3, "sweep.pruner": "none", "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]}})
+    cfg = tiny_depth_gpt("fam", **{"model.depth": 4, "model.base_depth": 1, "train.steps": 3,
+                                   "train.eval_every": 3})
     config = tmp_path / "fam.toml"
     config.write_text(to_toml(cfg.to_dict()))
     reports = tmp_path / "reports"

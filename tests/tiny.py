@@ -80,3 +80,18 @@ def tiny_tokens(folder: Path, vocab: int = 300, files: int = 12) -> dict:
 
     return prepare_tokens([str(f) for f in stdlib_files()[:files]], folder, train_tokenizer=vocab,
                           progress=False)
+
+
+def tiny_depth_gpt(name: str, **overrides):
+    """The zoo GPT of sweeps/gpt-cpu.toml at toy sizes for depth tests: width 16, 4 steps of batch 4
+    x 16 bytes, a 3-lr grid; ``overrides`` (config keys such as ``model.depth``) on top.
+
+        >>> cfg = tiny_depth_gpt("d", **{"model.depth": 4, "model.base_depth": 1})
+    """
+    from mutransfer.runs import load_config
+
+    base = {"name": name, "model.kwargs": {"seq_len": 16}, "model.width": 16, "model.base_width": 16,
+            "sweep.width": 16, "train.steps": 4, "train.seq_len": 16, "train.batch_size": 4, "train.eval_every": 4,
+            "train.eval_batches": 1, "sweep.sampler": "grid", "sweep.trials": 3, "sweep.pruner": "none",
+            "sweep.space": {"lr": [1e-3, 4e-3, 1.6e-2]}}
+    return load_config("sweeps/gpt-cpu.toml", {**base, **overrides})
