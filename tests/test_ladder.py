@@ -163,3 +163,11 @@ def test_flops_count_the_models_parameters():
     assert sweep_tokens(cfg) == 7 * 5 * (49152 + 98304 + 196608)
     with pytest.raises(ValueError, match="width must be a positive int"):
         count_params(cfg, 0)
+
+
+def test_a_rung_whose_best_batch_is_the_smallest_swept_leaves_the_batch_law_unresolved():
+    frame = ladder_frame(batches=(8, 16, 32, 64, 128))  # at 4096 tokens the best batch, 4, lies below the grid
+    plan = transfer(frame, 128, tokens=65536)
+    assert plan.batch_source == "measured" and plan.batch_size == plan.ladder[-1]["best_batch"] // 1
+    assert any("at budget(s) 4096, 8192, 16384 the best batch is the smallest swept" in w and "bounded optimum" in w
+               for w in plan.warnings)

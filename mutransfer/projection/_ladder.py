@@ -108,9 +108,11 @@ class BudgetLadder:
 
     def choose(self, tokens: float, eps: float | None = None, rung_cost: str = "") -> BatchChoice:
         """The batch to hand over at ``tokens``: the menu's (largest within ``eps``, never
-        extrapolated) at the rung there or on the projected surface when the batch law is resolved
-        (its interval at ``tokens`` <= 4x); else the best measured batch of the largest rung, with a
-        note naming the rung to run (``rung_cost``: its cost, said in the note)."""
+        extrapolated) at the rung there, or on the projected surface when the batch law is resolved
+        (its interval at ``tokens`` <= 4x, within sqrt(2)x of every rung, and no rung's best batch
+        at the smallest swept: reports/budget-ladder measured the law missing 4x from such
+        rungs); else the best measured batch of the largest rung, with a note naming the rung to
+        run (``rung_cost``: its cost, said in the note)."""
         eps = self.eps if eps is None else eps
         menu = batch_menu(self.surface_at(tokens), eps=eps)
         notes = self._edge_notes()
@@ -124,12 +126,16 @@ class BudgetLadder:
                      f"{2 ** law[0]:.3g} [{2 ** lo:.3g}, {2 ** hi:.3g}]")
         misfit = float(np.max(np.abs(self.batch_law.log2_b_opt[0] - self.batch_law.project(
             np.asarray(self.budgets, float)[:, None])[:, 0])))
-        if hi - lo <= RESOLVED_SPAN and misfit <= MISFIT:
+        bounded = [r["budget"] for r, s in zip(self.records(), self.surfaces)
+                   if r["best_at_edge"] and np.isclose(r["best_batch"], s.batches[0])]
+        if hi - lo <= RESOLVED_SPAN and misfit <= MISFIT and not bounded:
             return BatchChoice(int(recommended_batch(menu)), "law", menu, tuple(notes))
         best = self._best_measured()
         why = (f"its 95% interval spans {2 ** (hi - lo):.3g}x > {2 ** RESOLVED_SPAN:.0f}x" if hi - lo > RESOLVED_SPAN
                else f"it misses a rung's B_eps by {2 ** misfit:.3g}x > {2 ** MISFIT:.3g}x: no power law in D "
-                    f"fits the rungs")
+                    f"fits the rungs" if misfit > MISFIT
+               else f"at budget(s) {', '.join(map(str, bounded))} the best batch is the smallest swept, so B_eps "
+                    f"there is measured from a bounded optimum")
         notes.append(f"the batch law is unresolved at {tokens:.4g} tokens ({why}): the plan hands over batch {best}, "
                      f"the best measured at the largest rung {self.budgets[-1]}, not a projected one; run "
                      f"the rung at the target's budget ([sweep] budgets += {int(tokens)}{rung_cost}) and "
