@@ -55,6 +55,12 @@ def family_result(cfg, folder: Path) -> dict:
         loss = float(cell.loss.iloc[0]) if not cell.empty else math.nan
         out[key] = {"loss": loss, "regret": 100 * (loss - best.loss) / best.loss}
     out["costs"] = _costs(plan, grid, float(best.loss))
+    for key, p in (("ladder", plan), ("old", today)):  # the regret split: the batch's, then the lr's at it
+        at_batch = grid[grid.batch_size == p.batch_size]
+        own = float(at_batch.loss.min()) if not at_batch.empty else math.nan
+        out[key].update(batch_pct=100 * (own - best.loss) / best.loss, lr_pct=100 * (out[key]["loss"] - own) / own)
+    off = means[~on_grid]
+    out["cells"] = off.assign(regret_pct=100 * (off.loss - best.loss) / best.loss)
     direct_flops = training_flops(count_params(cfg, cfg.model.width, cfg.model.depth), cfg.train.tokens)
     out["direct_flops"] = direct_flops * len(runs[runs.log2_lr.round(6).isin(np.round(np.log2(cfg.sweep.space["lr"]), 6))])
     out["target_run_flops"] = direct_flops
@@ -97,6 +103,7 @@ def headline_rows(results: list[dict]) -> list[dict]:
                      f"{cfg.model.width} at {cfg.train.tokens}",
                      "ladder's plan (lr, batch)": f"2^{math.log2(p.lr):.2f}, {p.batch_size} ({p.batch_source})",
                      "regret": _pct(r["ladder"]["regret"]),
+                     "of which batch / lr": f"{_pct(r['ladder']['batch_pct'])} / {_pct(r['ladder']['lr_pct'])}",
                      "today's plan (lr, batch)": f"2^{math.log2(t.lr):.2f}, {t.batch_size}",
                      "today's regret": _pct(r["old"]["regret"]),
                      "best direct cell": f"2^{best.log2_lr:g}, {int(best.batch_size)}: {best.loss:.4f}",
@@ -171,7 +178,11 @@ def write_ladder_report(folder: str | Path, configs, *, reports: str | Path | No
              "", _regret_note(), "", "## What each batch costs: the menu against the measurement", "",
              "![predicted against measured batch costs](menus.png)", ""]
     for r in results:
+        cells = r["cells"].assign(lr=r["cells"].log2_lr.map("2^{:.2f}".format), loss=r["cells"].loss.map("{:.4f}".format),
+                                  regret=r["cells"].regret_pct.map("{:+.2f}%".format))
         lines += [f"### {r['cfg'].name}", "", *markdown_table(cost_rows(r)), "",
+                  "Every handed-over cell measured at its exact lr (the plans above, and any earlier plan's):", "",
+                  *markdown_table(cells[["batch_size", "lr", "seeds", "loss", "regret"]]), "",
                   "Direct runs at the target (seed-mean final loss; the best lr of each batch in bold):", "",
                   *markdown_table(direct_table(r["runs"])), "", "The plan's warnings:", "",
                   *[f"- {w}" for w in r["plan"].warnings], ""]
@@ -196,5 +207,7 @@ def _setup(results: list[dict]) -> list[str]:
 def _regret_note() -> str:
     return ("Regret: the seed-mean loss of the handed-over (lr, batch), run at its exact lr, over the lowest "
             "seed-mean loss of the direct grid at the target. Today's plan is `transfer` on the largest rung "
-            "alone: the best proxy trial's batch at its eta*, nothing projected along the budget. Seed spread: "
+            "alone: the best proxy trial's batch at its eta*, nothing projected along the budget. Of which: the "
+            "regret of the best cell at the handed-over batch (the batch's share), then of the handed-over lr "
+            "against that cell (the lr's share). Seed spread: "
             "the median |seed 0 - seed 1| / mean over the grid's cells, the noise a regret is read against.")
