@@ -169,5 +169,6 @@ def test_a_rung_whose_best_batch_is_the_smallest_swept_leaves_the_batch_law_unre
     frame = ladder_frame(batches=(8, 16, 32, 64, 128))  # at 4096 tokens the best batch, 4, lies below the grid
     plan = transfer(frame, 128, tokens=65536)
     assert plan.batch_source == "measured" and plan.batch_size == plan.ladder[-1]["best_batch"] // 1
+    assert plan.menu_tokens == 16384 and "batch menu at 16384 (the largest rung" in plan.summary()
     assert any("at budget(s) 4096, 8192, 16384 the best batch is the smallest swept" in w and "bounded optimum" in w
                for w in plan.warnings)

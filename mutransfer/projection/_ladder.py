@@ -43,8 +43,9 @@ class BatchChoice(NamedTuple):
 
     batch: int
     source: str  # "rung" (the target's own budget), "law" (the menu at the projected surface), "measured"
-    menu: object  # the batch menu (DataFrame) at that budget
+    menu: object  # the batch menu (DataFrame) at ``menu_tokens``
     notes: tuple[str, ...]
+    menu_tokens: int  # the budget the menu's costs are for: the target's, or the largest rung's ("measured")
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class BudgetLadder:
         menu = batch_menu(self.surface_at(tokens), eps=eps)
         notes = self._edge_notes()
         if self.rung(tokens) is not None:
-            return BatchChoice(int(recommended_batch(menu)), "rung", menu, tuple(notes))
+            return BatchChoice(int(recommended_batch(menu)), "rung", menu, tuple(notes), int(tokens))
         law = self.batch_law.project(tokens)
         lo, hi = interval(law[1:]) if len(law) > 1 else (law[0], law[0])
         notes.append(f"the batch within {100 * eps:.2g}% of the best across budgets: B_eps ~ "
@@ -129,7 +130,7 @@ class BudgetLadder:
         bounded = [r["budget"] for r, s in zip(self.records(), self.surfaces)
                    if r["best_at_edge"] and np.isclose(r["best_batch"], s.batches[0])]
         if hi - lo <= RESOLVED_SPAN and misfit <= MISFIT and not bounded:
-            return BatchChoice(int(recommended_batch(menu)), "law", menu, tuple(notes))
+            return BatchChoice(int(recommended_batch(menu)), "law", menu, tuple(notes), int(tokens))
         best = self._best_measured()
         why = (f"its 95% interval spans {2 ** (hi - lo):.3g}x > {2 ** RESOLVED_SPAN:.0f}x" if hi - lo > RESOLVED_SPAN
                else f"it misses a rung's B_eps by {2 ** misfit:.3g}x > {2 ** MISFIT:.3g}x: no power law in D "
@@ -140,7 +141,17 @@ class BudgetLadder:
                      f"the best measured at the largest rung {self.budgets[-1]}, not a projected one; run "
                      f"the rung at the target's budget ([sweep] budgets += {int(tokens)}{rung_cost}) and "
                      f"transfer again")
-        return BatchChoice(best, "measured", menu, tuple(notes))
+        # the menu the batch was read from: the largest rung's, measured (reports/budget-ladder: nearer the
+        # target's costs than the unresolved projection)
+        return BatchChoice(best, "measured", self._rung_menu(tokens, eps), tuple(notes), self.budgets[-1])
+
+    def _rung_menu(self, tokens: float, eps: float):
+        """The largest rung's menu (its measured costs) with each batch's lr projected to ``tokens``."""
+        menu = batch_menu(self.surfaces[-1], eps=eps)
+        draws = self.surface_at(tokens).log2_eta_draws(menu["batch"].to_numpy(float))
+        bounds = np.array([interval(draws[1:, j]) if len(draws) > 1 else (draws[0, j],) * 2
+                           for j in range(draws.shape[1])])
+        return menu.assign(log2_lr=draws[0], lr=2 ** draws[0], lr_low=2 ** bounds[:, 0], lr_high=2 ** bounds[:, 1])
 
     def _best_measured(self) -> int:
         top = self.surfaces[-1]
@@ -258,15 +269,17 @@ def ladder_plan(ladder: BudgetLadder, tokens: float, target_batch, *, eps: float
     if max_batch is not None and batch > max_batch:
         notes.append(f"the ladder's batch {batch} is capped by max_batch={max_batch}")
         batch = int(max_batch)
-    menu = choice.menu
+    menu, menu_tokens = choice.menu, choice.menu_tokens
     if source == "given":
         menu = batch_menu(ladder.surface_at(tokens), sorted(set(menu["batch"].tolist()) | {batch}), eps=eps)
+        menu_tokens = int(tokens)
     _outside_notes(menu, batch, notes)
     log2_lr = ladder.log2_eta(batch, tokens)
     _eta_notes(ladder, batch, tokens, log2_lr, notes)
     law = ladder.batch_law
     projected = law.project(tokens)
     fields = {"eps": float(eps), "batch_source": source, "batch_menu": tuple(menu.to_dict("records")),
+              "menu_tokens": menu_tokens,
               "ladder": ladder.records(), "eta_budget_exponent": float(ladder.eta_exponent(batch)[0]),
               "eta_budget_exponent_interval": interval(ladder.eta_exponent(batch)[1:]),
               "eps_batch_exponent": float(law.exponent[0]), "eps_batch_exponent_interval": law.exponent_interval,

@@ -64,7 +64,8 @@ class TransferPlan:
     # the budget ladder (proxies at >= 2 budgets): loss surfaces per rung, laws in D, the batch menu
     eps: float | None = None  # the menu's tolerance: batch_size is the largest batch within it
     batch_source: str | None = None  # "rung" (measured at the target's budget), "law", "measured", "given"
-    batch_menu: tuple[dict, ...] = ()  # per batch at the target's budget: cost_pct (interval), lr, ...
+    batch_menu: tuple[dict, ...] = ()  # per batch at menu_tokens: cost_pct (interval), lr, ...
+    menu_tokens: int | None = None  # the target's budget, or the largest rung's when the batch law is unresolved
     ladder: tuple[dict, ...] = ()  # per rung: budget, best_batch, eps_batch (intervals, edges), eta*
     eta_budget_exponent: float | None = None  # eta* ~ D^this at batch_size
     eta_budget_exponent_interval: tuple[float, float] | None = None
@@ -327,7 +328,10 @@ def _menu_text(p: TransferPlan) -> str:
     """The batch menu as a table: each batch's predicted loss cost at the target's budget and its lr."""
     if not p.batch_menu:
         return ""
-    lines = [f"\n\nbatch menu at {p.diagnostics.get('target_tokens', '?')} tokens (predicted loss cost over the "
+    where = p.menu_tokens or p.diagnostics.get("target_tokens", "?")
+    if p.menu_tokens and p.menu_tokens != p.diagnostics.get("target_tokens"):
+        where = f"{where} (the largest rung: the batch law to {p.diagnostics.get('target_tokens')} is unresolved)"
+    lines = [f"\n\nbatch menu at {where} tokens (predicted loss cost over the "
              f"best batch, 95% interval; * = handed over; ~ = outside the swept batches, extrapolated):",
              f"  {'batch':>7}  {'cost %':>8}  {'interval':>17}  {'lr':>10}"]
     for r in p.batch_menu:

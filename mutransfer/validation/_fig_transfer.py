@@ -55,7 +55,7 @@ def _batch_menu(ax, plan) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size (examples)", fontsize=8)
     ax.set_ylabel("loss cost over the best batch (%)", fontsize=8)
-    ax.set_title(f"batch menu at {plan.diagnostics.get('target_tokens', '?')} tokens", fontsize=9)
+    ax.set_title(f"batch menu at {plan.menu_tokens or plan.diagnostics.get('target_tokens', '?')} tokens", fontsize=9)
     style_axes(ax)
     ax.legend(fontsize=7, frameon=False)
 

@@ -175,12 +175,17 @@ def write_ladder_report(folder: str | Path, configs, *, reports: str | Path | No
              *[f"{command} direct --config {c}" for c in configs],
              f"{command} write --configs {','.join(configs)}", "```", "",
              *_setup(results), "", "## Regret at the target", "", *markdown_table(pd.DataFrame(headline_rows(results))),
-             "", _regret_note(), "", "## What each batch costs: the menu against the measurement", "",
+             "", _regret_note(), "", *[line for r in results for line in _why(r)],
+             "## What each batch costs: the menu against the measurement", "",
              "![predicted against measured batch costs](menus.png)", ""]
     for r in results:
         cells = r["cells"].assign(lr=r["cells"].log2_lr.map("2^{:.2f}".format), loss=r["cells"].loss.map("{:.4f}".format),
                                   regret=r["cells"].regret_pct.map("{:+.2f}%".format))
-        lines += [f"### {r['cfg'].name}", "", *markdown_table(cost_rows(r)), "",
+        at = r["plan"].menu_tokens
+        menu_note = (f"The menu's costs are at {at} tokens: the target's budget" if at == r["cfg"].train.tokens else
+                     f"The menu's costs are at {at} tokens, the largest rung (the batch law to the target's budget "
+                     f"was unresolved, so the plan read its batch there)")
+        lines += [f"### {r['cfg'].name}", "", menu_note + ".", "", *markdown_table(cost_rows(r)), "",
                   "Every handed-over cell measured at its exact lr (the plans above, and any earlier plan's):", "",
                   *markdown_table(cells[["batch_size", "lr", "seeds", "loss", "regret"]]), "",
                   "Direct runs at the target (seed-mean final loss; the best lr of each batch in bold):", "",
@@ -211,3 +216,18 @@ def _regret_note() -> str:
             "regret of the best cell at the handed-over batch (the batch's share), then of the handed-over lr "
             "against that cell (the lr's share). Seed spread: "
             "the median |seed 0 - seed 1| / mean over the grid's cells, the noise a regret is read against.")
+
+
+def _why(result: dict) -> list[str]:
+    """Where the handed-over cell misses the goal: which share dominates, and how far its lr is."""
+    r, p = result["ladder"], result["plan"]
+    if not np.isfinite(r["regret"]) or r["regret"] <= GOAL_PCT:
+        return []
+    grid = result["runs"].groupby(["batch_size", "log2_lr"]).loss.mean().reset_index()
+    at = grid[grid.batch_size == p.batch_size]
+    best_x = float(at.loc[at.loss.idxmin(), "log2_lr"]) if not at.empty else math.nan
+    share = "lr" if r["lr_pct"] >= r["batch_pct"] else "batch"
+    return [f"Why {result['cfg'].name} misses: {r['regret']:.2f}%, of which the {share}'s share is the larger. The "
+            f"handed-over lr 2^{math.log2(p.lr):.2f} lies {math.log2(p.lr) - best_x:+.2f} octave from the target's "
+            f"best grid lr at batch {p.batch_size} (2^{best_x:g}); the plan took eta* as invariant in width from one "
+            f"proxy width, and said so in its warnings (sweep a second width to measure the drift).", ""]
