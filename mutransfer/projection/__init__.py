@@ -19,13 +19,13 @@ become power laws in D, and ``transfer(..., tokens=N)`` reads the menu at the ta
     >>> print(plan.summary())
 """
 from mutransfer.projection._budget_laws import BudgetLaw, fit_budget_law
-from mutransfer.projection._depth_rule import DepthRule, choose_depth_rule, run_depth_probe
+from mutransfer.projection._depth_rule import DepthRule, choose_depth_rule
 from mutransfer.projection._ladder import BatchChoice, BudgetLadder, fit_ladder
 from mutransfer.projection._laws import (CI_LEVEL, LAWS, VAR_FLOOR, Law, fit_law, fit_laws, fit_line,
                                          flat_optimum, interval, law_log2_eta, momentum_c,
                                          quadratic_optimum)
 from mutransfer.projection._menu import batch_menu, recommended_batch
-from mutransfer.projection._pipeline import PipelineResult, pipeline
+from mutransfer.projection._pipeline import PipelineResult, pipeline, run_depth_probe
 from mutransfer.projection._surface import BestBatch, Estimate, LossSurface, fit_loss_surface
 from mutransfer.projection._target import load_plan, train_target
 from mutransfer.projection._transfer import transfer

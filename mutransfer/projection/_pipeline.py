@@ -68,7 +68,6 @@ def pipeline(config: ExperimentConfig | str | Path, target_width: int | None = N
         >>> res = pipeline("sweeps/quickstart.toml", device="cpu", reports_dir="reports")
         >>> res.plan_json, res.target.final_loss
     """
-    from mutransfer.projection._depth_rule import run_depth_probe
     from mutransfer.tuning import sweep, worker_devices
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
@@ -116,3 +115,29 @@ def _checkpoints(reports_dir, cfg: ExperimentConfig, width: int, seed: int) -> P
     folder of its own for every other seed (a seed resumes only its own run)."""
     name = f"train-w{width}" + (f"-s{seed}" if seed else "")
     return Path(reports_dir) / cfg.name / name / "checkpoints"
+
+
+def run_depth_probe(cfg, studies, *, storage: str | None = None, reports_dir="reports", device: str = "cpu",
+                    show_progress: bool = True):
+    """The probe for ``cfg``'s proxy sweep (``studies``): the lr and knobs :func:`transfer` hands
+    over at the proxy's width, then :func:`mutransfer.tuning.probe_depth` around them, then one run
+    per alpha at the lr its grid puts the optimum at (:func:`tuned_points`). None when
+    the config does not ask for it (depth_alpha not "auto", or a target no deeper than the proxy).
+
+        >>> run_depth_probe(load_config("sweeps/llama-cpu-depth.toml"), [study])
+    """
+    from mutransfer.projection._depth_rule import tuned_points
+    from mutransfer.projection._target import plan_params
+    from mutransfer.runs import DEPTH_AUTO
+    from mutransfer.tuning import probe_depth
+
+    base = cfg.proxy_depth()
+    if cfg.parametrization.depth_alpha != DEPTH_AUTO or base is None or (cfg.model.depth or base) <= base:
+        return None
+    plan = transfer(studies, cfg.sweep.width, scheme=cfg.parametrization.scheme,
+                    optimizer=cfg.parametrization.optimizer)
+    params = plan_params(plan)
+    study = probe_depth(cfg, params, storage=storage, reports_dir=reports_dir, device=device,
+                        show_progress=show_progress)
+    return probe_depth(cfg, params, storage=storage, reports_dir=reports_dir, device=device,
+                       points=tuned_points(study), show_progress=show_progress)

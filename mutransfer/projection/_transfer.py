@@ -102,9 +102,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
         >>> plan = transfer([study64, study128], 1024, target_batch="auto", max_batch=512)
         >>> plan.lr, plan.batch_size, plan.warnings
     """
-    _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy)
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < 1):
-        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
+    _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy, eps)
     notes: list[str] = []
     frame, constants = _constants_group(trials_frame(results, keep_diverged=True), notes)
     rng = np.random.default_rng(seed)
@@ -138,8 +136,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
     shift, bn_target = noise_at_target(noise, loss, law, L, c, notes)
     b_opt = (budget_law.project(tokens) if budget_law is not None
              else compute_optimal(groups, L, budget, tokens, notes if ladder is None else []))
-    ladder_fields = {}
-    if ladder is not None:
+    if ladder is not None:  # the batch and lr along the budget
         batch, log2_lr, ladder_fields = ladder_plan(ladder, tokens, target_batch, eps=eps, max_batch=max_batch,
                                                     proxy_params=proxy_params, target_params=target_params,
                                                     notes=notes)
@@ -149,19 +146,16 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
         batch, batch_ci = choose_batch(target_batch, ok, groups, bn_target, b_opt, max_batch, notes)
         log2_lr, lr_proxy = lr_at_batch(batch, groups, En, law, c, shift, notes)
         safe, risk = recommended_lr(frame, groups, batch, log2_lr, window, notes)
-    steps_notes = [] if ladder is not None else notes  # the ladder projects the lr along the budget
-    steps, tpe = steps_for(ok, tokens, batch, steps_notes)
-    if ladder is not None and steps is None:
-        notes.extend(steps_notes)
+        ladder_fields = {}
+    steps, tpe = _steps(ok, tokens, batch, ladder is not None, notes)
     diag = {"trials": int(len(ok)), "dropped": frame.attrs.get("dropped", {}), "beta1": b1,
             "momentum_c": c, "window_octaves": window, "n_boot": n_boot, "seed": seed,
             "correct_drift": correct_drift, "lr_proxy": float(2 ** lr_proxy[0]),
             "tokens_per_example": tpe, "proxy_tokens": finite_median(ok["tokens"]), "target_tokens": tokens}
     if risk is not None:
         diag["risk"] = risk
-    depth = _depth_fields(ok, target_depth, depth_probe, notes)
-    octaves = _depth_lr_octaves(depth)  # a depth rule that moves the lr with the depth (depth_alpha "auto")
-    safe, log2_lr = safe + octaves, log2_lr + octaves
+    depth = _depth_fields(ok, target_depth, depth_probe, notes)  # "auto" may move the lr with the depth:
+    safe, log2_lr = safe + _depth_lr_octaves(depth), log2_lr + _depth_lr_octaves(depth)
     # the TransferPlan's fields, gathered as the fits produce them
     fields = {"lr": float(2 ** safe), "eta_star": float(2 ** log2_lr[0]), "lr_interval": exp2_interval(log2_lr),
               "batch_size": int(batch), "batch_interval": batch_ci, "target_width": int(target_width),
@@ -238,7 +232,9 @@ def _constants_group(frame, notes):
     return frame[chosen], json.loads(best)
 
 
-def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy) -> None:
+def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy, eps=EPS) -> None:
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < 1):
+        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
     for name, value, optional in (("target_width", target_width, False), ("tokens", tokens, True),
                                   ("max_batch", max_batch, True), ("n_boot", n_boot, False)):
         if optional and value is None:
@@ -370,6 +366,16 @@ def _depth_fields(ok, target_depth: int | None, depth_probe, notes) -> dict:
     rule = choose_depth_rule(depth_probe, base_depth=depths[0] if depths else 1)
     notes.extend(rule.notes())
     return {**fields, "depth_alpha": rule.alpha, "depth_rule": rule.as_dict()}
+
+
+def _steps(ok, tokens, batch, along_budget: bool, notes):
+    """steps_for's (steps, tokens per example); with a ladder its note that the lr is not corrected
+    along the budget is left out (the ladder corrects it)."""
+    quiet: list[str] = []
+    steps, tpe = steps_for(ok, tokens, batch, quiet if along_budget else notes)
+    if along_budget and steps is None:
+        notes.extend(quiet)
+    return steps, tpe
 
 
 def _depth_lr_octaves(depth: dict) -> float:
