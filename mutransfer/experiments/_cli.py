@@ -55,3 +55,36 @@ def out_folder(args: argparse.Namespace, name: str | None = None) -> Path:
     folder = Path(args.out) if args.out is not None else Path(args.reports) / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def families_parser(module: str, doc: str, choices: tuple[str, str], *, out: str, what: str) -> argparse.ArgumentParser:
+    """:func:`parser` for an experiment over model families: ``choices[0]`` runs one family
+    (``--config``), ``choices[1]`` writes the report over several (``--configs``, comma-separated).
+
+        >>> p = families_parser("mutransfer.experiments.depth_auto", __doc__, ("run", "write"), out="reports/x",
+        ...                     what="depth config")
+    """
+    p = parser(module, doc, choices, out=out)
+    p.add_argument("--config", help=f"one family's {what} ({choices[0]})")
+    p.add_argument("--configs", help=f"comma-separated {what}s, one per family ({choices[1]})")
+    return p
+
+
+def family_folder(p: argparse.ArgumentParser, args: argparse.Namespace):
+    """(the --config's ExperimentConfig, ``<out>/<its name>/``, created); a parser error without --config."""
+    from mutransfer.runs import load_config
+
+    if not args.config:
+        p.error(f"{args.what} needs --config (one family's experiment file)")
+    cfg = load_config(args.config)
+    folder = out_folder(args) / cfg.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return cfg, folder
+
+
+def family_configs(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The --configs paths; a parser error without them."""
+    configs = [c.strip() for c in (args.configs or "").split(",") if c.strip()]
+    if not configs:
+        p.error(f"{args.what} needs --configs (the families' experiment files, comma-separated)")
+    return configs

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mutransfer.experiments._cli import out_folder, parser
+from mutransfer.experiments._cli import family_configs, family_folder, families_parser, out_folder
 from mutransfer.experiments.batch_across_budgets import widen
 from mutransfer.experiments.batch_at_budget import resume, train_once
-from mutransfer.runs import ExperimentConfig, count_params, load_config
+from mutransfer.runs import ExperimentConfig, count_params
 from mutransfer.validation import load_trials, study_names
 
 MODULE = "python -m mutransfer.experiments.budget_ladder"
@@ -86,23 +86,15 @@ def run_direct(cfg: ExperimentConfig, out: Path, reports: Path) -> pd.DataFrame:
 def main(argv=None) -> int:
     from mutransfer.validation import write_ladder_report
 
-    p = parser(MODULE.removeprefix("python -m "), __doc__, ("direct", "write"), out=OUT)
-    p.add_argument("--config", help="the ladder's sweep file (direct)")
-    p.add_argument("--configs", help="comma-separated sweep files, one per family (write)")
+    p = families_parser(MODULE.removeprefix("python -m "), __doc__, ("direct", "write"), out=OUT,
+                        what="sweep file with [sweep] budgets")
     args = p.parse_args(argv)
-    out, reports = out_folder(args), Path(args.reports)
     if args.what == "direct":
-        if not args.config:
-            p.error("direct needs --config (a sweep file with [sweep] budgets)")
-        cfg = load_config(args.config)
-        folder = out / cfg.name
-        folder.mkdir(parents=True, exist_ok=True)
-        run_direct(cfg, folder, reports)
+        cfg, folder = family_folder(p, args)
+        run_direct(cfg, folder, Path(args.reports))
         return 0
-    if not args.configs:
-        p.error("write needs --configs (the sweep files of the families, comma-separated)")
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    path = write_ladder_report(out, configs, reports=reports, seeds=SEEDS, command=MODULE)
+    path = write_ladder_report(out_folder(args), family_configs(p, args), reports=Path(args.reports), seeds=SEEDS,
+                               command=MODULE)
     print(f"wrote {path}")
     return 0
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mutransfer.experiments._cli import out_folder, parser
-from mutransfer.runs import DEPTH_AUTO, ExperimentConfig, load_config
+from mutransfer.experiments._cli import family_configs, family_folder, families_parser, out_folder
+from mutransfer.runs import DEPTH_AUTO, ExperimentConfig
 
 MODULE = "python -m mutransfer.experiments.depth_auto"
 OUT = "reports/depth-auto"
@@ -71,26 +71,18 @@ def train_targets(cfg: ExperimentConfig, arms: dict, out: Path) -> pd.DataFrame:
 def main(argv=None) -> int:
     from mutransfer.validation import write_depth_auto_report
 
-    p = parser(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), out=OUT)
-    p.add_argument("--config", help="a family's depth config (run)")
-    p.add_argument("--configs", help="comma-separated depth configs, one per family (write)")
+    p = families_parser(MODULE.removeprefix("python -m "), __doc__, ("run", "write"), out=OUT,
+                        what="depth config ([model] depth and base_depth)")
     args = p.parse_args(argv)
-    out = out_folder(args)
     if args.what == "run":
-        if not args.config:
-            p.error("run needs --config (a depth config with [model] depth and base_depth)")
-        cfg = load_config(args.config)
-        folder = out / cfg.name
-        folder.mkdir(parents=True, exist_ok=True)
+        cfg, folder = family_folder(p, args)
         auto, default = plans(cfg, folder)
         (folder / "plan.json").write_text(auto.to_json())
         (folder / "plan-default.json").write_text(default.to_json())
         train_targets(cfg, {"auto": auto, "default": default}, folder)
         return 0
-    if not args.configs:
-        p.error("write needs --configs")
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    print(f"wrote {write_depth_auto_report(out, configs, reports=Path(args.reports), command=MODULE)}")
+    path = write_depth_auto_report(out_folder(args), family_configs(p, args), reports=Path(args.reports), command=MODULE)
+    print(f"wrote {path}")
     return 0
 
 
