@@ -26,6 +26,14 @@ def test_the_zoo_gpt_switches_its_block_parts_to_llamas():
     assert [n for n, _ in default.named_parameters()][:6] == [
         "wte.weight", "wpe.weight", "blocks.0.ln1.weight", "blocks.0.ln1.bias", "blocks.0.attn.q.weight",
         "blocks.0.attn.q.bias"]
+    rope = zoo.gpt(32, depth=2, positions="rotary", seq_len=8)
+    assert "wpe.weight" not in dict(rope.named_parameters()) and rope.blocks[0].attn.rope
+    q0, k0 = torch.randn(16), torch.randn(16)  # the same vector at every position: scores depend on t - s only
+    q, k = zoo.rotary(q0.expand(1, 1, 8, 16)), zoo.rotary(k0.expand(1, 1, 8, 16))
+    assert torch.allclose((q[0, 0, 3] * k[0, 0, 1]).sum(), (q[0, 0, 6] * k[0, 0, 4]).sum(), atol=1e-5)
+    assert torch.allclose(zoo.rotary(q0.expand(1, 1, 1, 16))[0, 0, 0], q0)  # position 0 is not rotated
+    with pytest.raises(ValueError, match="positions"):
+        zoo.gpt(32, positions="alibi")
     with pytest.raises(ValueError, match="norm"):
         zoo.gpt(32, norm="batch")
     with pytest.raises(ValueError, match="mlp"):

@@ -1,7 +1,7 @@
 """Why Llama-style blocks drift in depth (issue 32, item 1; reports/depth-ablation/index.md).
 
 The zoo GPT's block switched toward Llama's one part at a time (``mutransfer.zoo.gpt``'s ``norm``,
-``mlp``, ``bias`` and ``norm_gains``), each measured as ``mutransfer validate`` measures depth:
+``mlp``, ``bias``, ``norm_gains`` and ``positions``), each measured as ``mutransfer validate`` measures depth:
 lr landscapes at depths :data:`DEPTHS` against the config's base depth, under the depth rules
 :data:`ALPHAS`, :data:`SEEDS` seeds, the lr grid of ``[sweep.space] lr``. A variant whose eta*
 rises with depth (drift per doubling) reproduces the Llama's drift; one that does not, rules its
@@ -27,7 +27,9 @@ MODULE = "python -m mutransfer.experiments.depth_ablation"
 DEPTHS, ALPHAS, SEEDS = (2, 8), (0.5,), 2
 VARIANTS = {  # the zoo GPT's block, then one part of Llama's at a time, then Llama's three together
     "gpt": {}, "rms-norm": {"norm": "rms"}, "swiglu": {"mlp": "swiglu"}, "no-bias": {"bias": False},
-    "fixed-norm-gains": {"norm_gains": False}, "llama-like": {"norm": "rms", "mlp": "swiglu", "bias": False}}
+    "fixed-norm-gains": {"norm_gains": False}, "llama-like": {"norm": "rms", "mlp": "swiglu", "bias": False},
+    "rotary": {"positions": "rotary"},
+    "llama-like-rotary": {"norm": "rms", "mlp": "swiglu", "bias": False, "positions": "rotary"}}
 
 
 def variant_config(cfg: ExperimentConfig, variant: str) -> ExperimentConfig:

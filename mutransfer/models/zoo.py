@@ -30,6 +30,23 @@ from mutransfer.core import check_choice
 ATTENTIONS = ("mup", "sp")
 NORMS = ("layer", "rms")  # LayerNorm (GPT-2) or RMSNorm (Llama)
 MLPS = ("gelu", "swiglu")  # GELU(W1 x) (GPT-2) or SiLU(W1 x) * W3 x (Llama), both 4 x width wide
+POSITIONS = ("learned", "rotary")  # a learned table added to the tokens (GPT-2) or rotary q, k (Llama)
+ROPE_BASE = 10000.0
+
+
+def rotary(x: torch.Tensor, base: float = ROPE_BASE) -> torch.Tensor:
+    """Rotary position embedding of ``x`` (batch, heads, time, d_head): each half-pair of channels
+    rotated by angle t * base^(-i / (d/2)) (Llama's rotate-half form).
+
+        >>> rotary(torch.randn(1, 2, 8, 16)).shape
+        torch.Size([1, 2, 8, 16])
+    """
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angle = torch.arange(x.shape[-2], device=x.device, dtype=torch.float32)[:, None] * freqs[None]
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, x[..., 2 * half:]], -1)
 DEFAULT_N_HEADS = 4  # with d_head=None the head count stays 4 and d_head = width / 4 grows
 # Reference head dim of the muP attention scale sqrt(BASE_D_HEAD) / d_head: any fixed value keeps
 # the scale ~ 1/d_head across widths; at d_head == BASE_D_HEAD it equals SP's 1/sqrt(d_head).
@@ -40,9 +57,10 @@ EMBEDDING_STD = 0.02  # GPT-2's embedding init; torch's N(0, 1) gives O(sqrt(wid
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with separate q, k, v, o projections."""
 
-    def __init__(self, width: int, n_heads: int, d_head: int, scale: float, bias: bool = True):
+    def __init__(self, width: int, n_heads: int, d_head: int, scale: float, bias: bool = True,
+                 rope: bool = False):
         super().__init__()
-        self.n_heads, self.d_head, self.scale = n_heads, d_head, scale
+        self.n_heads, self.d_head, self.scale, self.rope = n_heads, d_head, scale, rope
         inner = n_heads * d_head
         self.q = nn.Linear(width, inner, bias=bias)
         self.k = nn.Linear(width, inner, bias=bias)
@@ -53,6 +71,8 @@ class CausalSelfAttention(nn.Module):
         b, t, _ = x.shape
         q, k, v = (proj(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)
                    for proj in (self.q, self.k, self.v))
+        if self.rope:
+            q, k = rotary(q), rotary(k)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return self.o(y.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head))
 
@@ -80,10 +100,10 @@ class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))`` (MLP 4x wide)."""
 
     def __init__(self, width: int, n_heads: int, d_head: int, scale: float, norm: str = "layer",
-                 mlp: str = "gelu", bias: bool = True, norm_gains: bool = True):
+                 mlp: str = "gelu", bias: bool = True, norm_gains: bool = True, rope: bool = False):
         super().__init__()
         self.ln1 = _norm(norm, width, norm_gains)
-        self.attn = CausalSelfAttention(width, n_heads, d_head, scale, bias)
+        self.attn = CausalSelfAttention(width, n_heads, d_head, scale, bias, rope)
         self.ln2 = _norm(norm, width, norm_gains)
         self.mlp = (SwiGLU(width, 4 * width, bias) if mlp == "swiglu" else
                     nn.Sequential(nn.Linear(width, 4 * width, bias=bias), nn.GELU(), nn.Linear(4 * width, width, bias=bias)))
@@ -101,12 +121,13 @@ class GPT(nn.Module):
         super().__init__()
         self.seq_len = seq_len
         self.wte = nn.Embedding(vocab, width)
-        self.wpe = nn.Embedding(seq_len, width)
+        self.wpe = None if block.get("rope") else nn.Embedding(seq_len, width)
         self.blocks = nn.ModuleList(Block(width, n_heads, d_head, scale, **block) for _ in range(depth))
         self.ln_f = _norm(block.get("norm", "layer"), width, block.get("norm_gains", True))
         self.readout = nn.Linear(width, vocab, bias=False)
         for emb in (self.wte, self.wpe):
-            nn.init.normal_(emb.weight, std=EMBEDDING_STD)
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=EMBEDDING_STD)
         if tied:
             self.readout.weight = self.wte.weight
 
@@ -120,7 +141,9 @@ class GPT(nn.Module):
         if t > self.seq_len:
             raise ValueError(f"sequence length {t} exceeds the model's seq_len {self.seq_len}; "
                              f"build it with gpt(..., seq_len={t}) or feed shorter windows")
-        x = self.wte(ids) + self.wpe(torch.arange(t, device=ids.device))
+        x = self.wte(ids)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(t, device=ids.device))
         for block in self.blocks:
             x = block(x)
         return self.readout(self.ln_f(x))
@@ -156,7 +179,7 @@ def _check_int(name: str, value, low: int = 1) -> int:
 def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | None = None,
         vocab: int = 256, seq_len: int = 128, tied: bool = False, attention: str = "mup",
         base_d_head: int | None = None, attention_mult: float = 1.0, norm: str = "layer", mlp: str = "gelu",
-        bias: bool = True, norm_gains: bool = True) -> GPT:
+        bias: bool = True, norm_gains: bool = True, positions: str = "learned") -> GPT:
     """A pre-LN GPT decoder mapping ids ``(B, T)`` to logits ``(B, T, vocab)``.
 
     Scaling dims: d_model = ``width``, MLP hidden ``4 * width``, and either d_head
@@ -170,7 +193,8 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     token embedding with the readout (``readout.weight is wte.weight``). The block's parts, one at
     a time from GPT-2's toward Llama's (the depth ablations of reports/depth-ablation):
     ``norm`` "layer" or "rms", ``mlp`` "gelu" or "swiglu" (SiLU-gated, 4 x width wide), ``bias``
-    in every linear map of the blocks, ``norm_gains`` trainable (else fixed at 1).
+    in every linear map of the blocks, ``norm_gains`` trainable (else fixed at 1), ``positions``
+    "learned" (a table) or "rotary" (q and k rotated, :func:`rotary`; no table).
 
     Args:
         width: d_model. depth: number of blocks. vocab: 256 for byte corpora.
@@ -185,6 +209,7 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     check_choice("attention", attention, ATTENTIONS)
     check_choice("norm", norm, NORMS)
     check_choice("mlp", mlp, MLPS)
+    check_choice("positions", positions, POSITIONS)
     for name, value in (("bias", bias), ("norm_gains", norm_gains)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False; got {value!r}")
@@ -197,7 +222,7 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
         scale = d_head ** -0.5
     scale *= attention_mult
     return GPT(width, depth, n_heads, d_head, vocab, seq_len, bool(tied), scale, norm=norm, mlp=mlp, bias=bias,
-               norm_gains=norm_gains)
+               norm_gains=norm_gains, rope=positions == "rotary")
 
 
 def mlp(width: int, depth: int = 3, in_dim: int = 32, out_dim: int = 10) -> nn.Sequential:
