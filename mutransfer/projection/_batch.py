@@ -99,7 +99,7 @@ def noise_at_target(noise, loss, law, L, c, notes):
 
 def proxy_budget(ok):
     """The proxies' token budget, None when they ran a step count; several budgets are an error."""
-    values = sorted({float(v) for v in ok["budget"] if v is not None and np.isfinite(float(v))})
+    values = laws.distinct_values(ok["budget"])
     if len(values) > 1:
         raise ValueError(f"the trials ran at several token budgets {values}: the compute-optimal batch "
                          f"is defined at one budget; pass transfer() the trials of one budget "
@@ -155,7 +155,7 @@ def across_budgets(frame, tokens, window, n_boot, rng, notes):
     B_opt = b0 * D^p of :func:`fit_budget_law`, fitted bootstrap replicate by replicate on each
     budget's compute-optimal batch), its notes said at ``tokens`` (default the largest budget).
     With one budget (or none): (frame, None)."""
-    budgets = sorted({float(v) for v in frame["budget"] if v is not None and np.isfinite(float(v))})
+    budgets = laws.distinct_values(frame["budget"])
     if len(budgets) < 2:
         return frame, None
     per, edges = [], []

@@ -27,8 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mutransfer.projection._budget_laws import BudgetLaw, fit_budget_law
-from mutransfer.projection._laws import N_BOOT, WINDOW, interval
-from mutransfer.projection._menu import EPS, batch_menu, recommended_batch
+from mutransfer.projection._laws import N_BOOT, WINDOW, distinct_values, interval, replicate_interval
+from mutransfer.projection._menu import EPS, batch_menu, check_eps, recommended_batch
 from mutransfer.projection._surface import LossSurface, fit_loss_surface
 from mutransfer.runs import training_flops
 
@@ -98,7 +98,7 @@ class BudgetLadder:
         out = []
         for j, (b, s) in enumerate(zip(self.budgets, self.surfaces)):
             best, col = s.best_batch(), self.log2_eps_batch[:, j]
-            lo, hi = interval(col[1:]) if len(col) > 1 else (col[0], col[0])
+            lo, hi = replicate_interval(col)
             eta = s.eta_star(best.batch)
             out.append({"budget": int(b), "best_batch": best.batch, "best_batch_low": best.low,
                         "best_batch_high": best.high, "best_at_edge": best.at_edge,
@@ -116,18 +116,19 @@ class BudgetLadder:
         run (``rung_cost``: its cost, said in the note)."""
         eps = self.eps if eps is None else eps
         menu = batch_menu(self.surface_at(tokens), eps=eps)
-        notes = self._edge_notes()
+        records = self.records()
+        notes = self._edge_notes(records)
         if self.rung(tokens) is not None:
             return BatchChoice(int(recommended_batch(menu)), "rung", menu, tuple(notes), int(tokens))
         law = self.batch_law.project(tokens)
-        lo, hi = interval(law[1:]) if len(law) > 1 else (law[0], law[0])
+        lo, hi = replicate_interval(law)
         notes.append(f"the batch within {100 * eps:.2g}% of the best across budgets: B_eps ~ "
                      f"D^{self.batch_law.exponent[0]:.2f} (95% [{self.batch_law.exponent_interval[0]:.2f}, "
                      f"{self.batch_law.exponent_interval[1]:.2f}]), projected to {tokens:.4g} tokens: "
                      f"{2 ** law[0]:.3g} [{2 ** lo:.3g}, {2 ** hi:.3g}]")
         misfit = float(np.max(np.abs(self.batch_law.log2_b_opt[0] - self.batch_law.project(
             np.asarray(self.budgets, float)[:, None])[:, 0])))
-        bounded = [r["budget"] for r, s in zip(self.records(), self.surfaces)
+        bounded = [r["budget"] for r, s in zip(records, self.surfaces)
                    if r["best_at_edge"] and np.isclose(r["best_batch"], s.batches[0])]
         if hi - lo <= RESOLVED_SPAN and misfit <= MISFIT and not bounded:
             return BatchChoice(int(recommended_batch(menu)), "law", menu, tuple(notes), int(tokens))
@@ -149,8 +150,7 @@ class BudgetLadder:
         """The largest rung's menu (its measured costs) with each batch's lr projected to ``tokens``."""
         menu = batch_menu(self.surfaces[-1], eps=eps)
         draws = self.surface_at(tokens).log2_eta_draws(menu["batch"].to_numpy(float))
-        bounds = np.array([interval(draws[1:, j]) if len(draws) > 1 else (draws[0, j],) * 2
-                           for j in range(draws.shape[1])])
+        bounds = np.array([replicate_interval(draws[:, j]) for j in range(draws.shape[1])])
         return menu.assign(log2_lr=draws[0], lr=2 ** draws[0], lr_low=2 ** bounds[:, 0], lr_high=2 ** bounds[:, 1])
 
     def _best_measured(self) -> int:
@@ -158,9 +158,9 @@ class BudgetLadder:
         loss = top.loss_draws(top.batches)[0]
         return int(top.batches[int(np.argmin(loss))])
 
-    def _edge_notes(self) -> list[str]:
+    def _edge_notes(self, records) -> list[str]:
         out = []
-        for r in self.records():
+        for r in records:
             s = self.surfaces[self.budgets.index(r["budget"])]
             if r["best_at_edge"] and np.isclose(r["best_batch"], s.batches[0]):
                 out.append(f"budget {r['budget']}: the best batch is the smallest swept, {s.batches[0]}: "
@@ -186,8 +186,7 @@ def fit_ladder(frame, *, eps: float = EPS, n_boot: int = N_BOOT, seed: int = 0,
         >>> ladder = fit_ladder(trials_frame(study), eps=0.005)
         >>> ladder.batch_law.exponent[0], ladder.eta_exponent(8)[0]
     """
-    if not (isinstance(eps, (int, float)) and 0 <= eps < 1):
-        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
+    check_eps(eps)
     frame = _widest(frame)
     budgets = _budgets(frame)
     surfaces = []
@@ -219,7 +218,7 @@ def _widest(frame):
 
 
 def _budgets(frame) -> list[float]:
-    budgets = sorted({float(v) for v in frame["budget"] if v is not None and np.isfinite(float(v))})
+    budgets = distinct_values(frame["budget"])
     if len(budgets) < 2:
         raise ValueError(f"a budget ladder needs trials at >= 2 token budgets; got {budgets or 'none'}: "
                          f"set [sweep] budgets = [D, 2 * D, 4 * D] and sweep again")
@@ -308,7 +307,7 @@ ETA_SPREAD = 1.0  # octaves: an lr interval at the target's budget wider than th
 def _eta_notes(ladder: BudgetLadder, batch: int, tokens: float, log2_lr, notes: list[str]) -> None:
     """Say how far the lr moved along the budget, and when its interval is too wide to trust."""
     x = ladder.eta_exponent(batch)
-    lo, hi = interval(log2_lr[1:]) if len(log2_lr) > 1 else (log2_lr[0], log2_lr[0])
+    lo, hi = replicate_interval(log2_lr)
     top = ladder.log2_eta(batch, ladder.budgets[-1])[0]
     notes.append(f"eta* at batch {batch} ~ D^{x[0]:+.3f} (95% [{interval(x[1:])[0]:+.3f}, {interval(x[1:])[1]:+.3f}]): "
                  f"{2 ** top:.4g} at the largest rung {ladder.budgets[-1]}, {2 ** log2_lr[0]:.4g} at {int(tokens)} "

@@ -36,6 +36,26 @@ def interval(reps) -> tuple[float, float]:
     return float(np.nanpercentile(reps, q)), float(np.nanpercentile(reps, 100 - q))
 
 
+def replicate_interval(draws) -> tuple[float, float]:
+    """The :func:`interval` of a bootstrap stack's replicates (row 0, the fit to the data, left out);
+    a stack without replicates gives (row 0, row 0).
+
+        >>> replicate_interval(np.array([1.0]))
+        (1.0, 1.0)
+    """
+    draws = np.asarray(draws, float)
+    return interval(draws[1:]) if len(draws) > 1 else (float(draws[0]), float(draws[0]))
+
+
+def distinct_values(column) -> list[float]:
+    """The sorted distinct finite values of a column (None and NaN left out), e.g. a frame's budgets.
+
+        >>> distinct_values([4096.0, None, 1024.0, 4096.0])
+        [1024.0, 4096.0]
+    """
+    return sorted({float(v) for v in column if v is not None and np.isfinite(float(v))})
+
+
 def exp2_interval(log2_reps) -> tuple[float, float]:
     """2 ** the :func:`interval` of log2 replicates 1.. (row 0, the fit to the data, is left out).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mutransfer.projection._laws import interval
+from mutransfer.projection._laws import replicate_interval
 from mutransfer.projection._surface import LossSurface
 
 EPS = 0.005  # relative loss cost a recommended batch may have over the best (0.5%)
@@ -37,8 +37,7 @@ def batch_menu(surface: LossSurface, batches=None, *, eps: float = EPS):
 
     if not isinstance(surface, LossSurface):
         raise TypeError(f"surface must be a LossSurface from fit_loss_surface(); got {type(surface).__name__}")
-    if not (isinstance(eps, (int, float)) and 0 <= eps < 1):
-        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
+    check_eps(eps)
     lo, hi = np.log2(surface.batches[0]), np.log2(surface.batches[-1])
     if batches is None:
         top = max(np.round(np.log2(surface.best_batch().batch)) + MENU_SPAN, hi)
@@ -53,8 +52,8 @@ def batch_menu(surface: LossSurface, batches=None, *, eps: float = EPS):
     loss = surface.loss_draws(b)[0]
     rows = []
     for j, batch in enumerate(b):
-        c_lo, c_hi = _interval(cost[:, j])
-        e_lo, e_hi = _interval(eta[:, j])
+        c_lo, c_hi = replicate_interval(cost[:, j])
+        e_lo, e_hi = replicate_interval(eta[:, j])
         y = np.log2(batch)
         rows.append({"batch": int(batch) if float(batch).is_integer() else float(batch),
                      "cost_pct": float(cost[0, j]), "cost_low": c_lo, "cost_high": c_hi,
@@ -67,8 +66,10 @@ def batch_menu(surface: LossSurface, batches=None, *, eps: float = EPS):
     return menu
 
 
-def _interval(draws: np.ndarray) -> tuple[float, float]:
-    return interval(draws[1:]) if len(draws) > 1 else (float(draws[0]), float(draws[0]))
+def check_eps(eps) -> None:
+    """Refuse an ``eps`` that is not a relative loss cost in [0, 1), naming the fix."""
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 <= eps < 1):
+        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
 
 
 def recommended_batch(menu, eps: float | None = None):
@@ -81,8 +82,7 @@ def recommended_batch(menu, eps: float | None = None):
         32
     """
     eps = menu.attrs.get("eps", EPS) if eps is None else eps
-    if not (isinstance(eps, (int, float)) and 0 <= eps < 1):
-        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
+    check_eps(eps)
     inside = menu[~menu["extrapolated"].astype(bool)]
     if inside.empty:
         raise ValueError("every batch of the menu lies outside the swept batches, where the surface is "

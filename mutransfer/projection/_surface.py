@@ -25,7 +25,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from mutransfer.projection._laws import N_BOOT, WINDOW, bootstrap_counts, interval, wls
+from mutransfer.projection._laws import N_BOOT, WINDOW, bootstrap_counts, distinct_values, interval, replicate_interval, wls
 
 PARAMS = ("q0", "q1", "q2", "p0", "p1", "r0", "r1")
 LM_ITERS = 40
@@ -121,8 +121,7 @@ class LossSurface:
 
 
 def _estimate(draws: np.ndarray) -> Estimate:
-    low, high = interval(draws[1:]) if len(draws) > 1 else (draws[0], draws[0])
-    return Estimate(float(draws[0]), float(low), float(high))
+    return Estimate(float(draws[0]), *replicate_interval(draws))
 
 
 def fit_loss_surface(frame, *, n_boot: int = N_BOOT, seed: int = 0, window: float = WINDOW) -> LossSurface:
@@ -169,7 +168,7 @@ def _checked(frame):
                          f"lr, batch_size and loss, e.g. mutransfer.tuning.trials_frame(study)")
     for col, what in (("budget", "token budget"), ("width", "width")):
         if col in frame.columns:
-            values = sorted({float(v) for v in frame[col] if v is not None and np.isfinite(float(v))})
+            values = distinct_values(frame[col])
             if len(values) > 1:
                 raise ValueError(f"the trials span several values of {col} {values}: a loss surface is fitted "
                                  f"at one {what}; pass one's rows, e.g. frame[frame.{col} == {values[-1]:g}]")

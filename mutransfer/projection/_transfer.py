@@ -54,8 +54,8 @@ from mutransfer.projection._batch import (across_budgets, choose_batch, compute_
 from mutransfer.projection._eta import fit_batch_law, fit_drift, lr_at_batch, recommended_lr, sweep_optima
 from mutransfer.projection._depth_rule import choose_depth_rule
 from mutransfer.projection._ladder import fit_ladder, ladder_plan
-from mutransfer.projection._laws import N_BOOT, WINDOW, exp2_interval, interval, momentum_c
-from mutransfer.projection._menu import EPS
+from mutransfer.projection._laws import N_BOOT, WINDOW, distinct_values, exp2_interval, interval, momentum_c
+from mutransfer.projection._menu import EPS, check_eps
 from mutransfer.projection._transfer_plan import TransferPlan, json_ready
 from mutransfer.runs import DEPTH_AUTO
 from mutransfer.tuning import DEFAULT_BETA1, trials_frame
@@ -185,23 +185,22 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
 
 def _ladder(frame, eps, n_boot, seed):
     """The budget ladder of trials at >= 2 token budgets (:func:`fit_ladder`), else None."""
-    budgets = {float(v) for v in frame["budget"] if v is not None and np.isfinite(float(v))}
-    if len(budgets) < 2:
+    if len(distinct_values(frame["budget"])) < 2:
         return None
     return fit_ladder(frame, eps=eps, n_boot=n_boot, seed=seed)
 
 
 def _old_budget_law(frame, tokens, window, n_boot, rng, notes, ladder):
     """(the largest budget's trials, the B_opt(D) law on grid optima or None). With a ladder the
-    law is a diagnostic (plan.compute_optimal_batch, for reports/gpt-cpu-budgets): its notes go
-    to the diagnostics and a budget it cannot fit leaves it out."""
+    law is a diagnostic (plan.compute_optimal_batch, for reports/gpt-cpu-budgets): its notes are
+    left out (the ladder's speak for the plan) and a budget it cannot fit drops it."""
     if ladder is None:
         return across_budgets(frame, tokens, window, n_boot, rng, notes)
     quiet: list[str] = []
     try:
         return across_budgets(frame, tokens, window, n_boot, rng, quiet)
     except ValueError:
-        top = max(float(v) for v in frame["budget"] if v is not None and np.isfinite(float(v)))
+        top = distinct_values(frame["budget"])[-1]
         return frame[frame["budget"].astype(float) == top], None
 
 
@@ -233,8 +232,7 @@ def _constants_group(frame, notes):
 
 
 def _check_args(target_width, target_batch, tokens, max_batch, n_boot, window, wd_policy, eps=EPS) -> None:
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < 1):
-        raise ValueError(f"eps is a relative loss cost in [0, 1), e.g. 0.005 for 0.5%; got {eps!r}")
+    check_eps(eps)
     for name, value, optional in (("target_width", target_width, False), ("tokens", tokens, True),
                                   ("max_batch", max_batch, True), ("n_boot", n_boot, False)):
         if optional and value is None:

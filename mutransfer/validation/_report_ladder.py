@@ -44,28 +44,32 @@ def family_result(cfg, folder: Path) -> dict:
     plan = TransferPlan.from_json((folder / "plan.json").read_text())
     today = TransferPlan.from_json((folder / "plan-today.json").read_text())
     runs = pd.read_csv(folder / "direct.csv")
+    grid_lrs = np.round(np.log2(cfg.sweep.space["lr"]), 6)
     means = cell_means(runs)
-    on_grid = means.log2_lr.round(6).isin(np.round(np.log2(cfg.sweep.space["lr"]), 6))
+    on_grid = means.log2_lr.round(6).isin(grid_lrs)
     grid = means[on_grid]
     best = grid.loc[grid.loss.idxmin()]
-    out = {"cfg": cfg, "plan": plan, "today": today, "runs": runs[runs.log2_lr.round(6).isin(
-        np.round(np.log2(cfg.sweep.space["lr"]), 6))], "best": best}
-    for key, p in (("ladder", plan), ("old", today)):
-        cell = means[(means.batch_size == p.batch_size) & np.isclose(means.log2_lr, math.log2(p.lr))]
-        loss = float(cell.loss.iloc[0]) if not cell.empty else math.nan
-        out[key] = {"loss": loss, "regret": 100 * (loss - best.loss) / best.loss}
-    out["costs"] = _costs(plan, grid, float(best.loss))
-    for key, p in (("ladder", plan), ("old", today)):  # the regret split: the batch's, then the lr's at it
-        at_batch = grid[grid.batch_size == p.batch_size]
-        own = float(at_batch.loss.min()) if not at_batch.empty else math.nan
-        out[key].update(batch_pct=100 * (own - best.loss) / best.loss, lr_pct=100 * (out[key]["loss"] - own) / own)
+    grid_runs = runs[runs.log2_lr.round(6).isin(grid_lrs)]
+    out = {"cfg": cfg, "plan": plan, "today": today, "runs": grid_runs, "grid": grid, "best": best,
+           "ladder": _regret(means, grid, plan, float(best.loss)), "old": _regret(means, grid, today, float(best.loss)),
+           "costs": _costs(plan, grid, float(best.loss))}
     off = means[~on_grid]
     out["cells"] = off.assign(regret_pct=100 * (off.loss - best.loss) / best.loss)
-    direct_flops = training_flops(count_params(cfg, cfg.model.width, cfg.model.depth), cfg.train.tokens)
-    out["direct_flops"] = direct_flops * len(runs[runs.log2_lr.round(6).isin(np.round(np.log2(cfg.sweep.space["lr"]), 6))])
-    out["target_run_flops"] = direct_flops
+    out["target_run_flops"] = training_flops(count_params(cfg, cfg.model.width, cfg.model.depth), cfg.train.tokens)
+    out["direct_flops"] = out["target_run_flops"] * len(grid_runs)
     out["seed_spread"] = _seed_spread(runs)
     return out
+
+
+def _regret(means: pd.DataFrame, grid: pd.DataFrame, plan, best: float) -> dict:
+    """The handed-over cell's loss and regret (%), split into the batch's share (the best grid cell
+    at its batch against the best) and the lr's (the cell against that one)."""
+    cell = means[(means.batch_size == plan.batch_size) & np.isclose(means.log2_lr, math.log2(plan.lr))]
+    loss = float(cell.loss.iloc[0]) if not cell.empty else math.nan
+    at_batch = grid[grid.batch_size == plan.batch_size]
+    own = float(at_batch.loss.min()) if not at_batch.empty else math.nan
+    return {"loss": loss, "regret": 100 * (loss - best) / best, "batch_pct": 100 * (own - best) / best,
+            "lr_pct": 100 * (loss - own) / own}
 
 
 def _costs(plan, grid: pd.DataFrame, best: float) -> pd.DataFrame:
@@ -223,8 +227,7 @@ def _why(result: dict) -> list[str]:
     r, p = result["ladder"], result["plan"]
     if not np.isfinite(r["regret"]) or r["regret"] <= GOAL_PCT:
         return []
-    grid = result["runs"].groupby(["batch_size", "log2_lr"]).loss.mean().reset_index()
-    at = grid[grid.batch_size == p.batch_size]
+    at = result["grid"][result["grid"].batch_size == p.batch_size]
     best_x = float(at.loc[at.loss.idxmin(), "log2_lr"]) if not at.empty else math.nan
     share = "lr" if r["lr_pct"] >= r["batch_pct"] else "batch"
     return [f"Why {result['cfg'].name} misses: {r['regret']:.2f}%, of which the {share}'s share is the larger. The "
