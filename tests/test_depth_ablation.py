@@ -65,3 +65,37 @@ def test_the_ablation_runs_each_variant_and_writes_the_report(tmp_path, monkeypa
     assert (out / "ablation.png").stat().st_size > 5000
     with pytest.raises(ValueError, match="unknown variant 'x'"):
         ablation.variant_config(cfg, "x")
+
+
+def test_the_zoo_llama_block_computes_what_the_transformers_llama_computes():
+    """The ablation's zoo block with all of Llama's parts and transformers' Llama are one function: with
+    the same weights their logits agree (RMSNorm's eps set equal), so a difference in depth transfer
+    between them lies in the init draws, not in the forward."""
+    pytest.importorskip("transformers")
+    from mutransfer.models.hf import causal_lm
+
+    torch.manual_seed(0)
+    ours = zoo.gpt(32, depth=3, seq_len=16, norm="rms", mlp="swiglu", bias=False, positions="rotary", d_head=16)
+    theirs = causal_lm(32, model_type="llama", depth=3, head_dim=16, seq_len=16, base_width=32,
+                       rms_norm_eps=torch.finfo(torch.float32).eps)
+    parts = {"ln1": "input_layernorm", "ln2": "post_attention_layernorm", "attn.q": "self_attn.q_proj",
+             "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj", "attn.o": "self_attn.o_proj",
+             "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj", "mlp.down": "mlp.down_proj"}
+    top = {"wte.weight": "lm.model.embed_tokens.weight", "ln_f.weight": "lm.model.norm.weight",
+           "readout.weight": "lm.lm_head.weight"}
+    named = dict(theirs.named_parameters())
+    assert len(named) == len(dict(ours.named_parameters()))
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if name not in top:
+                _, i, rest = name.split(".", 2)
+                module, leaf = rest.rsplit(".", 1)
+            p.copy_(torch.randn_like(p) * 0.2 + (p.ndim == 1))
+            named[top.get(name) or f"lm.model.layers.{i}.{parts[module]}.{leaf}"].copy_(p)
+    ids = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(ours(ids), theirs(ids), atol=1e-4, rtol=1e-4)
+    normal = zoo.gpt(64, depth=2, init="normal")
+    assert abs(normal.blocks[0].attn.q.weight.std().item() - 0.02) < 0.002
+    assert zoo.gpt(64, depth=2).blocks[0].attn.q.weight.abs().max().item() <= 64 ** -0.5  # torch's uniform
+    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+        zoo.gpt(32, init="xavier")

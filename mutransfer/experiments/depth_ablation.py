@@ -28,15 +28,23 @@ DEPTHS, ALPHAS, SEEDS = (2, 8), (0.5,), 2
 VARIANTS = {  # the zoo GPT's block, then one part of Llama's at a time, then Llama's three together
     "gpt": {}, "rms-norm": {"norm": "rms"}, "swiglu": {"mlp": "swiglu"}, "no-bias": {"bias": False},
     "fixed-norm-gains": {"norm_gains": False}, "llama-like": {"norm": "rms", "mlp": "swiglu", "bias": False},
-    "rotary": {"positions": "rotary"},
-    "llama-like-rotary": {"norm": "rms", "mlp": "swiglu", "bias": False, "positions": "rotary"}}
+    "rotary": {"positions": "rotary"}, "normal-init": {"init": "normal"},
+    "llama-like-rotary": {"norm": "rms", "mlp": "swiglu", "bias": False, "positions": "rotary"},
+    "llama-like-rotary-normal": {"norm": "rms", "mlp": "swiglu", "bias": False, "positions": "rotary",
+                                 "init": "normal"},
+    # the transformers Llama itself (the same function as llama-like-rotary: logits agree with shared weights)
+    "transformers-llama": {"factory": "mutransfer.hf:causal_lm", "model_type": "llama"}}
 
 
 def variant_config(cfg: ExperimentConfig, variant: str) -> ExperimentConfig:
-    """The config of one variant: its block kwargs over the config's, named ``<name>-<variant>``."""
+    """The config of one variant: its block kwargs over the config's, named ``<name>-<variant>``
+    (a variant's ``factory`` replaces the config's model factory)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; one of {sorted(VARIANTS)}")
-    return cfg.override({"name": f"{cfg.name}-{variant}", "model.kwargs": {**cfg.model.kwargs, **VARIANTS[variant]}})
+    kwargs = dict(VARIANTS[variant])
+    factory = kwargs.pop("factory", cfg.model.factory)
+    return cfg.override({"name": f"{cfg.name}-{variant}", "model.factory": factory,
+                         "model.kwargs": {**cfg.model.kwargs, **kwargs}})
 
 
 def run_variant(cfg: ExperimentConfig, variant: str, runs: Path):

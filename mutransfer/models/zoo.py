@@ -31,6 +31,7 @@ ATTENTIONS = ("mup", "sp")
 NORMS = ("layer", "rms")  # LayerNorm (GPT-2) or RMSNorm (Llama)
 MLPS = ("gelu", "swiglu")  # GELU(W1 x) (GPT-2) or SiLU(W1 x) * W3 x (Llama), both 4 x width wide
 POSITIONS = ("learned", "rotary")  # a learned table added to the tokens (GPT-2) or rotary q, k (Llama)
+INITS = ("torch", "normal")  # Linear weights: torch's uniform default, or N(0, 0.02) (GPT-2's and Llama's)
 ROPE_BASE = 10000.0
 
 
@@ -179,7 +180,7 @@ def _check_int(name: str, value, low: int = 1) -> int:
 def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | None = None,
         vocab: int = 256, seq_len: int = 128, tied: bool = False, attention: str = "mup",
         base_d_head: int | None = None, attention_mult: float = 1.0, norm: str = "layer", mlp: str = "gelu",
-        bias: bool = True, norm_gains: bool = True, positions: str = "learned") -> GPT:
+        bias: bool = True, norm_gains: bool = True, positions: str = "learned", init: str = "torch") -> GPT:
     """A pre-LN GPT decoder mapping ids ``(B, T)`` to logits ``(B, T, vocab)``.
 
     Scaling dims: d_model = ``width``, MLP hidden ``4 * width``, and either d_head
@@ -194,7 +195,9 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     a time from GPT-2's toward Llama's (the depth ablations of reports/depth-ablation):
     ``norm`` "layer" or "rms", ``mlp`` "gelu" or "swiglu" (SiLU-gated, 4 x width wide), ``bias``
     in every linear map of the blocks, ``norm_gains`` trainable (else fixed at 1), ``positions``
-    "learned" (a table) or "rotary" (q and k rotated, :func:`rotary`; no table).
+    "learned" (a table) or "rotary" (q and k rotated, :func:`rotary`; no table), ``init`` of the
+    Linear weights "torch" (uniform, torch's default) or "normal" (N(0, 0.02), as transformers'
+    GPT-2 and Llama draw them; muP rescales either to its std, the draws keep their shape).
 
     Args:
         width: d_model. depth: number of blocks. vocab: 256 for byte corpora.
@@ -210,6 +213,7 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     check_choice("norm", norm, NORMS)
     check_choice("mlp", mlp, MLPS)
     check_choice("positions", positions, POSITIONS)
+    check_choice("init", init, INITS)
     for name, value in (("bias", bias), ("norm_gains", norm_gains)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False; got {value!r}")
@@ -221,8 +225,13 @@ def gpt(width: int, depth: int = 2, n_heads: int | None = None, d_head: int | No
     else:
         scale = d_head ** -0.5
     scale *= attention_mult
-    return GPT(width, depth, n_heads, d_head, vocab, seq_len, bool(tied), scale, norm=norm, mlp=mlp, bias=bias,
-               norm_gains=norm_gains, rope=positions == "rotary")
+    model = GPT(width, depth, n_heads, d_head, vocab, seq_len, bool(tied), scale, norm=norm, mlp=mlp, bias=bias,
+                norm_gains=norm_gains, rope=positions == "rotary")
+    if init == "normal":
+        for m in model.modules():
+            if isinstance(m, nn.Linear) and m.weight is not model.wte.weight:
+                nn.init.normal_(m.weight, std=EMBEDDING_STD)
+    return model
 
 
 def mlp(width: int, depth: int = 3, in_dim: int = 32, out_dim: int = 10) -> nn.Sequential:
