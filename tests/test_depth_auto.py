@@ -1,7 +1,8 @@
 """depth_alpha = "auto" (issue 32, item 2): the sweep's depth probe trains the proxy at 4x its depth
-under alpha 0, 1/2 and 1 around the handed-over lr; transfer picks the rule whose loss at that lr is
-lowest there, records the evidence and the probe's compute in the plan, warns when every rule pays
-more than 1%, and the target trains with the chosen rule."""
+under alpha 0, 1/2 and 1 around the handed-over lr; transfer keeps alpha 1/2 unless another rule wins
+there by more than 1%, moves the lr by the depth exponent the probe's optimum measures, records the
+evidence and the probe's compute in the plan, warns when the rule pays more than 1% or its optimum is
+the probe grid's edge, and the target trains with the chosen rule."""
 from __future__ import annotations
 
 import math
@@ -24,43 +25,64 @@ def probe(losses: dict[float, list[float]], lr: float = 2 ** -6) -> pd.DataFrame
                          for a, vs in losses.items() for k, v in zip(range(-2, 3), vs)])
 
 
-def test_the_rule_with_the_lowest_loss_at_the_handed_over_lr_is_chosen():
+def with_tuned(frame: pd.DataFrame, losses: dict[float, float]) -> pd.DataFrame:
+    """The frame plus each alpha's run at its grid's fitted optimum (:func:`tuned_points`), at ``losses``."""
+    at = {p["depth_alpha"]: p["lr"] for p in tuned_points(frame)}
+    tuned = pd.DataFrame([{"depth_alpha": a, "lr": at[a], "loss": v, "handed_lr": 2 ** -6, "depth": 8, "kind": "tuned"}
+                          for a, v in losses.items()])
+    return pd.concat([frame.assign(kind="grid"), tuned], ignore_index=True)
+
+
+def test_the_prior_alpha_is_kept_unless_another_wins_by_more_than_the_margin():
     frame = probe({0.0: [2.30, 2.20, 2.15, 2.12, 2.40],  # best at +1 octave: its handed-over loss is 2.15
                    0.5: [2.25, 2.16, 2.11, 2.14, 2.50],  # best at the handed-over lr: 2.11
-                   1.0: [2.35, 2.22, 2.13, 2.10, 2.20]})  # reaches 2.10 tuned, but 2.13 at the handed-over lr
-    rule = choose_depth_rule(frame, base_depth=2)
-    assert rule.alpha == 0.5 and rule.probe_depth == 8 and rule.lr == 2 ** -6
+                   1.0: [2.35, 2.22, 2.13, 2.10, 2.20]})  # reaches 2.10 tuned, 0.5% below alpha 1/2's 2.11
+    rule = choose_depth_rule(frame, base_depth=2)  # no tuned runs: each rule at the handed-over lr
+    assert rule.alpha == 0.5 and rule.probe_depth == 8 and rule.lr == 2 ** -6 and rule.lr_depth_exponent == 0.0
     regrets = {r["depth_alpha"]: r["regret_pct"] for r in rule.records}
     assert regrets[0.5] == pytest.approx(100 * (2.11 - 2.10) / 2.10)
     assert regrets[0.0] == pytest.approx(100 * (2.15 - 2.10) / 2.10)
     assert {r["depth_alpha"]: r["best_log2_lr"] for r in rule.records}[1.0] == pytest.approx(-5)
     assert "chose alpha 0.5 at the handed-over lr" in rule.notes()[0] and len(rule.notes()) == 1
+    assert "alpha 0.5 unless another wins there by > 1%" in rule.notes()[0]
     assert rule.as_dict()["chosen"] == 0.5 and len(rule.as_dict()["candidates"]) == 3
+    beaten = probe({0.0: [2.30, 2.20, 2.15, 2.12, 2.40], 0.5: [2.25, 2.16, 2.11, 2.14, 2.50],
+                    1.0: [2.35, 2.22, 2.08, 2.10, 2.20]})  # alpha 1 at 2.08: 1.4% below 2.11
+    assert choose_depth_rule(beaten, base_depth=2).alpha == 1.0
+    without_prior = probe({0.0: [2.30, 2.20, 2.15, 2.12, 2.40], 1.0: [2.35, 2.22, 2.13, 2.10, 2.20]})
+    assert choose_depth_rule(without_prior, base_depth=2).alpha == 1.0  # the lowest when 1/2 was not probed
 
 
-def test_a_rule_that_moves_the_lr_with_depth_wins_only_by_more_than_the_tie():
+def test_each_rule_moves_its_lr_by_the_exponent_its_probe_optimum_measures():
     frame = probe({0.0: [2.30, 2.20, 2.15, 2.12, 2.40], 0.5: [2.40, 2.30, 2.15, 2.08, 2.12],
                    1.0: [2.35, 2.22, 2.13, 2.10, 2.20]})
-    at = [p for p in tuned_points(frame) if p["depth_alpha"] == 0.5][0]
-    assert at["kind"] == "tuned" and -5 < np.log2(at["lr"]) < -4  # between two grid lrs, above the handed-over one
-    tuned = pd.DataFrame([{"depth_alpha": 0.5, "lr": at["lr"], "loss": 2.05, "handed_lr": 2 ** -6, "depth": 8,
-                           "kind": "tuned"}])
-    rule = choose_depth_rule(pd.concat([frame.assign(kind="grid"), tuned]), base_depth=2)
-    s = (np.log2(at["lr"]) + 6) / 2  # octaves over 2 doublings of depth
+    at = {p["depth_alpha"]: p for p in tuned_points(frame)}
+    assert at[0.5]["kind"] == "tuned" and -5 < np.log2(at[0.5]["lr"]) < -4  # between grid lrs, above the handed-over
+    assert not any(p["at_edge"] for p in at.values())
+    # the tuned run of alpha 1/2 loses to its plain grid run within noise: its fitted optimum still decides the lr
+    rule = choose_depth_rule(with_tuned(frame, {0.0: 2.12, 0.5: 2.0801, 1.0: 2.10}), base_depth=2)
+    s = (np.log2(at[0.5]["lr"]) + 6) / 2  # octaves over 2 doublings of depth
     assert rule.alpha == 0.5 and rule.lr_depth_exponent == pytest.approx(s)
-    assert rule.lr_factor(16) == pytest.approx(8 ** s) and rule.regret_pct == 0.0
-    assert f"alpha 0.5, lr x m_L^{s:+.2f}" in [r["rule"] for r in rule.records]
-    close = pd.concat([frame.assign(kind="grid"), tuned.assign(loss=2.1295)])  # within 0.1% of 2.13 (alpha 1)
-    assert choose_depth_rule(close, base_depth=2).lr_depth_exponent == 0.0
+    assert rule.lr_factor(16) == pytest.approx(8 ** s) and rule.regret_pct == pytest.approx(100 * 0.0001 / 2.08)
+    assert f"alpha 0.5, lr x m_L^{s:+.2f}" in [r["rule"] for r in rule.records] and len(rule.records) == 6
+    assert f"chose alpha 0.5 with the lr x (L / 2)^{s:+.2f}" in rule.notes()[0]
+    worse = choose_depth_rule(with_tuned(frame, {0.0: 2.12, 0.5: 2.20, 1.0: 2.10}), base_depth=2)
+    assert worse.alpha == 1.0 and worse.lr_depth_exponent != 0.0  # 2.10 beats alpha 1/2's 2.20 by > 1%
 
 
-def test_a_warning_when_no_rule_keeps_the_regret_under_one_percent():
+def test_warnings_when_no_rule_keeps_the_regret_under_one_percent_or_the_optimum_is_the_grid_edge():
     # every grid optimum lies between grid lrs, where the probe has no run: only the plain candidates
     frame = probe({0.0: [2.5, 2.4, 2.30, 2.22, 2.28], 0.5: [2.5, 2.4, 2.35, 2.10, 2.3], 1.0: [2.6, 2.5, 2.4, 2.35, 2.38]})
     rule = choose_depth_rule(frame, base_depth=2)
     assert rule.alpha == 0.0 and rule.regret_pct == pytest.approx(100 * 0.2 / 2.1)
     assert any("no depth rule keeps the regret at 8 blocks under 1%" in n and "[sweep] depth" in n
                for n in rule.notes())
+    edge = probe({0.0: [2.5, 2.4, 2.3, 2.2, 2.1], 0.5: [2.5, 2.4, 2.3, 2.2, 2.05], 1.0: [2.6, 2.5, 2.4, 2.35, 2.3]})
+    at = {p["depth_alpha"]: p for p in tuned_points(edge)}
+    assert at[0.5]["at_edge"] and np.log2(at[0.5]["lr"]) == pytest.approx(-4)
+    rule = choose_depth_rule(edge.assign(kind="grid"), base_depth=2)  # the edge run is a grid run
+    assert rule.alpha == 0.5 and rule.lr_depth_exponent == pytest.approx(1.0)
+    assert any("best lr at 8 blocks is the probe grid's edge" in n and "a bound, not a fit" in n for n in rule.notes())
 
 
 def test_the_probe_refuses_what_it_cannot_judge():
@@ -112,14 +134,17 @@ def test_auto_sweeps_probes_transfers_and_trains_the_target_with_the_chosen_rule
     assert "depth rule" in plan.summary() and "chosen by the probe at 4 blocks" in plan.summary()
 
 
-def test_the_sweep_command_runs_the_probe_and_transfer_reads_it(tmp_path, capsys):
+@pytest.mark.parametrize("alpha", ["auto", None])  # None: the default, which probes too
+def test_the_sweep_command_runs_the_probe_and_transfer_reads_it(tmp_path, capsys, alpha):
     from mutransfer.cli import sweep as sweep_cmd
     from mutransfer.cli import transfer as transfer_cmd
     from mutransfer.runs import to_toml
     from tiny import run_command
 
     cfg = tiny_depth_gpt("cli-auto", **{"model.depth": 2, "model.base_depth": 1, "train.steps": 3,
-                                        "train.eval_every": 3, "parametrization.depth_alpha": "auto"})
+                                        "train.eval_every": 3, "parametrization.depth_alpha": alpha})
+    assert cfg.probes_depth() and not cfg.override({"parametrization.depth_alpha": 0.5}).probes_depth()
+    assert not cfg.override({"model.depth": 1}).probes_depth()
     path = tmp_path / "cli-auto.toml"
     path.write_text(to_toml(cfg.to_dict()))
     reports = tmp_path / "reports"
@@ -153,3 +178,37 @@ def test_the_validation_experiment_trains_auto_and_the_default_and_writes_the_re
     assert "auto's regret" in text and "default (alpha 1/2) regret" in text and "## The probe's candidates" in text
     assert depth_auto.main(["run", "--config", str(config), "--out", str(out)]) == 0  # resumes
     assert len(pd.read_csv(out / "fam" / "targets.csv")) == 4
+
+
+def test_the_validation_retrains_an_arm_whose_plan_changed_and_keeps_its_earlier_rows(tmp_path):
+    from mutransfer.experiments.depth_auto import _set_aside_earlier
+
+    path = tmp_path / "targets.csv"
+    pd.DataFrame([{"key": i, "arm": arm, "seed": s, "depth": 16, "depth_alpha": a, "log2_lr": x, "loss": 2.0}
+                  for i, (arm, a, x, s) in enumerate([("auto", 0.0, -7.4, 0), ("auto", 0.0, -7.4, 1),
+                                                      ("default", 0.5, -6.7, 0), ("default", 0.5, -6.7, 1)])]
+                 ).to_csv(path, index=False)
+    _set_aside_earlier(path, {(0, 0.5, -5.8), (1, 0.5, -6.7)}, ["auto", "default"])  # auto's plan moved
+    kept, earlier = pd.read_csv(path), pd.read_csv(tmp_path / "targets-earlier.csv")
+    assert list(kept.arm) == ["default", "default"] and list(kept.arm_id) == [1, 1] and "key" not in kept
+    assert list(earlier.arm) == ["auto", "auto"] and list(earlier.log2_lr) == [-7.4, -7.4]
+    _set_aside_earlier(path, {(1, 0.5, -6.7)}, ["auto", "default"])  # nothing stale: nothing moves
+    assert len(pd.read_csv(path)) == 2 and len(pd.read_csv(tmp_path / "targets-earlier.csv")) == 2
+
+
+def test_the_default_without_a_probe_gives_alpha_one_half_with_a_note_and_trains_the_probes_rule(tmp_path):
+    cfg = tiny_depth_gpt("tiny-default", **{"model.depth": 4, "model.base_depth": 1, "train.steps": 3,
+                                            "train.eval_every": 3, "sweep.storage": f"sqlite:///{tmp_path}/s.db"})
+    assert cfg.parametrization.depth_alpha is None
+    study = sweep(cfg, device="cpu", show_progress=False, reports_dir=tmp_path)
+    plan = transfer(study, 16, target_depth=4)  # no probe: alpha 1/2 at the handed-over lr, said
+    assert plan.depth_alpha is None and not plan.depth_rule
+    assert any("no depth probe: the target (4 blocks against the proxy's 1) gets alpha 1/2" in w for w in plan.warnings)
+    assert math.isfinite(run_trial(cfg, {"lr": 1e-3}, width=16, device="cpu", seed=0, depth=4).final_loss)
+    frame = probe({0.0: [2.30, 2.20, 2.00, 2.12, 2.40], 0.5: [2.25, 2.16, 2.11, 2.14, 2.50],
+                   1.0: [2.35, 2.22, 2.13, 2.10, 2.20]}, lr=plan.lr).assign(depth=4)
+    ruled = transfer(study, 16, target_depth=4, depth_probe=frame)  # alpha 0 wins by 5%: trained with it
+    assert ruled.depth_alpha == 0.0 and ruled.depth_rule["chosen"] == 0.0
+    assert math.isfinite(train_target(cfg, ruled, device="cpu", progress=False).final_loss)
+    with pytest.raises(ValueError, match="the plan's depth_alpha is 0.0 but the config trains depth_alpha 0.5"):
+        train_target(cfg.override({"parametrization.depth_alpha": 0.5}), ruled, device="cpu", progress=False)

@@ -9,7 +9,7 @@ from mutransfer.experiments import depth
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_four_arms_run_share_the_shallow_proxy_and_write_the_report(tmp_path):
+def test_the_five_arms_run_share_the_shallow_proxy_and_write_the_report(tmp_path):
     cfg_path = tmp_path / "toy.toml"
     text = (ROOT / "sweeps" / "gpt-cpu-depth-headline.toml").read_text()
     text = text.replace('name = "gpt-cpu-depth-headline"', 'name = "toy-depth"')
@@ -30,6 +30,9 @@ def test_the_four_arms_run_share_the_shallow_proxy_and_write_the_report(tmp_path
     assert rows["width-only"]["lr"] == rows["width-and-depth"]["lr"]  # one shared 2-block proxy
     assert rows["width-only"]["tuning_flops"] == rows["width-and-depth"]["tuning_flops"]
     assert rows["width-only"]["losses"] != rows["width-and-depth"]["losses"]  # the depth rules act
+    assert rows["depth-auto"]["trials"] == rows["width-and-depth"]["trials"]  # the shared proxy, plus the probe:
+    assert rows["depth-auto"]["tuning_flops"] > rows["width-and-depth"]["tuning_flops"]
+    assert any("depth_alpha auto: the probe at 8 blocks" in w for w in rows["depth-auto"]["plan_warnings"])
     text = (out / "headline.md").read_text()
     assert "python -m mutransfer.experiments.depth run" in text and "| width-and-depth | 16 x 2 |" in text
     assert (out / "headline.png").stat().st_size > 5000

@@ -60,7 +60,7 @@ def run(args) -> int:
 
 
 def _depth_probe(args) -> None:
-    """Under depth_alpha "auto" with a target deeper than the proxy: the depth probe around the
+    """Under depth_alpha unset or "auto" with a target deeper than the proxy: the depth probe around the
     lr the sweep's studies hand over (mutransfer.tuning.probe_depth), and the rule it picks."""
     from mutransfer.cli.transfer import load_studies
     from mutransfer.projection import choose_depth_rule, run_depth_probe
@@ -69,7 +69,7 @@ def _depth_probe(args) -> None:
 
     cfg = load_config(args.config)
     url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
-    if cfg.parametrization.depth_alpha != "auto" or (cfg.model.depth or 0) <= (cfg.proxy_depth() or 0):
+    if not cfg.probes_depth():
         return
     probe = run_depth_probe(cfg, load_studies(cfg, url, None), storage=url, reports_dir=args.reports,
                             device=worker_devices(args.device, 1)[0])

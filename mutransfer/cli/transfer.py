@@ -70,13 +70,13 @@ def run(args) -> int:
 
 
 def _probe(cfg, url: str):
-    """The depth probe's study (depth_alpha "auto"), None when the config does not ask for one or
+    """The depth probe's study (depth_alpha unset or "auto"), None when the config does not ask for one or
     none was run (transfer then says what to run)."""
     import optuna
 
     from mutransfer.tuning import open_storage, probe_study_name
 
-    if cfg.parametrization.depth_alpha != "auto":
+    if cfg.parametrization.depth_alpha not in (None, "auto"):
         return None
     storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval, grace_period=cfg.sweep.grace_period)
     name = probe_study_name(cfg)

@@ -316,7 +316,8 @@ def parametrize(
     A base with fewer residual blocks (``depth`` / ``base_depth``, or fewer blocks in ``base``)
     scales each branch by ``m_L^-depth_alpha`` with ``m_L = L / L0`` and the blocks' lr and Adam
     eps by ``m_L^(alpha-1)`` and ``m_L^-alpha`` (scaling.md section 9); ``depth_alpha`` defaults
-    to 1/2, chosen by measurement (reports/README.md, "Depth").
+    to 1/2, chosen by measurement (reports/README.md, "Depth"); a config's sweep measures the rule
+    for its own model instead (the depth probe, ``mutransfer.projection.choose_depth_rule``).
 
         >>> plan = parametrize(mutransfer.zoo.mlp, width=256, base_width=64)
         >>> opt = plan.optimizer(lr=1e-3)

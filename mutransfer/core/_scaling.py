@@ -175,9 +175,11 @@ def timescale_weight_decay(wd: float, *, lr: float, batch: float, tokens: float,
 
 # Depth (scaling.md section 9): residual blocks h <- h + m_L^-alpha F(h), m_L = L / L0.
 DEPTH_ALPHAS = (0.0, 0.5, 1.0)  # width-only muP, depth-muP (Yang et al. 2023), CompleteP (Dey et al. 2025)
-# The default, by measurement (reports/README.md, "Depth"): at the lr transferred from depth 2 to 16,
-# alpha 1/2 lost least in the worse of the two families (zoo GPT, transformers Llama), 0.038 nat
-# against 0.10 (alpha 1) and 0.12 (alpha 0). Only acts when the model has more blocks than its base.
+# The default of parametrize() and of a run without a plan, and the depth probe's prior, by
+# measurement (reports/README.md, "Depth"): at the lr transferred from depth 2 to 16, alpha 1/2 lost
+# least in the worse of the two families (zoo GPT, transformers Llama), 0.038 nat against 0.10
+# (alpha 1) and 0.12 (alpha 0). A config's sweep probes the rule instead (depth_alpha unset or
+# "auto": reports/depth-auto). Only acts when the model has more blocks than its base.
 DEFAULT_DEPTH_ALPHA = 0.5
 
 

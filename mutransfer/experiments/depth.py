@@ -1,5 +1,5 @@
 """Width and depth together (reports/gpt-cpu-depth-headline/headline.md): a proxy of width 64 and 2
-blocks against a target of 4x the width and 4x the depth, in four arms, each judged by the
+blocks against a target of 4x the width and 4x the depth, in five arms, each judged by the
 target's eval loss over 2 training seeds and by its tuning compute (6 x parameters x tokens over
 the tuning trials, as ``mutransfer compare`` counts it):
 
@@ -8,12 +8,14 @@ the tuning trials, as ``mutransfer compare`` counts it):
 | sp-direct         | the target (256 x 8), scheme sp     | its own landscape's lr (risk-aware)      |
 | width-only-deep   | width 64 at the target's depth 8    | the lr, width-only muP (depth_alpha 0)   |
 | width-only        | width 64 x 2 blocks                 | the lr unchanged (depth_alpha 0)         |
-| width-and-depth   | width 64 x 2 blocks                 | the lr with the depth rules (the default)|
+| width-and-depth   | width 64 x 2 blocks                 | the lr with depth_alpha 1/2 (fixed)      |
+| depth-auto        | width 64 x 2 blocks + the depth probe | the rule the probe picks (the default) |
 
 Width-only muP needs a proxy at the target's depth (width-only-deep, 4x the tuning compute of a
 2-block proxy); taking a 2-block proxy's lr to 8 blocks without a depth rule (width-only) is what
-a shallow proxy gives today. The two 2-block arms share their tuning trials (at the base depth
-every depth rule is 1).
+a shallow proxy gives without a depth rule. The three 2-block arms share their tuning trials (at
+the base depth every depth rule is 1); depth-auto adds the depth probe at 64 x 8 (its compute
+counted with the tuning's).
 
     python -m mutransfer.experiments.depth run      # tune the arms and train the targets (resumable)
     python -m mutransfer.experiments.depth write    # headline.{csv,png,md} from what run stored
@@ -32,7 +34,7 @@ from mutransfer.runs import ExperimentConfig, load_config
 CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "gpt-cpu-depth-headline.toml"
 MODULE = "python -m mutransfer.experiments.depth"
 SEEDS = (0, 1)
-ARMS = ("sp-direct", "width-only-deep", "width-only", "width-and-depth")
+ARMS = ("sp-direct", "width-only-deep", "width-only", "width-and-depth", "depth-auto")
 
 
 def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
@@ -41,12 +43,13 @@ def arm_config(cfg: ExperimentConfig, arm: str) -> ExperimentConfig:
     over = {"sp-direct": {"parametrization.scheme": "sp", "sweep.width": m.width, "sweep.depth": m.depth},
             "width-only-deep": {"parametrization.depth_alpha": 0.0, "sweep.depth": m.depth},
             "width-only": {"parametrization.depth_alpha": 0.0},
-            "width-and-depth": {}}[arm]
+            "width-and-depth": {"parametrization.depth_alpha": 0.5},
+            "depth-auto": {"parametrization.depth_alpha": "auto"}}[arm]
     return cfg.override(over)
 
 
 def _tuned_by(arm: str) -> str:
-    return "width-and-depth" if arm == "width-only" else arm  # shallow arms share the proxy
+    return "width-and-depth" if arm in ("width-only", "depth-auto") else arm  # shallow arms share the proxy
 
 
 def study_name(cfg: ExperimentConfig, arm: str) -> str:
@@ -57,12 +60,13 @@ def study_name(cfg: ExperimentConfig, arm: str) -> str:
 
 def run_pipeline(cfg: ExperimentConfig, arm: str, reports: Path, progress: bool = True):
     """The arm through :func:`mutransfer.pipeline`: tune (or resume) at its proxy, transfer to the
-    target's width and depth, train the target at each seed (width-only: depth_alpha 0)."""
+    target's width and depth, train the target at each seed (width-only: depth_alpha 0; depth-auto:
+    the shared proxy's trials, then the depth probe and the rule it picks)."""
     from mutransfer.projection import pipeline
 
     acfg = arm_config(cfg, arm)
     changes = {"depth_alpha": acfg.parametrization.depth_alpha} if arm == "width-only" else None
-    return pipeline(arm_config(cfg, _tuned_by(arm)), cfg.model.width, target_depth=cfg.model.depth,
+    return pipeline(acfg if arm == "depth-auto" else arm_config(cfg, _tuned_by(arm)), cfg.model.width, target_depth=cfg.model.depth,
                     study_name=study_name(cfg, arm), seeds=SEEDS, device="cpu", reports_dir=reports,
                     progress=progress, train_config=acfg, plan_changes=changes, write_plan=False)
 
@@ -92,7 +96,7 @@ def run_arm(cfg: ExperimentConfig, arm: str, out: Path, reports: Path, progress:
            "trials": len(done), "lr": plan.lr, "eta_star": plan.eta_star, "losses": losses,
            "loss": float(np.mean(losses)), "tuning_s": float(sum(t.user_attrs.get("seconds", 0) for t in done)),
            "tuning_flops": 6.0 * params(cfg, tcfg.sweep.width, tcfg.proxy_depth())
-           * float(sum(t.user_attrs.get("tokens", 0) for t in done)),
+           * float(sum(t.user_attrs.get("tokens", 0) for t in done)) + (plan.depth_rule.get("probe_flops") or 0.0),
            "plan_warnings": list(plan.warnings)}
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row, indent=1))

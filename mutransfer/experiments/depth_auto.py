@@ -52,20 +52,39 @@ def plans(cfg: ExperimentConfig, runs: Path, device: str = "cpu"):
 
 
 def train_targets(cfg: ExperimentConfig, arms: dict, out: Path) -> pd.DataFrame:
-    """Each arm's plan trained at ``[model] depth`` with :data:`TARGET_SEEDS` (targets.csv, resumable)."""
+    """Each arm's plan trained at ``[model] depth`` with :data:`TARGET_SEEDS` (targets.csv, resumable:
+    keyed by arm, seed, alpha and lr, so a changed plan trains again; rows of an arm's earlier plans
+    move to targets-earlier.csv)."""
     from mutransfer.experiments.batch_at_budget import resume
     from mutransfer.projection import train_target
 
-    def once(arm: str, seed: int) -> dict:
+    def once(arm_id: int, seed: int, **_) -> dict:
+        arm = list(arms)[arm_id]
         plan = arms[arm]
         tcfg = cfg.override({"parametrization.depth_alpha": plan.depth_alpha})
         res = train_target(tcfg, plan, seed=seed, device="cpu", progress=False)
-        return {"arm": arm, "seed": seed, "depth": plan.target_depth, "depth_alpha": plan.depth_alpha,
-                "log2_lr": math.log2(plan.lr), "loss": res.final_loss, "diverged": res.diverged}
+        return {"arm_id": arm_id, "arm": arm, "seed": seed, "depth": plan.target_depth,
+                "depth_alpha": plan.depth_alpha, "log2_lr": math.log2(plan.lr), "loss": res.final_loss,
+                "diverged": res.diverged}
 
-    todo = [{"arm": a, "seed": s} for a in arms for s in TARGET_SEEDS]
-    keyed = [{**t, "key": i} for i, t in enumerate(todo)]
-    return resume(out / "targets.csv", ("key",), keyed, lambda key, **kw: {"key": key, **once(**kw)}, "targets")
+    todo = [{"arm_id": i, "seed": s, "depth_alpha": plan.depth_alpha, "log2_lr": math.log2(plan.lr)}
+            for i, plan in enumerate(arms.values()) for s in TARGET_SEEDS]
+    path = out / "targets.csv"
+    _set_aside_earlier(path, {(t["arm_id"], t["depth_alpha"], t["log2_lr"]) for t in todo}, list(arms))
+    return resume(path, ("arm_id", "seed", "depth_alpha", "log2_lr"), todo, once, "targets")
+
+
+def _set_aside_earlier(path: Path, current: set, arms: list[str]) -> None:
+    """Move the rows of targets.csv whose (arm, alpha, lr) no current plan has to targets-earlier.csv."""
+    if not path.exists():
+        return
+    rows = pd.read_csv(path).assign(arm_id=lambda d: [arms.index(a) for a in d.arm])
+    now = [(int(r.arm_id), float(r.depth_alpha), float(r.log2_lr)) in current for r in rows.itertuples()]
+    earlier = path.with_name("targets-earlier.csv")
+    if not all(now):
+        old = pd.read_csv(earlier) if earlier.exists() else None
+        pd.concat([old, rows[[not k for k in now]]], ignore_index=True).to_csv(earlier, index=False)
+    rows[now].drop(columns="key", errors="ignore").to_csv(path, index=False)
 
 
 def main(argv=None) -> int:

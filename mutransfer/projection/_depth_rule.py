@@ -1,20 +1,25 @@
 """``depth_alpha = "auto"``: the depth rule chosen by the regret a user would pay (issue 32).
 
 The depth probe (:func:`mutransfer.tuning.probe_depth`) trains the proxy at 4x its depth under
-each candidate branch multiplier m_L^-alpha on a short lr grid around the handed-over lr. For
-each alpha:
+each candidate branch multiplier m_L^-alpha on a short lr grid around the handed-over lr, plus
+one run per alpha at its grid's fitted optimum eta*_probe. Each alpha's rule keeps m_L^-alpha and
+moves the lr by the depth exponent measured there (the branch multiplier and the lr decoupled):
 
-    regret(alpha) = L_alpha(handed-over lr) / min over every alpha and lr of L - 1,
+    s = log2(eta*_probe / lr) / log2(L_probe / L0),   the target's lr = lr x (L / L0)^s,
 
-the loss the rule gives at the lr the shallow proxy hands over, against the best loss any rule
-reaches at that depth with its lr tuned there. A second candidate per alpha decouples the branch
-multiplier from the lr: it keeps m_L^-alpha and moves the lr by the depth exponent measured on
-the probe, lr x (L / L0)^s (one more run per alpha, at the probe grid's fitted optimum). The
-candidate with the lowest loss there is chosen (one that moves the lr only when it beats the
-others by more than :data:`TIE`); a warning says when even it pays more than :data:`REGRET_GOAL`.
+because the fitted optimum of five runs at 4x depth places eta* better than a comparison of two
+single runs (at the shallow proxy the lr landscape is flat and its eta* noisy; deeper it is sharp:
+reports/depth-auto). For each rule
+
+    regret = L_rule / min over every alpha and lr of L - 1
+
+at the probe's depth. The prior, alpha 1/2 (:data:`PRIOR_ALPHA`, depth-muP), is kept unless another
+alpha's rule beats it there by more than :data:`MARGIN` (one run's seed spread: a smaller win at
+4x depth did not hold at 8x in reports/llama-cpu-depth). A warning says when the chosen rule pays
+more than :data:`REGRET_GOAL`, or when its optimum sat at the probe grid's edge.
 
     >>> rule = choose_depth_rule(probe_study, base_depth=2)
-    >>> rule.alpha, rule.records
+    >>> rule.alpha, rule.lr_depth_exponent, rule.records
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ import numpy as np
 from mutransfer.runs import training_flops
 
 REGRET_GOAL = 0.01  # a rule whose regret at the probe's depth exceeds 1% is warned about
-TIE = 0.001  # relative loss within which a rule without a depth exponent is preferred
+PRIOR_ALPHA = 0.5  # depth-muP: kept unless another alpha wins at the probe by more than MARGIN
+MARGIN = 0.01  # relative loss: one probe run's seed spread (0.7-0.8% per cell on these models)
 
 
 @dataclass(frozen=True)
@@ -58,18 +64,26 @@ class DepthRule:
                 "probe_flops": self.probe_flops}
 
     def notes(self) -> list[str]:
-        """The choice in a sentence, and a warning when no rule keeps the regret under the goal."""
+        """The choice in a sentence; warnings when the chosen rule pays more than the goal at the
+        probe's depth or its lr sat at the probe grid's edge."""
         listed = ", ".join(f"{r['rule']}: {r['regret_pct']:+.2f}%" for r in self.records)
         rule = f"alpha {self.alpha:g}" + (f" with the lr x (L / {self.base_depth})^{self.lr_depth_exponent:+.2f}"
                                           if self.lr_depth_exponent else " at the handed-over lr")
         out = [f"depth_alpha auto: the probe at {self.probe_depth} blocks (the proxy's {self.base_depth} x "
-               f"{self.probe_depth // self.base_depth}) chose {rule} ({self.lr:.4g} at {self.base_depth}), whose loss "
-               f"is lowest there; regret against the best of any rule tuned at that depth: {listed}"]
+               f"{self.probe_depth // self.base_depth}) chose {rule} ({self.lr:.4g} at {self.base_depth}; alpha "
+               f"{PRIOR_ALPHA:g} unless another wins there by > {100 * MARGIN:g}%); regret against the best of any "
+               f"rule tuned at that depth: {listed}"]
         if self.regret_pct > 100 * REGRET_GOAL:
             out.append(f"no depth rule keeps the regret at {self.probe_depth} blocks under {100 * REGRET_GOAL:g}% "
-                       f"(the best, alpha {self.alpha:g}, pays {self.regret_pct:.2f}%): the lr handed over from "
+                       f"(the chosen, alpha {self.alpha:g}, pays {self.regret_pct:.2f}%): the lr handed over from "
                        f"{self.base_depth} blocks will be off at the target's depth; sweep the proxy nearer "
                        f"the target's depth ([sweep] depth)")
+        chosen = next((r for r in self.records if r["depth_alpha"] == self.alpha
+                       and r["lr_depth_exponent"] == self.lr_depth_exponent), {})
+        if chosen.get("at_edge"):
+            out.append(f"alpha {self.alpha:g}'s best lr at {self.probe_depth} blocks is the probe grid's edge "
+                       f"({chosen['lr']:.4g}): its depth exponent {self.lr_depth_exponent:+.2f} is a bound, not a fit; "
+                       f"sweep the proxy's lr range wider and run `mutransfer sweep CONFIG` again")
         return out
 
 
@@ -102,15 +116,15 @@ def _seq_len(attrs: dict) -> float:
 
 
 def choose_depth_rule(probe, *, base_depth: int, lr: float | None = None) -> DepthRule:
-    """The candidate with the lowest loss at the probe's depth (see the module), each with its regret.
+    """The depth rule the probe supports (see the module), each candidate with its regret.
 
     Candidates: every alpha at ``lr`` (the handed-over lr; default the one the probe ran around,
     its runs' ``handed_lr``), and every alpha with a run at its grid's fitted optimum
-    (:func:`tuned_points`), at that lr: the lr moved by the
-    depth exponent s = log2(eta*_probe / lr) / log2(probe depth / base depth) measured on the
-    probe's grid (the target then gets lr x (L / L0)^s). Within :data:`TIE` of the best, a
-    candidate without the exponent is preferred (it extrapolates nothing). ``probe``: the probe's
-    study or a frame with columns depth_alpha, lr, loss, kind (and handed_lr, depth, tokens).
+    (:func:`tuned_points`) at that lr: the lr moved by s = log2(eta*_probe / lr) / log2(probe
+    depth / base depth) (the target then gets lr x (L / L0)^s). Each alpha's rule is its moved
+    candidate where it has one, else its plain one; the rule of :data:`PRIOR_ALPHA` is chosen
+    unless another's loss at the probe is lower by more than :data:`MARGIN`. ``probe``: the
+    probe's study or a frame with columns depth_alpha, lr, loss, kind (and handed_lr, depth, tokens).
 
         >>> choose_depth_rule(study, base_depth=2).alpha
         0.5
@@ -125,20 +139,31 @@ def choose_depth_rule(probe, *, base_depth: int, lr: float | None = None) -> Dep
         raise ValueError("every depth-probe run diverged: lower the sweep's lr range and sweep again")
     depth = int(frame["depth"].max()) if "depth" in frame else 0
     octaves = math.log2(depth / base_depth) if depth > base_depth else 1.0
-    records = []
-    tuned = {p["depth_alpha"]: p["lr"] for p in tuned_points(frame)}
+    records, rules = [], {}
+    tuned = {p["depth_alpha"]: p for p in tuned_points(frame)}
     for alpha, g in frame.groupby("depth_alpha", sort=True):
-        records.append(_candidate(g, alpha, lr, best, 0.0))
+        rules[float(alpha)] = _candidate(g, alpha, lr, best, 0.0)
+        records.append(rules[float(alpha)])
         at = tuned.get(float(alpha))
-        if at is not None and np.isclose(np.log2(g["lr"].astype(float)), math.log2(at), atol=1e-6).any():
-            records.append(_candidate(g, alpha, at, best, (math.log2(at) - math.log2(lr)) / octaves))
-    plain = min((r for r in records if r["lr_depth_exponent"] == 0.0), key=lambda r: r["loss_at_lr"])
-    top = min(records, key=lambda r: r["loss_at_lr"])
-    chosen = plain if plain["loss_at_lr"] <= top["loss_at_lr"] * (1 + TIE) else top
+        if at is not None and np.isclose(np.log2(g["lr"].astype(float)), math.log2(at["lr"]), atol=1e-6).any():
+            rules[float(alpha)] = {**_candidate(g, alpha, at["lr"], best, (math.log2(at["lr"]) - math.log2(lr)) / octaves),
+                                   "at_edge": at["at_edge"]}
+            records.append(rules[float(alpha)])
+    chosen = _prior_or_winner(rules)
     params = frame.attrs.get("params_probe")
     flops = training_flops(params, float(frame["tokens"].sum())) if params and "tokens" in frame else None
     return DepthRule(chosen["depth_alpha"], tuple(records), int(base_depth), depth, float(lr),
                      chosen["regret_pct"], flops, chosen["lr_depth_exponent"])
+
+
+def _prior_or_winner(rules: dict[float, dict]) -> dict:
+    """The prior alpha's rule, unless another's loss is lower by more than MARGIN (then the lowest);
+    without the prior among the probed alphas, the lowest."""
+    top = min(rules.values(), key=lambda r: r["loss_at_lr"])
+    prior = rules.get(PRIOR_ALPHA)
+    if prior is None or top["loss_at_lr"] < prior["loss_at_lr"] * (1 - MARGIN):
+        return top
+    return prior
 
 
 def _handed_lr(frame) -> float:
@@ -168,7 +193,7 @@ def tuned_points(probe, *, window: float = 2.0) -> list[dict]:
     candidates. Where the grid's best sits at its edge the edge lr is used.
 
         >>> tuned_points(study)
-        [{'depth_alpha': 0.0, 'lr': 0.0081, 'offset': 0.31, 'kind': 'tuned'}, ...]
+        [{'depth_alpha': 0.0, 'lr': 0.0081, 'offset': 0.31, 'kind': 'tuned', 'at_edge': False}, ...]
     """
     from mutransfer.projection._laws import quadratic_optimum
 
@@ -181,5 +206,7 @@ def tuned_points(probe, *, window: float = 2.0) -> list[dict]:
             continue
         opt = float(quadratic_optimum(x, g["loss"].to_numpy(float), window=window, n_boot=0).log2_lr[0])
         handed = float(g["handed_lr"].iloc[-1])
-        out.append({"depth_alpha": float(alpha), "lr": 2.0 ** opt, "offset": opt - math.log2(handed), "kind": "tuned"})
+        edge = not x.min() + 1e-6 < opt < x.max() - 1e-6
+        out.append({"depth_alpha": float(alpha), "lr": 2.0 ** opt, "offset": opt - math.log2(handed), "kind": "tuned",
+                    "at_edge": bool(edge)})
     return out

@@ -122,17 +122,15 @@ def run_depth_probe(cfg, studies, *, storage: str | None = None, reports_dir="re
     """The probe for ``cfg``'s proxy sweep (``studies``): the lr and knobs :func:`transfer` hands
     over at the proxy's width, then :func:`mutransfer.tuning.probe_depth` around them, then one run
     per alpha at the lr its grid puts the optimum at (:func:`tuned_points`). None when
-    the config does not ask for it (depth_alpha not "auto", or a target no deeper than the proxy).
+    the config does not ask for it (depth_alpha a number, or a target no deeper than the proxy).
 
         >>> run_depth_probe(load_config("sweeps/llama-cpu-depth.toml"), [study])
     """
     from mutransfer.projection._depth_rule import tuned_points
     from mutransfer.projection._target import plan_params
-    from mutransfer.runs import DEPTH_AUTO
     from mutransfer.tuning import probe_depth
 
-    base = cfg.proxy_depth()
-    if cfg.parametrization.depth_alpha != DEPTH_AUTO or base is None or (cfg.model.depth or base) <= base:
+    if not cfg.probes_depth():
         return None
     plan = transfer(studies, cfg.sweep.width, scheme=cfg.parametrization.scheme,
                     optimizer=cfg.parametrization.optimizer)

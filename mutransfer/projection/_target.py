@@ -57,14 +57,23 @@ def check_plan_matches(cfg: ExperimentConfig, plan: TransferPlan) -> None:
              ("readout", plan.readout, p.readout), ("wd_policy", plan.wd_policy, cfg.train.wd_policy),
              ("base_width", plan.base_width, cfg.model.base_width),
              ("base_depth", plan.base_depth, cfg.model.base_depth or cfg.model.depth),
-             ("depth_alpha", _alpha(plan.depth_alpha), _alpha(p.depth_alpha) if p.depth_alpha != DEPTH_AUTO
-              else (_alpha(plan.depth_alpha) if plan.depth_rule or plan.depth_alpha is None else "auto")))
+             ("depth_alpha", _alpha(plan.depth_alpha), _configured_alpha(p.depth_alpha, plan)))
     for what, planned, configured in pairs:
         if planned is not None and planned != configured:
             raise ValueError(f"the plan's {what} is {planned!r} but the config "
                              f"trains {what} {configured!r}; use the config the plan's sweeps ran "
                              f"with, or rerun `mutransfer transfer` for this one")
     _check_constants(cfg, plan)
+
+
+def _configured_alpha(alpha, plan: TransferPlan):
+    """The alpha a config trains the plan's target with: a number as it is; unset or "auto", the
+    rule the plan's depth probe chose (unset and no probe: alpha 1/2, "auto" and no probe: refused)."""
+    if alpha not in (None, DEPTH_AUTO):
+        return _alpha(alpha)
+    if plan.depth_rule or (alpha == DEPTH_AUTO and plan.depth_alpha is None):
+        return _alpha(plan.depth_alpha)
+    return _alpha(None) if alpha is None else "auto"
 
 
 def _uses_muon_scale(plan: TransferPlan) -> bool:
@@ -155,7 +164,7 @@ def train_target(config: ExperimentConfig | str | Path, plan: TransferPlan | str
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     plan = load_plan(plan)
     check_plan_matches(cfg, plan)
-    if cfg.parametrization.depth_alpha == DEPTH_AUTO:  # the rule the depth probe chose
+    if cfg.parametrization.depth_alpha in (None, DEPTH_AUTO) and plan.depth_rule:  # the rule the probe chose
         cfg = cfg.override({"parametrization.depth_alpha": plan.depth_alpha})
     width = plan.target_width if width is None else width
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:

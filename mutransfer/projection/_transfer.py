@@ -94,7 +94,7 @@ def transfer(results, target_width: int, *, target_depth: int | None = None,
             (the batch menu), and its lr eta*(B, D) is projected along the budget.
         proxy_params, target_params: parameter counts, for the ladder's FLOPs (6 N D) beside one
             target run's.
-        depth_probe: with trials swept under ``depth_alpha = "auto"``, the depth probe's study (or
+        depth_probe: the depth probe's study for a deeper target (:func:`run_depth_probe`; or
             frame): the plan takes the rule :func:`choose_depth_rule` picks and records why.
         use_ladder: False keeps the route before the ladder across budgets: the B_opt(D) law on each
             budget's grid optimum sets the batch (reports/gpt-cpu-budgets measures it missing 7.8x).
@@ -339,7 +339,9 @@ def _loss_fields(loss, diag) -> dict:
 def _depth_fields(ok, target_depth: int | None, depth_probe, notes) -> dict:
     """target_depth, base_depth and depth_alpha of the plan: the proxies' depth unless the
     target's is given; proxies swept at several depths are an error (their lrs differ by the
-    depth rules, not by width). Under depth_alpha "auto" the rule comes from ``depth_probe``."""
+    depth rules, not by width). A ``depth_probe`` gives the rule (the proxies' runs at their own
+    depth are the same under every alpha); without one, the trials' depth_alpha (unset: alpha 1/2,
+    with a note when the target is deeper; "auto" and a deeper target: refused)."""
     depths = sorted({int(v) for v in ok["depth"] if v is not None and v == v})
     if len(depths) > 1:
         raise ValueError(f"the trials ran at depths {depths}; transfer fits eta* across width at one "
@@ -352,14 +354,20 @@ def _depth_fields(ok, target_depth: int | None, depth_probe, notes) -> dict:
                          f"blocks passed to the factory and a base depth); these trials have none")
     fields = {"target_depth": target_depth if target_depth is not None else (depths[0] if depths else None),
               "base_depth": _one(ok, "base_depth", int) if depths else None}
-    if _one(ok, "depth_alpha") != DEPTH_AUTO:
+    alpha = _one(ok, "depth_alpha")
+    if alpha not in (None, DEPTH_AUTO) and depth_probe is None:
         return {**fields, "depth_alpha": _one(ok, "depth_alpha", float)}
     deeper = fields["target_depth"] is not None and depths and fields["target_depth"] > depths[0]
     if depth_probe is None:
-        if deeper:
+        if deeper and alpha == DEPTH_AUTO:
             raise ValueError(f"the proxies ran depth_alpha = \"auto\" and the target is deeper ({fields['target_depth']} "
                              f"blocks against {depths[0]}), but no depth probe was given: `mutransfer sweep CONFIG` "
                              f"runs it (study <name>-w<width>-depth-probe); pass it as depth_probe=")
+        if deeper:
+            notes.append(f"no depth probe: the target ({fields['target_depth']} blocks against the proxy's {depths[0]}) "
+                         f"gets alpha 1/2 at the lr handed over from {depths[0]} blocks, which missed by 1.75% and "
+                         f"3.85% at 8x depth where the probe's rule kept it under 1% (reports/depth-auto); "
+                         f"`mutransfer sweep CONFIG` runs the probe")
         return {**fields, "depth_alpha": None}
     rule = choose_depth_rule(depth_probe, base_depth=depths[0] if depths else 1)
     notes.extend(rule.notes())

@@ -290,7 +290,7 @@ def _summary(p: TransferPlan) -> str:
         r = p.depth_rule
         cost = f"; probe {r['probe_flops']:.3g} FLOPs" if r.get("probe_flops") else ""
         rows.append(("depth rule", f"alpha {r['chosen']:g} chosen by the probe at {r['probe_depth']} blocks "
-                                   f"(regret {r['regret_pct']:.2f}% at the handed-over lr){cost}"))
+                                   f"(regret {r['regret_pct']:.2f}% there, alpha 1/2 unless another wins by > 1%){cost}"))
     depth = (f", depth {p.base_depth} -> {p.target_depth} (alpha {p.depth_alpha:g})"
              if p.target_depth is not None and p.depth_alpha is not None else "")
     head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width}{depth} "

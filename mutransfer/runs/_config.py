@@ -148,8 +148,10 @@ class ParamConfig:
     readout: str = "init"
     output_mult: float = 1.0  # used when [sweep.space] does not sweep output_mult
     # residual branches scaled by m_L^-alpha with the depth rules of scaling.md section 9 when
-    # the model has more blocks than the base; None = the default (mutransfer.core DEFAULT_DEPTH_ALPHA);
-    # "auto": the sweep probes alpha 0, 1/2 and 1 at 4x the proxy's depth and transfer picks one
+    # the model has more blocks than the base. None (the default, by measurement: reports/depth-auto)
+    # and "auto": for a target deeper than the proxy the sweep probes alpha 0, 1/2 and 1 at 4x the
+    # proxy's depth and transfer picks the rule; a run at a depth without a plan uses alpha 1/2
+    # (mutransfer.core DEFAULT_DEPTH_ALPHA, the probe's prior) under None and is refused under "auto"
     depth_alpha: float | str | None = None
     # muP's free constants (mutransfer.Constants: init_<role>, lr_<role>, readout_exponent,
     # attention_mult); each is used when [sweep.space] does not sweep it. output_mult is above.
@@ -209,6 +211,16 @@ class ExperimentConfig:
             2
         """
         return self.sweep.depth or self.model.base_depth or self.model.depth
+
+    def probes_depth(self, target_depth: int | None = None) -> bool:
+        """Whether the sweep runs the depth probe: depth_alpha unset or "auto", and the target
+        (``target_depth``, default ``[model] depth``) deeper than the proxy.
+
+            >>> cfg.override({"model.depth": 8, "model.base_depth": 2}).probes_depth()
+            True
+        """
+        base, depth = self.proxy_depth(), target_depth or self.model.depth
+        return self.parametrization.depth_alpha in (None, DEPTH_AUTO) and None not in (base, depth) and depth > base
 
     def tokens_per_example(self) -> int:
         """Tokens one example holds: ``train.seq_len`` for byte corpora, 1 for synthetic data."""

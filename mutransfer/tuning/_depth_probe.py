@@ -1,11 +1,11 @@
 """The depth probe: which depth rule transfers on the user's model, measured at the proxy's width.
 
-With ``[parametrization] depth_alpha = "auto"`` and a target deeper than the proxy, the proxy is
-also trained at ``factor`` x its depth (default 4x) under each candidate branch multiplier
-m_L^-alpha (alpha 0, 1/2, 1: scaling.md section 9), on a short lr grid around the lr the
-proxy's sweep hands over: lr x 2^k, k in :data:`PROBE_OFFSETS` (k = 0 is the handed-over lr
-itself). :func:`mutransfer.projection.choose_depth_rule` then picks the rule whose loss at the
-handed-over lr is lowest there, the regret a user would pay. The trials live in their own
+With ``[parametrization] depth_alpha`` unset (the default) or "auto" and a target deeper than the
+proxy, the proxy is also trained at ``factor`` x its depth (default 4x) under each candidate
+branch multiplier m_L^-alpha (alpha 0, 1/2, 1: scaling.md section 9), on a short lr grid around
+the lr the proxy's sweep hands over: lr x 2^k, k in :data:`PROBE_OFFSETS` (k = 0 is the
+handed-over lr itself), then once more per alpha at its grid's fitted optimum.
+:func:`mutransfer.projection.choose_depth_rule` then picks the rule and the lr's depth exponent. The trials live in their own
 study, ``<name>-w<width>-depth-probe``, beside the sweep's: resumable, every run kept.
 
     >>> study = probe_depth(cfg, {"lr": 0.01, "batch_size": 16})

@@ -54,20 +54,37 @@ def family_row(config: str, folder: Path, reports: Path) -> tuple[dict, list[dic
     cands = [{"family": cfg.name, "rule": c["rule"], "lr at the probe": f"{c['lr']:.4g}",
               "loss there": f"{c['loss_at_lr']:.4f}", "regret at the probe": f"{c['regret_pct']:+.2f}%"}
              for c in rule["candidates"]]
-    return row, cands
+    return row, cands, earlier_rows(cfg.name, sub / "targets-earlier.csv", best.loss)
+
+
+def earlier_rows(family: str, path: Path, best: float) -> list[dict]:
+    """The targets of an arm's earlier plans (targets-earlier.csv), each (alpha, lr) with its regret."""
+    if not path.is_file():
+        return []
+    df = pd.read_csv(path)
+    return [{"family": family, "arm": arm, "depth_alpha": f"{a:g}", "log2 lr": f"{x:.2f}", "seeds": len(g),
+             "regret": f"{100 * (g.loss.mean() - best) / best:+.2f}%"}
+            for (arm, a, x), g in df.groupby(["arm", "depth_alpha", "log2_lr"])]
 
 
 def write_depth_auto_report(folder: str | Path, configs, *, reports: str | Path = "reports",
                             command: str = AUTO_COMMAND) -> Path:
     """``folder/index.md`` from each family's ``folder/<name>/`` and ``<reports>/<name>/depth.csv``."""
     folder, reports = Path(folder), Path(reports)
-    rows, cands = zip(*(family_row(c, folder, reports) for c in configs))
+    rows, cands, earlier = zip(*(family_row(c, folder, reports) for c in configs))
+    earlier = [r for rs in earlier for r in rs]
     lines = ["Everything, serially on one machine (a 2-core CPU):", "", "```",
              *[f"{command} run --config {c}" for c in configs], f"{command} write --configs {','.join(configs)}",
              "```", "", "Regret: the seed-mean loss of the target (2 seeds) trained with the plan, over the lowest "
              "seed-mean loss any rule reaches at that depth with its lr tuned there (the family's depth.csv, same "
-             "seeds and training). The default is alpha 1/2 at the lr the proxy hands over.", "",
+             "seeds and training). The default is alpha 1/2 at the lr the proxy hands over. Auto keeps alpha 1/2 "
+             "unless another alpha's rule wins at the probe by more than 1% (one run's seed spread), and moves the "
+             "lr by the depth exponent its probe optimum measures (`mutransfer.projection.choose_depth_rule`).", "",
              *markdown_table(pd.DataFrame(list(rows))), "", "## The probe's candidates", "",
              *markdown_table(pd.DataFrame([c for cs in cands for c in cs]))]
+    if earlier:
+        lines += ["", "## Earlier choices", "", "Targets trained for an earlier rule of auto (the lowest loss at the "
+                  "probe, the lr moved only when that beat the handed-over lr by > 0.1%), kept in "
+                  "targets-earlier.csv:", "", *markdown_table(pd.DataFrame(earlier))]
     return write_markdown(folder / "index.md", "depth_alpha = \"auto\" against the fixed default at 8x depth",
                           f"{command} write --configs {','.join(configs)}", lines)
