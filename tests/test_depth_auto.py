@@ -13,7 +13,7 @@ import pytest
 
 from mutransfer import TransferPlan, load_config
 from mutransfer.projection import choose_depth_rule, run_depth_probe, train_target, transfer
-from mutransfer.projection._depth_rule import tuned_points
+from mutransfer.projection._depth_rule import edge_points, tuned_points
 from mutransfer.runs import run_trial
 from mutransfer.tuning import probe_points, probe_study_name, sweep
 from tiny import tiny_depth_gpt
@@ -117,7 +117,9 @@ def test_auto_sweeps_probes_transfers_and_trains_the_target_with_the_chosen_rule
     assert probe_study.study_name == probe_study_name(cfg) == "tiny-auto-w16-depth-probe"
     trials = probe_study.get_trials(deepcopy=False)
     tuned = [t for t in trials if t.user_attrs["kind"] == "tuned"]  # one per alpha, unless its optimum is a grid lr
-    assert len(trials) == 15 + len(tuned) and {t.user_attrs["depth"] for t in trials} == {4}
+    beyond = [t for t in trials if abs(t.user_attrs["offset"]) > 2 and t.user_attrs["kind"] == "grid"]
+    assert len(trials) == 15 + len(beyond) + len(tuned) and {t.user_attrs["depth"] for t in trials} == {4}
+    assert len(beyond) <= 6  # an optimum at the grid's edge: an octave more, at most twice per alpha
     assert {t.user_attrs["depth_alpha"] for t in trials} == {0.0, 0.5, 1.0}
     assert len(run_depth_probe(cfg, study, show_progress=False).get_trials()) == len(trials)  # resumed: nothing re-run
     plan = transfer(study, 32, target_depth=4, depth_probe=probe_study)
@@ -149,7 +151,9 @@ def test_the_sweep_command_runs_the_probe_and_transfer_reads_it(tmp_path, capsys
     path.write_text(to_toml(cfg.to_dict()))
     reports = tmp_path / "reports"
     assert run_command(sweep_cmd, "sweep", str(path), "--reports", str(reports)) == 0
-    assert "depth_alpha auto: the probe at 4 blocks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "depth_alpha auto: the probe at 4 blocks" in out
+    assert "depth probe: the proxy (width 16) at 4 blocks, 18 runs" in out and "x this sweep's" in out
     out = tmp_path / "plan.json"
     assert run_command(transfer_cmd, "transfer", str(path), "--reports", str(reports), "--out", str(out)) == 0
     plan = TransferPlan.from_json(out.read_text())
@@ -212,3 +216,14 @@ def test_the_default_without_a_probe_gives_alpha_one_half_with_a_note_and_trains
     assert math.isfinite(train_target(cfg, ruled, device="cpu", progress=False).final_loss)
     with pytest.raises(ValueError, match="the plan's depth_alpha is 0.0 but the config trains depth_alpha 0.5"):
         train_target(cfg.override({"parametrization.depth_alpha": 0.5}), ruled, device="cpu", progress=False)
+
+
+def test_an_optimum_at_the_probe_grids_edge_asks_for_one_octave_more():
+    frame = probe({0.0: [2.5, 2.4, 2.3, 2.2, 2.1], 0.5: [2.25, 2.16, 2.11, 2.14, 2.50], 1.0: [2.0, 2.1, 2.2, 2.3, 2.4]})
+    more = {p["depth_alpha"]: p for p in edge_points(frame)}
+    assert sorted(more) == [0.0, 1.0]  # alpha 1/2's best is inside its grid
+    assert (more[0.0]["offset"], more[1.0]["offset"]) == (3.0, -3.0) and more[0.0]["lr"] == pytest.approx(2 ** -3)
+    assert more[1.0]["kind"] == "grid"
+    extended = pd.concat([frame, pd.DataFrame([{"depth_alpha": 0.0, "lr": 2 ** -3, "loss": 2.3, "handed_lr": 2 ** -6,
+                                                "depth": 8}])])
+    assert 0.0 not in {p["depth_alpha"] for p in edge_points(extended)}  # bracketed now

@@ -65,12 +65,13 @@ def _depth_probe(args) -> None:
     from mutransfer.cli.transfer import load_studies
     from mutransfer.projection import choose_depth_rule, run_depth_probe
     from mutransfer.runs import load_config
-    from mutransfer.tuning import default_storage, worker_devices
+    from mutransfer.tuning import default_storage, probe_cost, worker_devices
 
     cfg = load_config(args.config)
     url = args.storage or cfg.sweep.storage or default_storage(cfg, args.reports)
     if not cfg.probes_depth():
         return
+    print(probe_cost(cfg, args.width))
     probe = run_depth_probe(cfg, load_studies(cfg, url, None), storage=url, reports_dir=args.reports,
                             device=worker_devices(args.device, 1)[0])
     for note in choose_depth_rule(probe, base_depth=cfg.proxy_depth()).notes():

@@ -24,7 +24,7 @@ from mutransfer.runs import ExperimentConfig, load_config
 
 CONFIG = "sweeps/depth-ablation.toml"
 MODULE = "python -m mutransfer.experiments.depth_ablation"
-DEPTHS, ALPHAS, SEEDS = (2, 8), (0.5,), 2
+DEPTHS, ALPHAS, SEEDS = (2, 8), (0.5,), 4
 VARIANTS = {  # the zoo GPT's block, then one part of Llama's at a time, then Llama's three together
     "gpt": {}, "rms-norm": {"norm": "rms"}, "swiglu": {"mlp": "swiglu"}, "no-bias": {"bias": False},
     "fixed-norm-gains": {"norm_gains": False}, "llama-like": {"norm": "rms", "mlp": "swiglu", "bias": False},

@@ -210,3 +210,25 @@ def tuned_points(probe, *, window: float = 2.0) -> list[dict]:
         out.append({"depth_alpha": float(alpha), "lr": 2.0 ** opt, "offset": opt - math.log2(handed), "kind": "tuned",
                     "at_edge": bool(edge)})
     return out
+
+
+def edge_points(probe) -> list[dict]:
+    """Per alpha whose best finite grid run sits at its grid's edge, one more grid point an octave
+    beyond it (the probe then brackets each alpha's optimum before :func:`tuned_points` fits it).
+
+        >>> edge_points(study)
+        [{'depth_alpha': 1.0, 'offset': 3.0, 'lr': 0.08, 'kind': 'grid'}]
+    """
+    frame = probe_frame(probe)
+    frame = frame[(frame["kind"] == "grid") & np.isfinite(frame["loss"])]
+    out = []
+    for alpha, g in frame.groupby("depth_alpha", sort=True):
+        x = np.log2(g["lr"].to_numpy(float))
+        best = x[int(np.argmin(g["loss"].to_numpy(float)))]
+        if len(np.unique(x)) < 3 or x.min() < best < x.max():
+            continue
+        step = 1.0 if best == x.max() else -1.0
+        handed = float(g["handed_lr"].iloc[-1])
+        out.append({"depth_alpha": float(alpha), "offset": best + step - math.log2(handed),
+                    "lr": 2.0 ** (best + step), "kind": "grid"})
+    return out

@@ -17,6 +17,8 @@ from mutransfer.projection._transfer import transfer
 from mutransfer.projection._transfer_plan import TransferPlan
 from mutransfer.runs import ExperimentConfig, load_config
 
+PROBE_EXTENSIONS = 2  # octaves the depth probe may add beyond its grid's edge, one at a time
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineResult:
@@ -120,13 +122,14 @@ def _checkpoints(reports_dir, cfg: ExperimentConfig, width: int, seed: int) -> P
 def run_depth_probe(cfg, studies, *, storage: str | None = None, reports_dir="reports", device: str = "cpu",
                     show_progress: bool = True):
     """The probe for ``cfg``'s proxy sweep (``studies``): the lr and knobs :func:`transfer` hands
-    over at the proxy's width, then :func:`mutransfer.tuning.probe_depth` around them, then one run
-    per alpha at the lr its grid puts the optimum at (:func:`tuned_points`). None when
+    over at the proxy's width, then :func:`mutransfer.tuning.probe_depth` around them (an alpha whose
+    best lr is its grid's edge gets an octave more, up to :data:`PROBE_EXTENSIONS` times), then one
+    run per alpha at the lr its grid puts the optimum at (:func:`tuned_points`). None when
     the config does not ask for it (depth_alpha a number, or a target no deeper than the proxy).
 
         >>> run_depth_probe(load_config("sweeps/llama-cpu-depth.toml"), [study])
     """
-    from mutransfer.projection._depth_rule import tuned_points
+    from mutransfer.projection._depth_rule import edge_points, tuned_points
     from mutransfer.projection._target import plan_params
     from mutransfer.tuning import probe_depth
 
@@ -137,5 +140,11 @@ def run_depth_probe(cfg, studies, *, storage: str | None = None, reports_dir="re
     params = plan_params(plan)
     study = probe_depth(cfg, params, storage=storage, reports_dir=reports_dir, device=device,
                         show_progress=show_progress)
+    for _ in range(PROBE_EXTENSIONS):  # an optimum at the grid's edge: one octave further, at most twice
+        more = edge_points(study)
+        if not more:
+            break
+        study = probe_depth(cfg, params, storage=storage, reports_dir=reports_dir, device=device, points=more,
+                            show_progress=show_progress)
     return probe_depth(cfg, params, storage=storage, reports_dir=reports_dir, device=device,
                        points=tuned_points(study), show_progress=show_progress)

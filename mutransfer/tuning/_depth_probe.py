@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from mutransfer.runs import ExperimentConfig, count_params
+from mutransfer.runs import ExperimentConfig, count_params, sweep_tokens, training_flops
 from mutransfer.tuning._objective import REJECTIONS, make_objective
 from mutransfer.tuning._storage import default_storage, open_storage
 
@@ -99,3 +99,21 @@ def _run_point(study, cfg: ExperimentConfig, params: dict, point: dict, *, width
         return cfg.override({"parametrization.depth_alpha": alpha}), {**params, "lr": lr}, width, cfg.sweep.seed, depth
 
     study.optimize(make_objective(cfg, device=device, point=where), n_trials=1, catch=REJECTIONS)
+
+
+def probe_cost(cfg: ExperimentConfig, width: int | None = None) -> str:
+    """The probe's cost before it runs, in a sentence: its runs (each alpha's grid plus one tuned
+    run), their FLOPs (6 N D at 4x the proxy's depth, each run the sweep's mean tokens) and the
+    ratio to the proxy sweep's FLOPs.
+
+        >>> print(probe_cost(load_config("sweeps/llama-cpu-depth.toml")))
+        depth probe: the proxy (width 64) at 8 blocks, 18 runs ...
+    """
+    width, base = width or cfg.sweep.width, cfg.proxy_depth()
+    runs = len(DEPTH_ALPHAS) * (len(PROBE_OFFSETS) + 1)
+    per_run = sweep_tokens(cfg) / max(cfg.sweep.trials, 1)
+    probe = training_flops(count_params(cfg, width, PROBE_FACTOR * base), runs * per_run)
+    swept = training_flops(count_params(cfg, width, base), sweep_tokens(cfg))
+    return (f"depth probe: the proxy (width {width}) at {PROBE_FACTOR * base} blocks, {runs} runs (alpha "
+            f"{', '.join(f'{a:g}' for a in DEPTH_ALPHAS)} x {len(PROBE_OFFSETS)} lrs, + 1 tuned each): {probe:.3g} "
+            f"FLOPs, {probe / swept:.1f}x this sweep's; a number in [parametrization] depth_alpha skips it")
