@@ -103,16 +103,38 @@ def run_arm(cfg: ExperimentConfig, arm: str, out: Path, reports: Path, progress:
     return row
 
 
-def table(out: Path) -> pd.DataFrame:
-    """One row per arm from the stored rows, with compute against sp-direct's."""
+def table(out: Path, cfg: ExperimentConfig | None = None) -> pd.DataFrame:
+    """One row per arm from the stored rows, with compute against sp-direct's; with ``cfg``, the
+    depth-auto arm's trials and wall seconds count its depth probe's runs too (``out/study.db``)."""
     rows = [json.loads((out / f"headline-{a}.json").read_text()) for a in ARMS
             if (out / f"headline-{a}.json").is_file()]
     if not rows:
         raise ValueError(f"no arm has run yet in {out}; run `{MODULE} run` first")
     df = pd.DataFrame(rows)
+    if cfg is not None and "depth-auto" in set(df["arm"]):
+        runs, seconds = _probe_runs(arm_config(cfg, "depth-auto"), out)
+        at = df["arm"] == "depth-auto"
+        df.loc[at, "trials"] = df.loc[at, "trials"] + runs
+        df.loc[at, "tuning_s"] = df.loc[at, "tuning_s"] + seconds
     ref = df.loc[df["arm"] == "sp-direct", "tuning_flops"]
     df["compute_ratio"] = df["tuning_flops"] / (float(ref.iloc[0]) if len(ref) else np.nan)
     return df
+
+
+def _probe_runs(cfg: ExperimentConfig, out: Path) -> tuple[int, float]:
+    """(finished runs, their wall seconds) of the config's depth probe study in ``out/study.db``."""
+    import optuna
+
+    from mutransfer.tuning import open_storage, probe_study_name
+
+    storage = open_storage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=cfg.sweep.heartbeat_interval,
+                           grace_period=cfg.sweep.grace_period)
+    name = probe_study_name(cfg)
+    if name not in optuna.get_all_study_names(storage):
+        return 0, 0.0
+    done = optuna.load_study(study_name=name, storage=storage).get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return len(done), float(sum(t.user_attrs.get("seconds", 0) for t in done))
 
 
 def plot(df: pd.DataFrame, path: Path) -> Path:
@@ -137,12 +159,12 @@ def write(cfg: ExperimentConfig, out: Path) -> Path:
     """headline.csv, headline.png and headline.md from the stored arms."""
     from mutransfer.validation import markdown_table
 
-    df = table(out)
+    df = table(out, cfg)
     df.drop(columns="plan_warnings").to_csv(out / "headline.csv", index=False)
     plot(df, out / "headline.png")
     shown = pd.DataFrame({
         "arm": df["arm"], "tuned at (width x blocks)": [f"{w} x {d}" for w, d in zip(df["tuned_width"], df["tuned_depth"])],
-        "trials": df["trials"], "lr": df["lr"].map("{:.4g}".format),
+        "trials (+ probe)": df["trials"], "lr": df["lr"].map("{:.4g}".format),
         "target loss (mean)": df["loss"].map("{:.4f}".format),
         "per seed": df["losses"].map(lambda v: ", ".join(f"{x:.4f}" for x in v)),
         "tuning FLOPs": df["tuning_flops"].map("{:.3g}".format),
