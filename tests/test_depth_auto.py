@@ -179,7 +179,7 @@ def test_the_validation_experiment_trains_auto_and_the_default_and_writes_the_re
     assert (targets[targets.arm == "default"].depth_alpha == 0.5).all() and (targets.depth == 4).all()
     assert depth_auto.main(["write", "--configs", str(config), "--out", str(out), "--reports", str(reports)]) == 0
     text = (out / "index.md").read_text()
-    assert "auto's regret" in text and "default (alpha 1/2) regret" in text and "## The probe's candidates" in text
+    assert "auto's regret" in text and "fixed alpha 1/2 regret" in text and "## The probe's candidates" in text
     assert depth_auto.main(["run", "--config", str(config), "--out", str(out)]) == 0  # resumes
     assert len(pd.read_csv(out / "fam" / "targets.csv")) == 4
 

@@ -1,11 +1,12 @@
-"""``depth_alpha = "auto"`` against the fixed default at 8x depth (issue 32, item 3;
+"""``depth_alpha = "auto"`` against the fixed alpha 1/2 at 8x depth (issue 32, item 3;
 reports/depth-auto/index.md).
 
 Per family (a config of ``mutransfer validate`` across depth, e.g. sweeps/gpt-cpu-depth.toml, whose
 depth.csv holds every rule's lr landscape at the target's depth): the proxy sweep at the base
 depth (seeds :data:`SWEEP_SEEDS`), the depth probe at 4x (``mutransfer.projection.run_depth_probe``),
 the plan for ``[model] depth``, and the target trained there with seeds :data:`TARGET_SEEDS` twice:
-under the rule auto chose, and under the fixed default (alpha 1/2) at the lr the proxy hands over.
+under the rule auto chose, and under alpha 1/2 (the fixed default before the probe) at the lr the proxy
+hands over.
 Each loss is judged against the best that any rule reaches at that depth with its lr tuned there
 (the family's depth.csv, the same seeds).
 

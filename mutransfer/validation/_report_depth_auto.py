@@ -1,5 +1,5 @@
 """The depth_alpha "auto" report (reports/depth-auto/index.md): per family, the rule the depth probe
-chose, and the regret at the target's depth of auto's plan and of the fixed default, against the
+chose, and the regret at the target's depth of auto's plan and of the fixed alpha 1/2, against the
 best loss any rule reaches there with its lr tuned (the family's depth.csv from ``mutransfer
 validate``); the probe's compute beside the proxy sweep's."""
 from __future__ import annotations
@@ -47,9 +47,9 @@ def family_row(config: str, folder: Path, reports: Path) -> tuple[dict, list[dic
                                            if rule["lr_depth_exponent"] else "")
     row = {"family": cfg.name, "proxy -> target": f"{base} -> {cfg.model.depth} blocks (probe at {rule['probe_depth']})",
            "auto chose": chosen, "auto's regret": f"{regret['auto']:+.2f}%",
-           "default (alpha 1/2) regret": f"{regret['default']:+.2f}%",
+           "fixed alpha 1/2 regret": f"{regret['default']:+.2f}%",
            "best of any rule": f"{best.loss:.4f} (alpha {best.depth_alpha:g}, 2^{best.log2_lr:g})",
-           "probe / sweep compute": f"{rule['probe_flops'] / sweep:.1f}x",
+           "probe / proxy sweep (2 seeds) compute": f"{rule['probe_flops'] / sweep:.1f}x",
            "met (<= 1%)": "yes" if regret["auto"] <= GOAL_PCT else "**no**"}
     cands = [{"family": cfg.name, "rule": c["rule"], "lr at the probe": f"{c['lr']:.4g}",
               "loss there": f"{c['loss_at_lr']:.4f}", "regret at the probe": f"{c['regret_pct']:+.2f}%"}
@@ -77,7 +77,8 @@ def write_depth_auto_report(folder: str | Path, configs, *, reports: str | Path 
              *[f"{command} run --config {c}" for c in configs], f"{command} write --configs {','.join(configs)}",
              "```", "", "Regret: the seed-mean loss of the target (2 seeds) trained with the plan, over the lowest "
              "seed-mean loss any rule reaches at that depth with its lr tuned there (the family's depth.csv, same "
-             "seeds and training). The default is alpha 1/2 at the lr the proxy hands over. Auto keeps alpha 1/2 "
+             "seeds and training). The fixed rule is alpha 1/2 at the lr the proxy hands over (the default "
+             "before the probe). Auto (the default now) keeps alpha 1/2 "
              "unless another alpha's rule wins at the probe by more than 1% (one run's seed spread), and moves the "
              "lr by the depth exponent its probe optimum measures (`mutransfer.projection.choose_depth_rule`).", "",
              *markdown_table(pd.DataFrame(list(rows))), "", "## The probe's candidates", "",
@@ -86,5 +87,5 @@ def write_depth_auto_report(folder: str | Path, configs, *, reports: str | Path 
         lines += ["", "## Earlier choices", "", "Targets trained for an earlier rule of auto (the lowest loss at the "
                   "probe, the lr moved only when that beat the handed-over lr by > 0.1%), kept in "
                   "targets-earlier.csv:", "", *markdown_table(pd.DataFrame(earlier))]
-    return write_markdown(folder / "index.md", "depth_alpha = \"auto\" against the fixed default at 8x depth",
+    return write_markdown(folder / "index.md", "depth_alpha = \"auto\" against the fixed alpha 1/2 at 8x depth",
                           f"{command} write --configs {','.join(configs)}", lines)
