@@ -72,15 +72,10 @@ def run(args) -> int:
 def _probe(cfg, url: str):
     """The depth probe's study (depth_alpha unset or "auto"), None when the config does not ask for one or
     none was run (transfer then says what to run)."""
-    import optuna
+    from mutransfer.runs import DEPTH_AUTO
+    from mutransfer.tuning import stored_probe
 
-    from mutransfer.tuning import open_storage, probe_study_name
-
-    if cfg.parametrization.depth_alpha not in (None, "auto"):
-        return None
-    storage = open_storage(url, heartbeat_interval=cfg.sweep.heartbeat_interval, grace_period=cfg.sweep.grace_period)
-    name = probe_study_name(cfg)
-    return optuna.load_study(study_name=name, storage=storage) if name in optuna.get_all_study_names(storage) else None
+    return stored_probe(cfg, url) if cfg.parametrization.depth_alpha in (None, DEPTH_AUTO) else None
 
 
 def _params(cfg, args) -> dict:

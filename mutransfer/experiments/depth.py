@@ -123,17 +123,12 @@ def table(out: Path, cfg: ExperimentConfig | None = None) -> pd.DataFrame:
 
 def _probe_runs(cfg: ExperimentConfig, out: Path) -> tuple[int, float]:
     """(finished runs, their wall seconds) of the config's depth probe study in ``out/study.db``."""
-    import optuna
+    from optuna.trial import TrialState
 
-    from mutransfer.tuning import open_storage, probe_study_name
+    from mutransfer.tuning import stored_probe
 
-    storage = open_storage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=cfg.sweep.heartbeat_interval,
-                           grace_period=cfg.sweep.grace_period)
-    name = probe_study_name(cfg)
-    if name not in optuna.get_all_study_names(storage):
-        return 0, 0.0
-    done = optuna.load_study(study_name=name, storage=storage).get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    study = stored_probe(cfg, f"sqlite:///{out / 'study.db'}")
+    done = [] if study is None else study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return len(done), float(sum(t.user_attrs.get("seconds", 0) for t in done))
 
 

@@ -197,19 +197,24 @@ def tuned_points(probe, *, window: float = 2.0) -> list[dict]:
     """
     from mutransfer.projection._laws import quadratic_optimum
 
-    frame = probe_frame(probe)
-    frame = frame[(frame["kind"] == "grid") & np.isfinite(frame["loss"])]
     out = []
-    for alpha, g in frame.groupby("depth_alpha", sort=True):
-        x = np.log2(g["lr"].to_numpy(float))
-        if len(np.unique(x)) < 3:
-            continue
-        opt = float(quadratic_optimum(x, g["loss"].to_numpy(float), window=window, n_boot=0).log2_lr[0])
-        handed = float(g["handed_lr"].iloc[-1])
+    for alpha, x, loss, handed in _grids(probe):
+        opt = float(quadratic_optimum(x, loss, window=window, n_boot=0).log2_lr[0])
         edge = not x.min() + 1e-6 < opt < x.max() - 1e-6
-        out.append({"depth_alpha": float(alpha), "lr": 2.0 ** opt, "offset": opt - math.log2(handed), "kind": "tuned",
+        out.append({"depth_alpha": alpha, "lr": 2.0 ** opt, "offset": opt - math.log2(handed), "kind": "tuned",
                     "at_edge": bool(edge)})
     return out
+
+
+def _grids(probe):
+    """Per alpha of the probe with >= 3 distinct grid lrs: (alpha, log2 lrs, losses, handed-over lr)
+    of its finished grid runs."""
+    frame = probe_frame(probe)
+    frame = frame[(frame["kind"] == "grid") & np.isfinite(frame["loss"])]
+    for alpha, g in frame.groupby("depth_alpha", sort=True):
+        x = np.log2(g["lr"].to_numpy(float))
+        if len(np.unique(x)) >= 3:
+            yield float(alpha), x, g["loss"].to_numpy(float), float(g["handed_lr"].iloc[-1])
 
 
 def edge_points(probe) -> list[dict]:
@@ -219,16 +224,12 @@ def edge_points(probe) -> list[dict]:
         >>> edge_points(study)
         [{'depth_alpha': 1.0, 'offset': 3.0, 'lr': 0.08, 'kind': 'grid'}]
     """
-    frame = probe_frame(probe)
-    frame = frame[(frame["kind"] == "grid") & np.isfinite(frame["loss"])]
     out = []
-    for alpha, g in frame.groupby("depth_alpha", sort=True):
-        x = np.log2(g["lr"].to_numpy(float))
-        best = x[int(np.argmin(g["loss"].to_numpy(float)))]
-        if len(np.unique(x)) < 3 or x.min() < best < x.max():
+    for alpha, x, loss, handed in _grids(probe):
+        best = x[int(np.argmin(loss))]
+        if x.min() < best < x.max():
             continue
         step = 1.0 if best == x.max() else -1.0
-        handed = float(g["handed_lr"].iloc[-1])
-        out.append({"depth_alpha": float(alpha), "offset": best + step - math.log2(handed),
+        out.append({"depth_alpha": alpha, "offset": best + step - math.log2(handed),
                     "lr": 2.0 ** (best + step), "kind": "grid"})
     return out

@@ -365,9 +365,9 @@ def _depth_fields(ok, target_depth: int | None, depth_probe, notes) -> dict:
                              f"runs it (study <name>-w<width>-depth-probe); pass it as depth_probe=")
         if deeper:
             notes.append(f"no depth probe: the target ({fields['target_depth']} blocks against the proxy's {depths[0]}) "
-                         f"gets alpha 1/2 at the lr handed over from {depths[0]} blocks, which missed by 1.75% and "
-                         f"3.85% at 8x depth where the probe's rule kept it under 1% (reports/depth-auto); "
-                         f"`mutransfer sweep CONFIG` runs the probe")
+                         f"gets alpha 1/2 at the lr handed over from {depths[0]} blocks, which the probe's rule beat "
+                         f"at 8x depth on every family measured (reports/depth-auto); `mutransfer sweep CONFIG` "
+                         f"runs the probe")
         return {**fields, "depth_alpha": None}
     rule = choose_depth_rule(depth_probe, base_depth=depths[0] if depths else 1)
     notes.extend(rule.notes())

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from mutransfer.projection._depth_rule import MARGIN, PRIOR_ALPHA
+
 
 @dataclass(frozen=True)
 class TransferPlan:
@@ -290,7 +292,8 @@ def _summary(p: TransferPlan) -> str:
         r = p.depth_rule
         cost = f"; probe {r['probe_flops']:.3g} FLOPs" if r.get("probe_flops") else ""
         rows.append(("depth rule", f"alpha {r['chosen']:g} chosen by the probe at {r['probe_depth']} blocks "
-                                   f"(regret {r['regret_pct']:.2f}% there, alpha 1/2 unless another wins by > 1%){cost}"))
+                                   f"(regret {r['regret_pct']:.2f}% there, alpha {PRIOR_ALPHA:g} unless another wins by "
+                                   f"> {100 * MARGIN:g}%){cost}"))
     depth = (f", depth {p.base_depth} -> {p.target_depth} (alpha {p.depth_alpha:g})"
              if p.target_depth is not None and p.depth_alpha is not None else "")
     head = (f"mutransfer transfer plan: proxy widths {widths} -> {p.target_width}{depth} "

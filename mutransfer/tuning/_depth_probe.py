@@ -101,6 +101,19 @@ def _run_point(study, cfg: ExperimentConfig, params: dict, point: dict, *, width
     study.optimize(make_objective(cfg, device=device, point=where), n_trials=1, catch=REJECTIONS)
 
 
+def stored_probe(cfg: ExperimentConfig, storage: str):
+    """The config's depth probe study in ``storage`` (a URL), None where none was run.
+
+        >>> stored_probe(cfg, "sqlite:///reports/llama-cpu-depth/study.db").study_name
+        'llama-cpu-depth-w64-depth-probe'
+    """
+    import optuna
+
+    opened = open_storage(storage, heartbeat_interval=cfg.sweep.heartbeat_interval, grace_period=cfg.sweep.grace_period)
+    name = probe_study_name(cfg)
+    return optuna.load_study(study_name=name, storage=opened) if name in optuna.get_all_study_names(opened) else None
+
+
 def probe_cost(cfg: ExperimentConfig, width: int | None = None) -> str:
     """The probe's cost before it runs, in a sentence: its runs (each alpha's grid plus one tuned
     run), their FLOPs (6 N D at 4x the proxy's depth, each run the sweep's mean tokens) and the
@@ -110,10 +123,9 @@ def probe_cost(cfg: ExperimentConfig, width: int | None = None) -> str:
         depth probe: the proxy (width 64) at 8 blocks, 18 runs ...
     """
     width, base = width or cfg.sweep.width, cfg.proxy_depth()
-    runs = len(DEPTH_ALPHAS) * (len(PROBE_OFFSETS) + 1)
-    per_run = sweep_tokens(cfg) / max(cfg.sweep.trials, 1)
-    probe = training_flops(count_params(cfg, width, PROBE_FACTOR * base), runs * per_run)
-    swept = training_flops(count_params(cfg, width, base), sweep_tokens(cfg))
+    runs, tokens = len(DEPTH_ALPHAS) * (len(PROBE_OFFSETS) + 1), sweep_tokens(cfg)
+    probe = training_flops(count_params(cfg, width, PROBE_FACTOR * base), runs * tokens / max(cfg.sweep.trials, 1))
+    swept = training_flops(count_params(cfg, width, base), tokens)
     return (f"depth probe: the proxy (width {width}) at {PROBE_FACTOR * base} blocks, {runs} runs (alpha "
             f"{', '.join(f'{a:g}' for a in DEPTH_ALPHAS)} x {len(PROBE_OFFSETS)} lrs, + 1 tuned each): {probe:.3g} "
             f"FLOPs, {probe / swept:.1f}x this sweep's; a number in [parametrization] depth_alpha skips it")
